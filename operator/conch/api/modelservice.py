@@ -1,0 +1,323 @@
+"""ModelService: a served endpoint, and the rollout from one ModelVersion to the next."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from conch.api.common import (
+    CONDITIONS_LIST,
+    DNS_SUBDOMAIN,
+    ApiModel,
+    Condition,
+    Duration,
+    ObjectMeta,
+    Quantity,
+    cel,
+    items,
+    validations,
+)
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+RESERVED_TRITON_FLAGS = (
+    "--model-repository",
+    "--model-store",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+)
+
+
+class Resources(ApiModel):
+    """What one replica asks of a node."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.migProfile) || !has(self.gpuProduct)",
+                "set either gpuProduct or migProfile, not both",
+                ".migProfile",
+            ),
+            cel(
+                "self.gpus > 0 || (!has(self.migProfile) && !has(self.gpuProduct))",
+                "gpuProduct and migProfile need gpus of at least 1",
+                ".gpus",
+            ),
+        )
+    )
+
+    gpus: int = Field(default=1, ge=0, le=16)
+    """GPUs (or MIG slices, with migProfile) per replica; 0 serves on CPU."""
+    gpu_product: str | None = Field(default=None, min_length=1, max_length=128)
+    """Required GPU model, matched against the node label nvidia.com/gpu.product."""
+    mig_profile: str | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[0-9]+g\\\\.[0-9]+gb(\\\\+[a-z]+)?$')",
+                "migProfile is a MIG profile such as 1g.10gb (resource nvidia.com/mig-1g.10gb)",
+            )
+        ),
+    )
+    """MIG profile; the replica then asks for nvidia.com/mig-<profile> instead of nvidia.com/gpu."""
+    cpu: Quantity | None = None
+    """CPU request per replica (the limit is left unset)."""
+    memory: Quantity | None = None
+    """Memory request and limit per replica."""
+
+
+class Toleration(ApiModel):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Scheduling(ApiModel):
+    """Where replicas may run, beyond the GPU constraints Conch adds itself."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+    """A core/v1 Affinity, passed through to the pod unchanged."""
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class DynamicBatching(ApiModel):
+    """Triton dynamic batching: requests wait up to maxQueueDelayMicroseconds to be batched."""
+
+    max_queue_delay_microseconds: int = Field(default=100, ge=0, le=10_000_000)
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra=items({"type": "integer", "minimum": 1}),
+    )
+
+
+class Triton(ApiModel):
+    """The Triton Inference Server that serves the model."""
+
+    image: str = Field(default=DEFAULT_TRITON_IMAGE, min_length=1, max_length=512)
+    dynamic_batching: DynamicBatching | None = None
+    """Enable dynamic batching; unset keeps what the model's config.pbtxt says."""
+    instance_count: int = Field(default=1, ge=1, le=64)
+    """Model instances per replica (Triton instance_group count)."""
+    extra_args: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra=items(
+            {"type": "string", "maxLength": 256},
+            validations(
+                cel(
+                    "self.all(a, "
+                    + " && ".join(f"!a.startsWith('{flag}')" for flag in RESERVED_TRITON_FLAGS)
+                    + ")",
+                    "extraArgs must not set "
+                    + ", ".join(RESERVED_TRITON_FLAGS)
+                    + ": Conch manages them",
+                )
+            ),
+        ),
+    )
+    """Extra tritonserver flags, e.g. --log-verbose=1."""
+
+
+class Autoscaling(ApiModel):
+    """Horizontal autoscaling of the serving replicas (an autoscaling/v2 HPA)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must not exceed maxReplicas",
+                ".minReplicas",
+            ),
+        )
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    metric: Literal["cpu", "queueTime", "inferenceRate"] = "cpu"
+    """cpu utilization, Triton queue time per request, or inferences per second per replica."""
+    target: Quantity
+    """Target per replica: percent for cpu, microseconds for queueTime, per second for inferenceRate."""
+
+
+class CanaryStep(ApiModel):
+    """Send `weight` percent of traffic to the new version, then analyse for `pause`."""
+
+    weight: int = Field(ge=1, le=100)
+    pause: Duration | None = None
+    """How long to hold this step; unset holds for one analysis interval."""
+
+
+class CustomCheck(ApiModel):
+    """A user PromQL query; the step fails when its scalar result exceeds `max`."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$")
+    query: str = Field(min_length=1, max_length=4096)
+    """PromQL with {{namespace}}, {{service}}, {{version}} and {{interval}} placeholders."""
+    max: float
+
+
+class Analysis(ApiModel):
+    """Metric checks run against the canary at every interval, from Triton's own series."""
+
+    interval: Duration = "30s"
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    """Highest share of failed inferences (nv_inference_request_failure / _request_success+failure)."""
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)
+    """Highest p99 request latency in milliseconds."""
+    max_queue_time_ms: float | None = Field(default=None, gt=0)
+    """Highest mean queue time per request in milliseconds."""
+    failure_limit: int = Field(default=2, ge=1, le=100)
+    """Failed analyses in a row that trigger a rollback."""
+    min_requests: int = Field(default=20, ge=0)
+    """Requests the canary must have served in the interval before a verdict."""
+    custom: list[CustomCheck] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class GatewayRef(ApiModel):
+    """The Gateway API parent (a Gateway) the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+
+
+class Rollout(ApiModel):
+    """How a change of spec.modelVersion reaches users."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.steps) || self.steps.map(s, s.weight).isSorted()"
+                " && self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight))",
+                "steps weights must be strictly increasing",
+                ".steps",
+            ),
+            cel(
+                "self.router != 'gatewayAPI' || has(self.gatewayRef)",
+                "router gatewayAPI needs gatewayRef",
+                ".gatewayRef",
+            ),
+        )
+    )
+
+    strategy: Literal["Canary", "Immediate"] = "Canary"
+    """Canary moves traffic in steps with analysis; Immediate replaces the version at once."""
+    steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
+    """Canary steps; unset means 10%, 50%, then promotion."""
+    analysis: Analysis = Field(default_factory=Analysis)
+    router: Literal["replicas", "gatewayAPI"] = "replicas"
+    """replicas: one Service over both versions, weight by replica ratio; gatewayAPI: HTTPRoute weights."""
+    gateway_ref: GatewayRef | None = None
+    max_extra_gpus: int | None = Field(default=None, ge=0, alias="maxExtraGPUs")
+    """GPUs the canary may hold beyond the stable version's; unset is unlimited."""
+    max_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
+    """Refuse to start a rollout to a version whose recorded accuracy drop exceeds this."""
+    paused: bool = False
+    """Hold the rollout at its current step."""
+
+
+class ModelServiceSpec(ApiModel):
+    """A served endpoint. Changing modelVersion starts a rollout."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.replicas) && has(self.autoscaling))",
+                "set replicas or autoscaling, not both",
+                ".replicas",
+            ),
+        )
+    )
+
+    model_version: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Name of the ModelVersion (same namespace) to serve."""
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    """Fixed replica count when autoscaling is unset (default 1)."""
+    resources: Resources = Field(default_factory=Resources)
+    scheduling: Scheduling | None = None
+    triton: Triton = Field(default_factory=Triton)
+    autoscaling: Autoscaling | None = None
+    rollout: Rollout = Field(default_factory=Rollout)
+
+
+class VersionStatus(ApiModel):
+    """One served version and the traffic it gets."""
+
+    version: str
+    """ModelVersion name."""
+    replicas: int = 0
+    ready_replicas: int = 0
+    weight: int = Field(default=0, ge=0, le=100)
+
+
+class AnalysisResult(ApiModel):
+    """The outcome of one analysis run. Inconclusive is a value, not an error."""
+
+    time: datetime
+    verdict: Literal["Passed", "Failed", "Inconclusive"]
+    requests: float | None = None
+    error_rate: float | None = None
+    p99_latency_ms: float | None = None
+    queue_time_ms: float | None = None
+    message: str = ""
+
+
+class RolloutRecord(ApiModel):
+    """One finished rollout."""
+
+    from_version: str | None = None
+    to_version: str
+    result: Literal["Promoted", "RolledBack", "Aborted"]
+    reason: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime
+
+
+class Endpoints(ApiModel):
+    http: str | None = None
+    grpc: str | None = None
+    metrics: str | None = None
+
+
+class ModelServiceStatus(ApiModel):
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    observed_generation: int | None = None
+    stable: VersionStatus | None = None
+    canary: VersionStatus | None = None
+    phase: (
+        Literal[
+            "Pending", "Stable", "Progressing", "Paused", "Promoting", "RollingBack", "RolledBack"
+        ]
+        | None
+    ) = None
+    step: int | None = None
+    """Index of the current canary step."""
+    failed_analyses: int = 0
+    last_analysis: AnalysisResult | None = None
+    endpoints: Endpoints | None = None
+    rollout_history: list[RolloutRecord] = Field(default_factory=list, max_length=20)
+
+
+class ModelService(ApiModel):
+    api_version: Literal["serving.conch.dev/v1alpha1"] = "serving.conch.dev/v1alpha1"
+    kind: Literal["ModelService"] = "ModelService"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelServiceSpec
+    status: ModelServiceStatus | None = None

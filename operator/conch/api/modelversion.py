@@ -1,0 +1,190 @@
+"""ModelVersion: one immutable, packaged model artifact."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
+
+from conch.api.common import (
+    CONDITIONS_LIST,
+    DNS_LABEL,
+    ApiModel,
+    Condition,
+    LocalObjectReference,
+    ObjectMeta,
+    cel,
+    items,
+    validations,
+)
+
+ModelFormat = Literal["onnx", "torchscript", "python"]
+
+TritonDataType = Literal[
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_BF16",
+    "TYPE_STRING",
+]
+
+URI_SCHEMES = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https?://[^\\s/]+/.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+)$"
+
+
+class ArtifactSource(ApiModel):
+    """Where the packaged artifact (a tar archive of a Triton model repository) lives."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                f"self.uri.matches('{URI_SCHEMES}')",
+                "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH or file:///PATH",
+                ".uri",
+            ),
+            cel(
+                "!self.uri.contains('/../') && !self.uri.endsWith('/..')",
+                "uri must not contain '..' path segments",
+                ".uri",
+            ),
+        )
+    )
+
+    uri: str = Field(min_length=1, max_length=2048)
+    """Artifact location: s3://, http(s)://, pvc://CLAIM/PATH, or file:/// for local use."""
+    sha256: str = Field(
+        max_length=64,
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[a-f0-9]{64}$')",
+                "sha256 must be 64 lowercase hexadecimal characters",
+            )
+        ),
+    )
+    """sha256 of the artifact; pulls that do not match are refused before unpacking."""
+    credentials_secret_ref: LocalObjectReference | None = None
+    """Secret holding credentials for the source (S3 keys or an HTTP bearer token)."""
+
+
+class TensorSpec(ApiModel):
+    """One named input or output tensor, in Triton's terms."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[A-Za-z_][A-Za-z0-9_.:-]*$')",
+                "tensor names start with a letter or underscore and hold letters, digits, _ . : -",
+            )
+        ),
+    )
+    data_type: TritonDataType
+    """Triton data type, e.g. TYPE_FP32."""
+    dims: list[int] = Field(
+        min_length=1,
+        max_length=8,
+        json_schema_extra=items(
+            {"type": "integer", "minimum": -1},
+            validations(cel("self.all(d, d != 0)", "dims must be positive, or -1 for variable")),
+        ),
+    )
+    """Shape without the batch dimension; -1 marks a variable dimension."""
+
+
+TENSOR_LIST: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+
+
+class Signature(ApiModel):
+    """The model's interface as Triton serves it."""
+
+    inputs: list[TensorSpec] = Field(min_length=1, max_length=64, json_schema_extra=TENSOR_LIST)
+    outputs: list[TensorSpec] = Field(min_length=1, max_length=64, json_schema_extra=TENSOR_LIST)
+    max_batch_size: int = Field(default=0, ge=0, le=65536)
+    """Largest batch Triton may form; 0 disables batching."""
+
+
+class Compression(ApiModel):
+    """What the runtime did to the trained model, and what it measured. Read by the rollout gate."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.accuracy) || has(self.baselineAccuracy)",
+                "accuracy needs baselineAccuracy to compare against",
+                ".baselineAccuracy",
+            ),
+        )
+    )
+
+    quantization: Literal["int8-dynamic", "none"] | None = None
+    """Quantization applied: int8 dynamic quantization of Linear layers, or none."""
+    sparsity: float | None = Field(default=None, ge=0, le=1)
+    """Fraction of weights pruned to zero (magnitude pruning, made permanent)."""
+    fp16: bool | None = None
+    """Weights and activations cast to half precision."""
+    distilled_from: str | None = Field(default=None, max_length=253)
+    """ModelVersion of the teacher this student was distilled from."""
+    baseline_version: str | None = Field(default=None, max_length=253)
+    """ModelVersion of the uncompressed model the measurements compare against."""
+    baseline_accuracy: float | None = Field(default=None, ge=0, le=1)
+    accuracy: float | None = Field(default=None, ge=0, le=1)
+    """Accuracy of this version on the same validation data as baselineAccuracy."""
+    size_bytes: int | None = Field(default=None, ge=0)
+    """Size of the artifact in bytes."""
+
+
+class ModelVersionSpec(ApiModel):
+    """An immutable packaged model. A new model is a new ModelVersion."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self == oldSelf", "spec is immutable: create a new ModelVersion instead"),
+        )
+    )
+
+    model: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    """Logical model name, the catalog key (e.g. `digits`)."""
+    version: str = Field(
+        min_length=1,
+        max_length=63,
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$')",
+                "version is letters, digits, '.', '_' or '-', starting and ending alphanumeric",
+            )
+        ),
+    )
+    """Version label (e.g. `1.2.0` or `2026-11-23-int8`)."""
+    format: ModelFormat
+    """onnx (onnxruntime_onnx), torchscript (pytorch_libtorch) or python (Python backend)."""
+    source: ArtifactSource
+    signature: Signature
+    compression: Compression | None = None
+
+
+class ModelVersionStatus(ApiModel):
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    observed_generation: int | None = None
+    used_by: list[str] = Field(default_factory=list)
+    """ModelServices that serve this version."""
+
+
+class ModelVersion(ApiModel):
+    api_version: Literal["serving.conch.dev/v1alpha1"] = "serving.conch.dev/v1alpha1"
+    kind: Literal["ModelVersion"] = "ModelVersion"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelVersionSpec
+    status: ModelVersionStatus | None = None

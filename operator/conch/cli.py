@@ -1,0 +1,116 @@
+"""The `conch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from conch.api import crd
+
+    out = Path(args.output_dir)
+    rendered = crd.files()
+    if args.check:
+        stale = [
+            n
+            for n, text in rendered.items()
+            if not (out / n).exists() or (out / n).read_text() != text
+        ]
+        if stale:
+            err.print(f"[red]stale CRDs in {out}: {', '.join(stale)}[/] (run `make crds`)")
+            return 1
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (out / name).write_text(text)
+        err.print(f"wrote {out / name}")
+    return 0
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    from conch.dev.cluster import Cluster, default_directory
+    from conch.dev.toolchain import ensure_toolchain
+
+    directory = Path(args.dir) if args.dir else default_directory(args.name)
+    if (directory / "cluster.json").exists():
+        err.print(f"[red]a cluster is already up in {directory}[/]; `conch dev cluster down` first")
+        return 1
+    toolchain = ensure_toolchain()
+    cluster = Cluster(directory)
+    with err.status("starting etcd, kube-apiserver, controller-manager, scheduler, kwok"):
+        cluster.start(toolchain)
+    err.print(f"control plane up at {cluster.server}; binaries in {toolchain.bin_dir}")
+    print(cluster.kubeconfig)
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    from conch.dev.cluster import Cluster, default_directory
+
+    directory = Path(args.dir) if args.dir else default_directory(args.name)
+    if not (directory / "cluster.json").exists():
+        err.print(f"no cluster in {directory}")
+        return 0
+    Cluster.load(directory).stop()
+    err.print(f"stopped and removed {directory}")
+    return 0
+
+
+def _toolchain(args: argparse.Namespace) -> int:
+    from conch.dev import toolchain
+
+    if args.action == "pin":
+        toolchain.write_go_mod()
+        err.print(f"regenerated {toolchain.WRAPPER_DIR / 'go.mod'}")
+        return 0
+    tc = toolchain.ensure_toolchain()
+    print(tc.bin_dir)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="conch", description=__doc__)
+    sub = root.add_subparsers(required=True, metavar="COMMAND")
+
+    crds = sub.add_parser("crds", help="generate crds/ from the API models")
+    crds.add_argument("--output-dir", default="crds")
+    crds.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
+    crds.set_defaults(func=_crds)
+
+    dev = sub.add_parser("dev", help="local development: a real control plane on loopback")
+    dev_sub = dev.add_subparsers(required=True, metavar="COMMAND")
+    cluster = dev_sub.add_parser("cluster", help="start or stop the local control plane")
+    cluster_sub = cluster.add_subparsers(required=True, metavar="ACTION")
+    for action, func, text in (
+        ("up", _cluster_up, "start it and print the kubeconfig path"),
+        ("down", _cluster_down, "stop every process it started and remove its files"),
+    ):
+        p = cluster_sub.add_parser(action, help=text)
+        p.add_argument("--name", default="dev", help="cluster name (state under the cache)")
+        p.add_argument("--dir", help="state directory (overrides --name)")
+        p.set_defaults(func=func)
+    tools = dev_sub.add_parser("toolchain", help="build (once) the pinned binaries")
+    tools.add_argument(
+        "action",
+        choices=["build", "pin"],
+        nargs="?",
+        default="build",
+        help="build: print the bin directory; pin: regenerate go.mod",
+    )
+    tools.set_defaults(func=_toolchain)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""A real Kubernetes control plane on 127.0.0.1, with kwok's fake GPU and CPU nodes.
+
+etcd -> kube-apiserver -> kube-controller-manager -> kube-scheduler -> kwok, each a child
+process in its own session so `stop()` (or `conch dev cluster down` from another process)
+can end it by pid. Nothing here ever dials a node or pod address: kwok is told to hand out
+addresses inside 127.0.0.0/8 and nothing listens on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conch.dev import pki as pkimod
+from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
+
+SERVICE_CIDR = "10.96.0.0/16"  # virtual ClusterIPs: allocated, never dialled
+POD_CIDR = "127.1.0.0/16"
+NODE_IP = "127.0.0.1"
+GPU_RESOURCE = "nvidia.com/gpu"
+STATE_FILE = "cluster.json"
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    """A kwok node; `gpus` > 0 makes it look like a node prepared by the NVIDIA GPU Operator."""
+
+    name: str
+    gpus: int = 0
+    product: str = ""
+    gpu_memory_mib: int = 0
+    mig: dict[str, int] = field(default_factory=dict)
+    cpu: str = "32"
+    memory: str = "256Gi"
+
+    def manifest(self, index: int) -> dict[str, Any]:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+        }
+        resources = {"cpu": self.cpu, "memory": self.memory, "pods": "110"}
+        taints: list[dict[str, str]] = []
+        if self.gpus or self.mig:
+            labels |= {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": self.product,
+                "nvidia.com/gpu.count": str(self.gpus),
+                "nvidia.com/gpu.memory": str(self.gpu_memory_mib),
+                "nvidia.com/cuda.driver.major": "580",
+                "nvidia.com/mig.capable": "true" if self.mig else "false",
+                "feature.node.kubernetes.io/pci-10de.present": "true",
+            }
+            taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
+        if self.gpus:
+            resources[GPU_RESOURCE] = str(self.gpus)
+        if self.mig:
+            labels["nvidia.com/mig.strategy"] = "mixed"
+            resources |= {f"nvidia.com/mig-{p}": str(n) for p, n in self.mig.items()}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": labels,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            },
+            "spec": {"taints": taints, "podCIDR": f"127.1.{index}.0/24"},
+            "status": {"capacity": resources, "allocatable": resources},
+        }
+
+
+DEFAULT_NODES = (
+    FakeNode("gpu-a100-0", gpus=4, product="NVIDIA-A100-SXM4-80GB", gpu_memory_mib=81920),
+    FakeNode("gpu-a100-1", gpus=4, product="NVIDIA-A100-SXM4-80GB", gpu_memory_mib=81920),
+    FakeNode("gpu-l4-0", gpus=2, product="NVIDIA-L4", gpu_memory_mib=23034),
+    FakeNode(
+        "gpu-a100-mig-0",
+        product="NVIDIA-A100-SXM4-40GB",
+        gpu_memory_mib=40960,
+        mig={"1g.5gb": 7, "3g.20gb": 2},
+    ),
+    FakeNode("cpu-0"),
+    FakeNode("cpu-1"),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    tail = ""
+    if log and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s{tail}")
+
+
+@dataclass
+class Cluster:
+    """A running (or stopped) local control plane, described by files in `directory`."""
+
+    directory: Path
+    pids: dict[str, int] = field(default_factory=dict)
+    api_port: int = 0
+    etcd_url: str = ""
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(
+        self, toolchain: Toolchain | None = None, nodes: tuple[FakeNode, ...] = DEFAULT_NODES
+    ) -> None:
+        tc = toolchain or ensure_toolchain()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        certs = pkimod.create(self.directory)
+        self.api_port = free_port()
+        self._write_kubeconfig(certs)
+        try:
+            self._start_etcd(tc)
+            self._start_apiserver(tc, certs)
+            self._start_controller_manager(tc, certs)
+            self._start_scheduler(tc)
+            self._start_kwok(tc)
+            self._save()
+            self._register_nodes(tc, nodes)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, remove: bool = True) -> None:
+        """End every process this cluster started (by pid, whole process group) and clean up."""
+        for pid in reversed(list(self.pids.values())):
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for pid in reversed(list(self.pids.values())):
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _signal_group(pid, signal.SIGKILL)
+            _reap(pid)
+            while _alive(pid) and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
+        self.pids.clear()
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> Cluster:
+        state = json.loads((directory / STATE_FILE).read_text())
+        return cls(directory=directory, pids=state["pids"], api_port=state["apiPort"])
+
+    def _save(self) -> None:
+        (self.directory / STATE_FILE).write_text(
+            json.dumps({"pids": self.pids, "apiPort": self.api_port, "server": self.server})
+        )
+
+    # -- components --------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> Path:
+        log = self.directory / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.directory,
+            )
+        self.pids[name] = proc.pid
+        self._save()
+        return log
+
+    def _start_etcd(self, tc: Toolchain) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        log = self._spawn(
+            "etcd",
+            [
+                tc.binary("etcd"),
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
+        _wait("etcd", lambda: _http_ok(f"{self.etcd_url}/health"), 30, log)
+
+    def _start_apiserver(self, tc: Toolchain, certs: pkimod.Pki) -> None:
+        log = self._spawn(
+            "kube-apiserver",
+            [
+                tc.binary("kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={self.directory}",
+                f"--tls-cert-file={certs.serving_cert}",
+                f"--tls-private-key-file={certs.serving_key}",
+                f"--client-ca-file={certs.ca_cert}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={certs.sa_pub}",
+                f"--service-account-signing-key-file={certs.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--profiling=false",
+                "--endpoint-reconciler-type=none",
+                "--v=0",
+            ],
+        )
+        ctx = self._ssl_context(certs)
+        _wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ctx), 90, log)
+
+    def _start_controller_manager(self, tc: Toolchain, certs: pkimod.Pki) -> None:
+        port = free_port()
+        log = self._spawn(
+            "kube-controller-manager",
+            [
+                tc.binary("kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.directory / 'kcm'}",
+                f"--service-account-private-key-file={certs.sa_key}",
+                f"--root-ca-file={certs.ca_cert}",
+                f"--cluster-signing-cert-file={certs.ca_cert}",
+                f"--cluster-signing-key-file={certs.ca_key}",
+                "--use-service-account-credentials=true",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=0",
+            ],
+        )
+        _wait(
+            "kube-controller-manager",
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()),
+            60,
+            log,
+        )
+
+    def _start_scheduler(self, tc: Toolchain) -> None:
+        port = free_port()
+        log = self._spawn(
+            "kube-scheduler",
+            [
+                tc.binary("kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.directory / 'scheduler'}",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=0",
+            ],
+        )
+        _wait(
+            "kube-scheduler",
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()),
+            60,
+            log,
+        )
+
+    def _start_kwok(self, tc: Toolchain) -> None:
+        port = free_port()
+        log = self._spawn(
+            "kwok",
+            [
+                tc.binary("kwok"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=true",
+                f"--node-ip={NODE_IP}",
+                f"--cidr={POD_CIDR}",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{port}",
+                f"--config={tc.kwok_stages}",
+            ],
+        )
+        _wait("kwok", lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 30, log)
+
+    def _register_nodes(self, tc: Toolchain, nodes: tuple[FakeNode, ...]) -> None:
+        manifest = self.directory / "nodes.yaml"
+        manifest.write_text(yaml.safe_dump_all(n.manifest(i) for i, n in enumerate(nodes)))
+        self.kubectl(tc, "apply", "-f", str(manifest))
+        self.kubectl(tc, "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+
+    def kubectl(self, tc: Toolchain, *args: str) -> str:
+        result = subprocess.run(
+            [tc.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _ssl_context(self, certs: pkimod.Pki) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+        ctx.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
+        return ctx
+
+    def _write_kubeconfig(self, certs: pkimod.Pki) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "conch-dev",
+                    "cluster": {"server": self.server, "certificate-authority": str(certs.ca_cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "conch-admin",
+                    "user": {
+                        "client-certificate": str(certs.admin_cert),
+                        "client-key": str(certs.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {"name": "conch-dev", "context": {"cluster": "conch-dev", "user": "conch-admin"}}
+            ],
+            "current-context": "conch-dev",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+
+def _insecure() -> ssl.SSLContext:
+    """For component /healthz endpoints, which serve self-signed certificates on loopback."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # not our child (another process started it); it exists
+    return finished == 0
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def default_directory(name: str = "dev") -> Path:
+    return cache_root() / "clusters" / name

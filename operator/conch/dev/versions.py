@@ -1,0 +1,15 @@
+"""Every pinned third-party version the dev control plane uses: an upgrade is one edit here,
+then `make toolchain-pin` to regenerate `toolchain/go.mod` (a unit test checks they agree)."""
+
+KUBERNETES = "v1.36.3"
+"""kube-apiserver, -controller-manager, -scheduler and kubectl (module k8s.io/kubernetes)."""
+ETCD = "v3.6.8"
+"""etcd server (module go.etcd.io/etcd/server/v3); the version Kubernetes itself requires."""
+KWOK = "v0.8.0"
+"""kwok: fake nodes and pod lifecycle (module sigs.k8s.io/kwok)."""
+HELM = "v3.21.4"
+"""helm (module helm.sh/helm/v3)."""
+GATEWAY_API = "v1.6.3"
+"""Gateway API CRDs (HTTPRoute), read from module sigs.k8s.io/gateway-api."""
+PROMETHEUS_OPERATOR = "v0.85.0"
+"""ServiceMonitor/PodMonitor CRDs, from module github.com/prometheus-operator/prometheus-operator."""

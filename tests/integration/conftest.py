@@ -1,0 +1,72 @@
+"""Fixtures for tests on a real control plane: etcd, kube-apiserver, controller-manager,
+scheduler and kwok on 127.0.0.1, started once per session and stopped by pid at the end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conch.dev.cluster import Cluster
+from conch.dev.toolchain import Toolchain, ensure_toolchain
+from kubernetes import client, config
+
+from tests.support import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def toolchain() -> Toolchain:
+    return ensure_toolchain()
+
+
+@pytest.fixture(scope="session")
+def cluster(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("control-plane"))
+    c.start(toolchain)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: Cluster) -> client.ApiClient:
+    return config.new_client_from_config(str(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster, toolchain: Toolchain) -> Callable[..., str]:
+    def run(*args: str) -> str:
+        return cluster.kubectl(toolchain, *args)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Callable[..., str]) -> None:
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/modelversions.serving.conch.dev",
+        "crd/modelservices.serving.conch.dev",
+    )
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    eventually(
+        lambda: (
+            core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+        ),
+        what="default service account",
+    )
+    yield name
+    core.delete_namespace(name)
