@@ -1,0 +1,120 @@
+"""Command line of the runtime image: ``python -m conch_runtime pull --uri U --sha256 H --dest D``.
+
+On success it prints one line to stdout and exits 0. On failure it prints exactly one line,
+``conch pull: <Reason>: <message>``, to stderr and exits with the code of the error class,
+so the operator can read a pod's termination state without parsing logs:
+
+    0   success, or dest already held this digest
+    1   PullFailed          unexpected pull failure
+    2   (usage)             bad command line (argparse)
+    3   InvalidArgument     malformed digest or limit
+    4   UnsupportedSource   unknown scheme or malformed URI
+    5   ArtifactNotFound    404, NoSuchKey, missing file or claim
+    6   AccessDenied        401/403, missing or refused credentials
+    7   SourceRejected      another permanent refusal by the source
+    8   SourceUnavailable   still failing after the retries (transient)
+    9   DigestMismatch      bytes do not match --sha256
+    10  ArtifactTooLarge    over --max-bytes, or unpacks to too much
+    11  HostileArchive      a member is a link, device, absolute or escapes dest
+    12  InvalidArchive      not a readable tar archive
+    13  DestinationError    cannot write --dest, or it holds foreign files
+
+Credentials: ``--credentials-dir`` is a mounted Secret, one file per key
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_SESSION_TOKEN`` and
+``AWS_REGION`` for s3://; ``token``, a bearer token, for http(s)://). Without it the usual
+environment variables apply (``AWS_*``, ``CONCH_HTTP_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from conch_runtime.errors import PullError
+from conch_runtime.pull import DEFAULT_MAX_BYTES, Progress, pull
+from conch_runtime.sources import DEFAULT_PVC_ROOT, SourceConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m conch_runtime")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("pull", help="fetch, verify and unpack a model repository artifact")
+    p.add_argument("--uri", required=True, help="file://, http(s)://, s3:// or pvc:// URI")
+    p.add_argument("--sha256", required=True, help="expected sha256 of the artifact (hex)")
+    p.add_argument("--dest", required=True, type=Path, help="directory to install into")
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--credentials-dir", type=Path, help="mounted Secret with credential files")
+    p.add_argument(
+        "--pvc-root", type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
+    )
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="artifact size limit")
+    p.add_argument(
+        "--max-unpacked-bytes", type=int, help="unpacked size limit (default: 2 x --max-bytes)"
+    )
+    return parser
+
+
+@contextmanager
+def _progress() -> Iterator[Progress | None]:
+    """A rich progress bar on a terminal; nothing at all in a pod's log."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("downloading", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Turn the kubelet's SIGTERM into SystemExit so `pull` removes its staging directory."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        config = SourceConfig.from_env(
+            s3_endpoint=args.s3_endpoint,
+            credentials_dir=args.credentials_dir,
+            pvc_root=args.pvc_root,
+        )
+        with _progress() as progress:
+            result = pull(
+                args.uri,
+                args.sha256,
+                args.dest,
+                max_bytes=args.max_bytes,
+                max_unpacked_bytes=args.max_unpacked_bytes,
+                config=config,
+                progress=progress,
+            )
+    except PullError as exc:
+        message = exc.message.replace("\n", " ")  # one line, whatever a library said
+        print(f"conch pull: {exc.reason}: {message}", file=sys.stderr)
+        return exc.exit_code
+    if result.skipped:
+        print(f"{result.dest}: already holds sha256 {result.sha256}")
+    else:
+        print(
+            f"{result.dest}: {result.files} files, {result.unpacked_bytes} bytes "
+            f"from {result.uri} ({result.downloaded_bytes} bytes, {result.attempts} attempt(s))"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Fetch, verify and install one model-repository artifact: the serving pods' init container.
+
+The order is the point: download to a staging directory beside `dest` (hashing and counting
+as the bytes arrive), compare the sha256, and only then unpack, still inside staging, and
+rename the finished tree onto `dest`. Triton therefore sees either no repository or a
+complete, verified one, and any failure leaves neither `dest` nor staging behind. A `dest`
+that already records the same digest (the `.conch-sha256` marker written inside it) is left
+alone, so a restarted init container does no work.
+
+`dest` must be a directory *inside* a volume (e.g. `/models/repo` on an emptyDir mounted at
+`/models`), not the mount point itself: a mount point cannot be renamed onto.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conch_runtime.archive import UnpackLimits, unpack
+from conch_runtime.errors import (
+    DestinationError,
+    DigestMismatch,
+    InvalidArgument,
+    SourceUnavailable,
+    TooLarge,
+)
+from conch_runtime.retry import RetryPolicy, with_retries
+from conch_runtime.sources import SourceConfig, open_source
+from conch_runtime.uri import Source, parse_uri
+
+__all__ = ["DEFAULT_MAX_BYTES", "MARKER", "Progress", "PullResult", "installed_digest", "pull"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 20 << 30
+"""Largest artifact accepted by default (20 GiB); unpacked, twice that."""
+DEFAULT_MAX_MEMBERS = 100_000
+MARKER = ".conch-sha256"
+"""File inside `dest` recording the digest of the artifact it was unpacked from."""
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+Progress = Callable[[int, int | None], None]
+"""Called with (bytes received so far, total bytes if the source said) as a download runs."""
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull did; `skipped` means `dest` already held this digest."""
+
+    uri: str
+    sha256: str
+    dest: Path
+    skipped: bool
+    downloaded_bytes: int = 0
+    attempts: int = 0
+    files: int = 0
+    unpacked_bytes: int = 0
+
+
+def normalize_digest(sha256: str) -> str:
+    """Lowercase hex, an optional `sha256:` prefix dropped; InvalidArgument otherwise."""
+    digest = sha256.strip().lower().removeprefix("sha256:")
+    if not _DIGEST.match(digest):
+        raise InvalidArgument(f"sha256 must be 64 hex digits, got {sha256!r}")
+    return digest
+
+
+def installed_digest(dest: Path) -> str | None:
+    """The digest recorded in `dest`'s marker, or None if `dest` is not a conch pull."""
+    if dest.is_symlink() or not dest.is_dir():
+        return None
+    try:
+        return (dest / MARKER).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def pull(
+    uri: str,
+    sha256: str,
+    dest: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_unpacked_bytes: int | None = None,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    config: SourceConfig | None = None,
+    retry: RetryPolicy | None = None,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PullResult:
+    """Install the artifact at `uri`, whose sha256 must be `sha256`, as the directory `dest`.
+
+    Raises only `conch_runtime.errors.PullError` subclasses.
+    """
+    digest = normalize_digest(sha256)
+    if max_bytes < 0:
+        raise InvalidArgument(f"max_bytes must be >= 0, got {max_bytes}")
+    limits = UnpackLimits(
+        max_bytes=2 * max_bytes if max_unpacked_bytes is None else max_unpacked_bytes,
+        max_members=max_members,
+    )
+    source = parse_uri(uri)
+    config = config or SourceConfig.from_env()
+    dest = Path(os.path.abspath(dest))
+    if installed_digest(dest) == digest:
+        log.info("%s already holds %s; nothing to do", dest, digest)
+        return PullResult(uri, digest, dest, skipped=True)
+    _check_replaceable(dest)
+
+    missing_parents = [p for p in dest.parents if not p.exists()]
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.conch-pull-", dir=dest.parent))
+    except OSError as exc:
+        raise DestinationError(f"cannot create a staging directory beside {dest}: {exc}") from None
+    done = False
+    try:
+        artifact = staging / "artifact"
+        downloaded, attempts = with_retries(
+            lambda: _download(source, uri, config, artifact, digest, max_bytes, progress),
+            retry or RetryPolicy(),
+            sleep=sleep,
+            on_retry=lambda n, exc, wait: log.info("retry %d in %.1fs: %s", n, wait, exc),
+        )
+        tree = staging / "tree"
+        tree.mkdir(mode=0o755)
+        with artifact.open("rb") as archive:
+            unpacked = unpack(archive, tree, limits)
+        artifact.unlink()
+        (tree / MARKER).write_text(digest + "\n")
+        _install(tree, dest, digest, staging)
+        done = True
+    except OSError as exc:  # our own staging I/O; fetchers and unpack translate theirs
+        raise DestinationError(f"{dest}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for parent in missing_parents:  # innermost first
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+    return PullResult(
+        uri,
+        digest,
+        dest,
+        skipped=False,
+        downloaded_bytes=downloaded,
+        attempts=attempts,
+        files=unpacked.files,
+        unpacked_bytes=unpacked.bytes,
+    )
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse before downloading anything if `dest` holds something we must not replace."""
+    if not os.path.lexists(dest):
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise DestinationError(f"{dest} exists and is not a directory")
+    try:
+        foreign = installed_digest(dest) is None and any(dest.iterdir())
+    except OSError as exc:
+        raise DestinationError(f"cannot list {dest}: {exc.strerror}") from None
+    if foreign:
+        raise DestinationError(
+            f"{dest} is a non-empty directory not written by conch pull (no {MARKER}); "
+            "refusing to replace it"
+        )
+
+
+def _download(
+    source: Source,
+    uri: str,
+    config: SourceConfig,
+    artifact: Path,
+    digest: str,
+    max_bytes: int,
+    progress: Progress | None,
+) -> int:
+    """One attempt: stream the whole artifact into `artifact`, hashing; return its size."""
+    hasher = hashlib.sha256()
+    received = 0
+    with open_source(source, uri, config) as body, artifact.open("wb") as out:
+        if body.length is not None and body.length > max_bytes:
+            raise TooLarge(f"{uri}: {body.length} bytes, over the limit of {max_bytes}")
+        for chunk in body.chunks:
+            received += len(chunk)
+            if received > max_bytes:
+                raise TooLarge(f"{uri}: more than {max_bytes} bytes, over the limit")
+            hasher.update(chunk)
+            out.write(chunk)
+            if progress is not None:
+                progress(received, body.length)
+        if body.length is not None and received != body.length:
+            raise SourceUnavailable(f"{uri}: truncated: {received} of {body.length} bytes")
+    actual = hasher.hexdigest()
+    if actual != digest:
+        raise DigestMismatch(f"{uri}: sha256 is {actual}, expected {digest}")
+    return received
+
+
+def _install(tree: Path, dest: Path, digest: str, staging: Path) -> None:
+    """Rename `tree` onto `dest`: atomic when `dest` is absent or an empty directory."""
+    try:
+        os.rename(tree, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise DestinationError(f"cannot rename the unpacked tree onto {dest}: {exc}") from None
+    current = installed_digest(dest)
+    if current == digest:  # another pull of the same artifact finished first
+        return
+    if current is None:
+        raise DestinationError(f"{dest} appeared while pulling and was not written by conch pull")
+    # An older conch pull: swap it out. Triton is not running yet in an init container.
+    os.rename(dest, staging / "previous")
+    os.rename(tree, dest)

@@ -1,0 +1,131 @@
+"""`python -m conch_runtime pull` as the init container runs it: a real child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from conch_runtime.errors import DigestMismatch, HostileArchive, NotFound
+from mypy_boto3_s3 import S3Client
+
+from tests.runtime.conftest import Artifact, make_artifact
+from tests.runtime.helpers import (
+    MODEL_TREE,
+    Member,
+    Route,
+    pack_dir,
+    pack_members,
+    read_tree,
+    serve_http,
+    write_tree,
+)
+from tests.runtime.s3server import S3Server
+from tests.support import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conch_runtime", "pull", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "TERM": "dumb"},
+        check=False,
+    )
+
+
+def test_cli_pull_file(artifact: Artifact, models: Path) -> None:
+    dest = models / "repo"
+    done = run_cli("--uri", artifact.uri, "--sha256", artifact.sha256, "--dest", str(dest))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # quiet when stderr is not a terminal: no progress bar
+    assert read_tree(dest) == MODEL_TREE
+    again = run_cli("--uri", artifact.uri, "--sha256", artifact.sha256, "--dest", str(dest))
+    assert again.returncode == 0
+    assert "already holds" in again.stdout
+
+
+def test_cli_pull_s3(
+    artifact: Artifact, s3_server: S3Server, s3_credentials: Path, models: Path, s3_client: S3Client
+) -> None:
+    s3_client.create_bucket(Bucket="conch-cli")
+    s3_client.put_object(Bucket="conch-cli", Key="m.tgz", Body=artifact.data)
+    dest = models / "repo"
+    done = run_cli(
+        *("--uri", "s3://conch-cli/m.tgz", "--sha256", artifact.sha256, "--dest", str(dest)),
+        *("--s3-endpoint", s3_server.endpoint, "--credentials-dir", str(s3_credentials)),
+    )
+    assert done.returncode == 0, done.stderr
+    assert read_tree(dest) == MODEL_TREE
+
+
+def test_cli_wrong_digest(artifact: Artifact, models: Path) -> None:
+    wrong = "ab" * 32
+    done = run_cli("--uri", artifact.uri, "--sha256", wrong, "--dest", str(models / "repo"))
+    assert done.returncode == DigestMismatch.exit_code == 9
+    assert done.stderr.startswith("conch pull: DigestMismatch: ")
+    assert done.stderr.count("\n") == 1 and wrong in done.stderr
+    assert done.stdout == ""
+    assert list(models.iterdir()) == []
+
+
+def test_cli_hostile_archive(models: Path, tmp_path: Path) -> None:
+    art = make_artifact(tmp_path / "a", pack_members([Member("../evil", data=b"x")]))
+    done = run_cli("--uri", art.uri, "--sha256", art.sha256, "--dest", str(models / "repo"))
+    assert done.returncode == HostileArchive.exit_code
+    assert (
+        done.stderr
+        == "conch pull: HostileArchive: member '../evil': '..' component escapes the destination\n"
+    )
+    assert list(models.iterdir()) == [] and not (tmp_path / "evil").exists()
+
+
+def test_cli_not_found(models: Path, tmp_path: Path) -> None:
+    uri = (tmp_path / "absent.tgz").as_uri()
+    done = run_cli("--uri", uri, "--sha256", "1" * 64, "--dest", str(models / "repo"))
+    assert done.returncode == NotFound.exit_code
+    assert done.stderr.startswith(f"conch pull: ArtifactNotFound: {uri}: ")
+
+
+def test_cli_usage_error_is_exit_2(models: Path) -> None:
+    done = run_cli("--uri", "file:///x.tgz", "--dest", str(models / "repo"))
+    assert done.returncode == 2
+    assert "--sha256" in done.stderr
+
+
+def test_cli_sigterm_mid_download_leaves_nothing(models: Path, tmp_path: Path) -> None:
+    # Incompressible and over two read chunks, so half of it reaches the staging file.
+    tree = {"mlp/1/weights.bin": os.urandom(3 << 20)}
+    art = make_artifact(tmp_path / "a", pack_dir(write_tree(tmp_path / "src", tree)))
+    release = threading.Event()
+    server = contextmanager(serve_http)({"/slow.tgz": Route(art.data, stall=release)})
+    with server as http:
+        args = ["--uri", f"{http.url}/slow.tgz", "--sha256", art.sha256]
+        child = subprocess.Popen(
+            [sys.executable, "-m", "conch_runtime", "pull", *args, "--dest", str(models / "repo")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            eventually(
+                lambda: any(p.stat().st_size > 0 for p in models.glob(".repo.conch-pull-*/*")),
+                timeout=30,
+                what="a partial download in the staging directory",
+            )
+            os.kill(child.pid, signal.SIGTERM)
+            assert child.wait(timeout=30) == 128 + signal.SIGTERM
+        finally:
+            release.set()
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait()
+    assert list(models.iterdir()) == []
