@@ -41,7 +41,7 @@ demo: toolchain             ## the local sandbox: a real control plane with the 
 	@KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER)) && \
 	KUBECTL="$$($(BIN)/conch dev toolchain build)/kubectl" && \
 	$$KUBECTL --kubeconfig=$$KUBECONFIG apply --server-side -f crds/ && \
-	$$KUBECTL --kubeconfig=$$KUBECONFIG wait --for=condition=Established crd --all --timeout=60s && \
+	until $$KUBECTL --kubeconfig=$$KUBECONFIG wait --for=condition=Established crd --all --timeout=60s 2>/dev/null; do sleep 1; done && \
 	$$KUBECTL --kubeconfig=$$KUBECONFIG apply -f examples/ && \
 	$$KUBECTL --kubeconfig=$$KUBECONFIG get nodes -L nvidia.com/gpu.product && \
 	$$KUBECTL --kubeconfig=$$KUBECONFIG get mv,msvc && \

@@ -74,6 +74,12 @@ def _toolchain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_run(args: argparse.Namespace) -> int:
+    from conch.operator_main import run
+
+    return run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="conch", description=__doc__)
     sub = root.add_subparsers(required=True, metavar="COMMAND")
@@ -82,6 +88,14 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", default="crds")
     crds.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     crds.set_defaults(func=_crds)
+
+    op = sub.add_parser("operator", help="the Kubernetes operator")
+    op_sub = op.add_subparsers(required=True, metavar="ACTION")
+    op_run = op_sub.add_parser("run", help="run the operator (in-cluster or with $KUBECONFIG)")
+    from conch.operator_main import add_arguments
+
+    add_arguments(op_run)
+    op_run.set_defaults(func=_operator_run)
 
     dev = sub.add_parser("dev", help="local development: a real control plane on loopback")
     dev_sub = dev.add_subparsers(required=True, metavar="COMMAND")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conch.dev.cluster import Cluster
+from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain, ensure_toolchain
 from kubernetes import client, config
 
@@ -46,15 +47,16 @@ def kubectl(cluster: Cluster, toolchain: Toolchain) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def crds(kubectl: Callable[..., str]) -> None:
+def crds(kubectl: Callable[..., str], api: client.ApiClient) -> None:
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelversions.serving.conch.dev",
-        "crd/modelservices.serving.conch.dev",
-    )
+    extensions = client.ApiextensionsV1Api(api)
+
+    def established(name: str) -> bool:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    for name in ("modelversions.serving.conch.dev", "modelservices.serving.conch.dev"):
+        eventually(lambda name=name: established(name), what=f"CRD {name} Established")
 
 
 @pytest.fixture
@@ -70,3 +72,16 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator, watching all namespaces, as a child process stopped by pid."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    proc = OperatorProcess(cluster.kubeconfig, log).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

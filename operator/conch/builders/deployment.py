@@ -1,0 +1,237 @@
+"""The Deployment that runs Triton for one served ModelVersion.
+
+An init container (the Conch runtime image) pulls the artifact, verifies its sha256 and
+renames the model repository into place; Triton then serves it read-only. The pod passes
+the `restricted` Pod Security level: non-root, no privilege escalation, no capabilities,
+RuntimeDefault seccomp, a read-only root filesystem with emptyDirs where Triton writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conch.api import ModelService, ModelVersion
+from conch.api.modelservice import Resources
+from conch.builders.meta import Manifest, child_name, metadata, selector
+from conch.builders.service import GRPC_PORT, HTTP_PORT, METRICS_PORT
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+MODELS_DIR = "/models"
+REPOSITORY = f"{MODELS_DIR}/repository"
+PVC_ROOT = "/mnt/pvc"
+CREDENTIALS_DIR = "/var/run/secrets/conch/source"
+SHA256_ANNOTATION = "serving.conch.dev/sha256"
+TRITON_UID = 1000  # the `triton-server` user of NVIDIA's Triton images
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Operator-wide settings that shape serving pods (from the operator's command line)."""
+
+    runtime_image: str = "ghcr.io/conch-serving/conch-runtime:0.1.0"
+    shm_size: str = "1Gi"
+
+
+def name(svc: ModelService, mv_name: str) -> str:
+    return child_name(svc.metadata.name, mv_name)
+
+
+def accelerator_limits(resources: Resources) -> dict[str, str]:
+    if resources.gpus == 0:
+        return {}
+    if resources.mig_profile:
+        return {f"nvidia.com/mig-{resources.mig_profile}": str(resources.gpus)}
+    return {GPU_RESOURCE: str(resources.gpus)}
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    limits = accelerator_limits(resources)
+    if resources.cpu is not None:
+        requests["cpu"] = str(resources.cpu)
+    if resources.memory is not None:
+        requests["memory"] = limits["memory"] = str(resources.memory)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _source_mounts(
+    mv: ModelVersion,
+) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Extra pull arguments, volumes and mounts for where the artifact comes from."""
+    args: list[str] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    uri = mv.spec.source.uri
+    if uri.startswith("pvc://"):
+        claim = uri.removeprefix("pvc://").split("/", 1)[0]
+        volumes.append(
+            {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": "source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+        args += ["--pvc-root", PVC_ROOT]
+    if mv.spec.source.credentials_secret_ref:
+        secret = mv.spec.source.credentials_secret_ref.name
+        volumes.append(
+            {"name": "credentials", "secret": {"secretName": secret, "defaultMode": 0o440}}
+        )
+        mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+        args += ["--credentials-dir", CREDENTIALS_DIR]
+    return args, volumes, mounts
+
+
+def _triton_args(svc: ModelService) -> list[str]:
+    return [
+        "tritonserver",
+        f"--model-repository={REPOSITORY}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--allow-metrics=true",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        *svc.spec.triton.extra_args,
+    ]
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _tolerations(svc: ModelService) -> list[dict[str, Any]]:
+    scheduling = svc.spec.scheduling
+    user = [t.model_dump(exclude_none=True) for t in scheduling.tolerations] if scheduling else []
+    if svc.spec.resources.gpus > 0 and not any(t.get("key") == GPU_RESOURCE for t in user):
+        user.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return user
+
+
+def _node_selector(svc: ModelService) -> dict[str, str]:
+    scheduling = svc.spec.scheduling
+    out = dict(scheduling.node_selector) if scheduling else {}
+    if svc.spec.resources.gpu_product:
+        out[GPU_PRODUCT_LABEL] = svc.spec.resources.gpu_product
+    return out
+
+
+def build(svc: ModelService, mv: ModelVersion, settings: PodSettings) -> Manifest:
+    """The Deployment serving `mv` for `svc`. Replicas are left to the HPA when it exists."""
+    source_args, source_volumes, source_mounts = _source_mounts(mv)
+    pod_labels = metadata(svc, "", mv)["labels"]
+    pull = {
+        "name": "pull-model",
+        "image": settings.runtime_image,
+        "args": [
+            "pull",
+            "--uri",
+            mv.spec.source.uri,
+            "--sha256",
+            mv.spec.source.sha256,
+            "--dest",
+            REPOSITORY,
+            *source_args,
+        ],
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *source_mounts],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    triton = {
+        "name": "triton",
+        "image": svc.spec.triton.image,
+        "args": _triton_args(svc),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "startupProbe": _probe("/v2/health/ready", period=5, failures=120),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "resources": _resources(svc.spec.resources),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_UID,
+            "runAsGroup": TRITON_UID,
+            "fsGroup": TRITON_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [pull],
+        "containers": [triton],
+        "volumes": [
+            {"name": "models", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
+            {"name": "tmp", "emptyDir": {}},
+            *source_volumes,
+        ],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if tolerations := _tolerations(svc):
+        pod_spec["tolerations"] = tolerations
+    if node_selector := _node_selector(svc):
+        pod_spec["nodeSelector"] = node_selector
+    if svc.spec.scheduling and svc.spec.scheduling.affinity:
+        pod_spec["affinity"] = svc.spec.scheduling.affinity
+    if svc.spec.scheduling and svc.spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = svc.spec.scheduling.priority_class_name
+
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(svc, mv.metadata.name)},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": 600,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+        },
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {SHA256_ANNOTATION: mv.spec.source.sha256},
+            },
+            "spec": pod_spec,
+        },
+    }
+    if svc.spec.autoscaling is None:
+        spec["replicas"] = 1 if svc.spec.replicas is None else svc.spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(
+            svc,
+            name(svc, mv.metadata.name),
+            mv,
+            annotations={SHA256_ANNOTATION: mv.spec.source.sha256},
+        ),
+        "spec": spec,
+    }

@@ -1,0 +1,77 @@
+"""Names, labels and owner references shared by every owned object."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from conch.api import API_VERSION, ModelService, ModelVersion
+
+SERVICE_LABEL = "serving.conch.dev/service"
+VERSION_LABEL = "serving.conch.dev/version"
+MANAGER = "conch-operator"
+FIELD_MANAGER = "conch"
+
+Manifest = dict[str, Any]
+
+
+def child_name(*parts: str, limit: int = 63) -> str:
+    """`a-b`, shortened with a stable hash suffix when it would exceed `limit` characters."""
+    name = "-".join(parts)
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def label_value(value: str) -> str:
+    """A valid label value: at most 63 characters, alphanumeric at both ends."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63]
+    return cleaned.strip("-._")
+
+
+def selector(svc: ModelService, mv_name: str | None = None) -> dict[str, str]:
+    """Pods of the service (all versions), or of one version when `mv_name` is given."""
+    labels = {SERVICE_LABEL: svc.metadata.name}
+    if mv_name is not None:
+        labels[VERSION_LABEL] = mv_name
+    return labels
+
+
+def labels(svc: ModelService, mv: ModelVersion | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": label_value(mv.spec.model if mv else svc.metadata.name),
+        "app.kubernetes.io/instance": svc.metadata.name,
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": "conch",
+        "app.kubernetes.io/managed-by": MANAGER,
+        SERVICE_LABEL: svc.metadata.name,
+    }
+    if mv is not None:
+        out["app.kubernetes.io/version"] = label_value(mv.spec.version)
+        out[VERSION_LABEL] = mv.metadata.name
+    return out
+
+
+def owner_reference(svc: ModelService) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelService",
+        "name": svc.metadata.name,
+        "uid": svc.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(
+    svc: ModelService, name: str, mv: ModelVersion | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": svc.metadata.namespace,
+        "labels": labels(svc, mv),
+        "ownerReferences": [owner_reference(svc)],
+        **extra,
+    }

@@ -1,0 +1,40 @@
+"""One exception tree for the operator. Each error carries the condition reason it becomes.
+
+    ConchError                  (reason, permanent?)
+    ├── ModelVersionNotFound    the referenced ModelVersion does not exist (yet)   permanent*
+    ├── InvalidSpec             the objects the spec implies were refused          permanent
+    └── ApiError                a Kubernetes API call failed                       temporary
+
+*permanent for this spec: retried when the ModelVersion appears, not on a timer.
+Foreign errors (kubernetes.client ApiException, urllib3) are translated once, in conch.kube.
+"""
+
+from __future__ import annotations
+
+from conch import reasons
+
+
+class ConchError(Exception):
+    reason: str = reasons.API_ERROR
+    temporary: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelVersionNotFound(ConchError):
+    reason = reasons.MODEL_VERSION_NOT_FOUND
+
+
+class InvalidSpec(ConchError):
+    reason = reasons.INVALID_SPEC
+
+
+class ApiError(ConchError):
+    reason = reasons.API_ERROR
+    temporary = True
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

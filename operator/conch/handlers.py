@@ -1,0 +1,127 @@
+"""kopf wiring: watches feed the work queue; workers run the controller. Nothing decides here.
+
+Handlers are `on.event` triggers only, so kopf keeps no per-object state (no finalizers, no
+progress annotations): an operator restart re-lists, reconciles, and writes nothing when
+nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from conch.api import GROUP, VERSION
+from conch.builders.meta import MANAGER, SERVICE_LABEL
+from conch.controller import Controller
+from conch.errors import ConchError
+from conch.workqueue import WorkQueue
+
+log = logging.getLogger("conch.operator")
+MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+OWNED_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+)
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share, kept in kopf's memo (no module-level state)."""
+
+    controller: Controller
+    workers: int = 8
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, "reconcile")
+        self.tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self.queue.get()
+            namespace, name = cast(tuple[str, str], key)
+            try:
+                outcome = await loop.run_in_executor(
+                    self.executor, self.controller.reconcile, namespace, name
+                )
+            except ConchError as error:
+                delay = self.queue.done(key, failed=True)
+                log.warning("%s/%s: %s (retry in %.1fs)", namespace, name, error, delay)
+            except Exception:
+                delay = self.queue.done(key, failed=True)
+                log.exception("%s/%s: unexpected error (retry in %.1fs)", namespace, name, delay)
+            else:
+                self.queue.done(key, requeue_after=outcome.requeue_after)
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime: Runtime = memo["runtime"]
+    return runtime
+
+
+@kopf.on.startup()
+async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    _runtime(memo).start()
+
+
+@kopf.on.cleanup()
+async def _stop(memo: kopf.Memo, **_: Any) -> None:
+    await _runtime(memo).stop()
+
+
+@kopf.index(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
+def services_by_version(
+    namespace: str, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], str]:
+    return {(namespace, str(spec.get("modelVersion"))): name}
+
+
+@kopf.on.event(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
+async def _service_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).queue.add((namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, "modelversions")  # type: ignore[arg-type]
+async def _version_changed(
+    namespace: str, name: str, memo: kopf.Memo, services_by_version: kopf.Index[Any, str], **_: Any
+) -> None:
+    for service in services_by_version.get((namespace, name), []):
+        _runtime(memo).queue.add((namespace, service))
+
+
+def _owned_changed_factory() -> None:
+    for group, version, plural in OWNED_RESOURCES:
+
+        @kopf.on.event(  # type: ignore[arg-type]
+            group=group, version=version, plural=plural, labels=MANAGED, id=f"owned-{plural}"
+        )
+        async def _owned_changed(
+            namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+        ) -> None:
+            if service := labels.get(SERVICE_LABEL):
+                _runtime(memo).queue.add((namespace, service))
+
+
+_owned_changed_factory()

@@ -1,0 +1,252 @@
+"""Kubernetes I/O: server-side apply, reads, deletes, status patches and Events.
+
+The one place the kubernetes client is called. Its exceptions are translated here into
+`conch.errors`, so nothing above this module sees an ApiException.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from conch.api import GROUP, VERSION
+from conch.builders.meta import FIELD_MANAGER, Manifest
+from conch.errors import ApiError, InvalidSpec
+
+REPORTING_CONTROLLER = "serving.conch.dev/conch-operator"
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        parts = [prefix, "namespaces", namespace, self.plural]
+        if name:
+            parts.append(name)
+        if subresource:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+MODEL_SERVICE = Kind(f"{GROUP}/{VERSION}", "ModelService", "modelservices")
+MODEL_VERSION = Kind(f"{GROUP}/{VERSION}", "ModelVersion", "modelversions")
+POD = Kind("v1", "Pod", "pods")
+OWNED = {
+    k.kind: k
+    for k in (
+        Kind("v1", "Service", "services"),
+        Kind("apps/v1", "Deployment", "deployments"),
+        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+    )
+}
+
+
+class Applied(enum.Enum):
+    """What a server-side apply did (KServe's Create / Update / Existed)."""
+
+    CREATED = "Created"
+    UPDATED = "Updated"
+    UNCHANGED = "Unchanged"
+
+
+def load_api_client(pool_size: int = 16) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+def _manager_time(obj: Manifest) -> str | None:
+    for entry in obj["metadata"].get("managedFields", []):
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            return str(entry.get("time"))
+    return None
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{error.status} {error.reason}"
+
+
+class Kube:
+    """Thin typed wrapper over the client. `on_error(verb, code)` feeds the operator metrics."""
+
+    def __init__(
+        self, api: client.ApiClient, on_error: Callable[[str, str], None] = lambda v, c: None
+    ) -> None:
+        self.api = api
+        self._on_error = on_error
+        self._discovery: dict[str, tuple[float, set[str]]] = {}
+        self._applied: dict[tuple[str, str, str], str | None] = {}
+
+    def _call(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        with_status: bool = False,
+    ) -> Any:
+        try:
+            response = self.api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=30,
+            )
+            data = json.loads(response.data) if response.data else {}
+            return (data, response.status) if with_status else data
+        except ApiException as error:
+            self._on_error(verb, str(error.status))
+            if error.status in (400, 422):
+                raise InvalidSpec(_message(error)) from None
+            raise ApiError(f"{verb} {path}: {_message(error)}", error.status) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            self._on_error(verb, "connection")
+            raise ApiError(f"{verb} {path}: {error}") from None
+
+    def get(self, kind: Kind, namespace: str, name: str) -> Manifest | None:
+        try:
+            return dict(self._call("get", "GET", kind.path(namespace, name)))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[Manifest]:
+        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+        result = self._call("list", "GET", kind.path(namespace), query=query)
+        return list(result.get("items", []))
+
+    def apply(self, obj: Manifest) -> tuple[Applied, Manifest]:
+        """Server-side apply with Conch's field manager; conflicts are forced (we own these).
+
+        Created comes from the 201; Updated from our managedFields entry having moved since
+        our last apply (a no-op apply writes nothing and leaves it as it was).
+        """
+        kind = OWNED[obj["kind"]]
+        meta = obj["metadata"]
+        result, status = self._call(
+            "apply",
+            "PATCH",
+            kind.path(meta["namespace"], meta["name"]),
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+            with_status=True,
+        )
+        ident = (obj["kind"], meta["namespace"], meta["name"])
+        stamp = _manager_time(result)
+        before = self._applied.get(ident)
+        self._applied[ident] = stamp
+        if status == 201:
+            return Applied.CREATED, dict(result)
+        if before is not None and before != stamp:
+            return Applied.UPDATED, dict(result)
+        return Applied.UNCHANGED, dict(result)
+
+    def forget(self, namespace: str, name_prefix: str) -> None:
+        """Drop apply bookkeeping for a deleted ModelService's objects."""
+        for ident in [
+            i for i in self._applied if i[1] == namespace and i[2].startswith(name_prefix)
+        ]:
+            del self._applied[ident]
+
+    def delete(self, obj: Manifest) -> None:
+        kind = OWNED[obj["kind"]]
+        meta = obj["metadata"]
+        body = {"preconditions": {"uid": meta["uid"]}, "propagationPolicy": "Background"}
+        try:
+            self._call("delete", "DELETE", kind.path(meta["namespace"], meta["name"]), body=body)
+        except ApiError as error:
+            if error.status not in (404, 409):
+                raise
+
+    def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._call(
+            "patch_status",
+            "PATCH",
+            kind.path(namespace, name, "status"),
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def has_kind(self, api_version: str, kind: str, ttl: float = 60) -> bool:
+        """Whether the cluster serves `kind` (e.g. a CRD that may or may not be installed)."""
+        cached = self._discovery.get(api_version)
+        if cached is None or time.monotonic() - cached[0] > ttl:
+            try:
+                found = self._call("discover", "GET", f"/apis/{api_version}")
+                kinds = {r["kind"] for r in found.get("resources", [])}
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                kinds = set()
+            cached = (time.monotonic(), kinds)
+            self._discovery[api_version] = cached
+        return kind in cached[1]
+
+    def event(self, regarding: Manifest, type_: str, reason: str, action: str, note: str) -> None:
+        """Post an events.k8s.io/v1 Event about `regarding`."""
+        meta = regarding["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "eventTime": now,
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": socket.gethostname()[:128],
+            "action": action,
+            "reason": reason,
+            "note": note[:1024],
+            "type": type_,
+            "regarding": {
+                "apiVersion": regarding["apiVersion"],
+                "kind": regarding["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+        }
+        self._call(
+            "event",
+            "POST",
+            f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events",
+            body=body,
+        )

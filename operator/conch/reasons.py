@@ -1,0 +1,25 @@
+"""Condition types and reasons: the machine-readable vocabulary of ModelService status.
+
+Reasons are CamelCase, stable across releases, and each one means one thing.
+"""
+
+from typing import Final
+
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+DEGRADED: Final = "Degraded"
+
+# Ready=True
+AVAILABLE: Final = "Available"
+# Why Ready is False (or what is in progress)
+MODEL_VERSION_NOT_FOUND: Final = "ModelVersionNotFound"
+INVALID_SPEC: Final = "InvalidSpec"
+INSUFFICIENT_GPU: Final = "InsufficientGPU"
+REPLICAS_UNAVAILABLE: Final = "ReplicasUnavailable"
+DEPLOYING: Final = "Deploying"
+PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
+API_ERROR: Final = "KubernetesAPIError"
+# Degraded=False
+AS_EXPECTED: Final = "AsExpected"
+UNSCHEDULABLE: Final = "Unschedulable"
+SCALED_TO_ZERO: Final = "ScaledToZero"

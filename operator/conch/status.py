@@ -1,0 +1,148 @@
+"""Pure status computation: what was observed -> ModelService status with conditions.
+
+No I/O. The controller gathers an `Observation`; `compute()` decides what it means.
+Conditions keep their lastTransitionTime while their status is unchanged, so a status that
+means the same thing is byte-for-byte the same and is never written twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from conch import reasons
+from conch.api import Condition, ModelService, ModelServiceStatus
+from conch.api.modelservice import Endpoints, VersionStatus
+from conch.builders import service
+from conch.errors import ConchError
+
+ACCELERATOR_MARKERS = ("nvidia.com/gpu", "nvidia.com/mig-")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the controller saw for one ModelService."""
+
+    version: str
+    error: ConchError | None = None
+    deployment: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    desired_replicas: int = 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The three conditions, as (status, reason, message)."""
+
+    ready: tuple[str, str, str]
+    progressing: tuple[str, str, str]
+    degraded: tuple[str, str, str]
+
+
+def unschedulable(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's message for the first pod it could not place, if any."""
+    for pod in pods:
+        for cond in pod.get("status", {}).get("conditions", []):
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                return str(cond.get("message", "unschedulable"))
+    return None
+
+
+def _deadline_exceeded(deployment: dict[str, Any]) -> bool:
+    for cond in deployment.get("status", {}).get("conditions", []):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return True
+    return False
+
+
+def judge(obs: Observation) -> Verdict:
+    """Decide the conditions. Order matters: the first problem found is the one reported."""
+    if obs.error is not None:
+        failed = ("False", obs.error.reason, obs.error.message)
+        return Verdict(failed, failed, ("True", obs.error.reason, obs.error.message))
+    status = (obs.deployment or {}).get("status", {})
+    ready = int(status.get("readyReplicas", 0))
+    desired = obs.desired_replicas
+    counts = f"{ready}/{desired} replicas of {obs.version} ready"
+    healthy = ("False", reasons.AS_EXPECTED, "")
+    if desired == 0:
+        idle = ("False", reasons.SCALED_TO_ZERO, f"{obs.version} is scaled to zero")
+        return Verdict(idle, ("False", reasons.SCALED_TO_ZERO, ""), healthy)
+    if ready >= desired:
+        up = ("True", reasons.AVAILABLE, counts)
+        return Verdict(up, ("False", reasons.AVAILABLE, counts), healthy)
+    if message := unschedulable(obs.pods):
+        reason = (
+            reasons.INSUFFICIENT_GPU
+            if any(f"Insufficient {m}" in message for m in ACCELERATOR_MARKERS)
+            else reasons.UNSCHEDULABLE
+        )
+        blocked = ("False", reason, f"{counts}: {message}")
+        return Verdict(blocked, ("False", reason, message), ("True", reason, message))
+    if obs.deployment is not None and _deadline_exceeded(obs.deployment):
+        stuck = ("False", reasons.REPLICAS_UNAVAILABLE, counts)
+        late = ("True", reasons.PROGRESS_DEADLINE_EXCEEDED, counts)
+        return Verdict(stuck, ("False", reasons.PROGRESS_DEADLINE_EXCEEDED, counts), late)
+    waiting = ("False", reasons.REPLICAS_UNAVAILABLE, counts)
+    return Verdict(waiting, ("True", reasons.DEPLOYING, counts), healthy)
+
+
+def _condition(
+    type_: str,
+    value: tuple[str, str, str],
+    previous: list[Condition],
+    generation: int | None,
+    now: dt.datetime,
+) -> Condition:
+    status, reason, message = value
+    old = next((c for c in previous if c.type == type_), None)
+    since = old.last_transition_time if old and old.status == status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def compute(svc: ModelService, obs: Observation, now: dt.datetime) -> ModelServiceStatus:
+    """The status to write for `svc` given what was observed."""
+    previous = svc.status or ModelServiceStatus()
+    verdict = judge(obs)
+    generation = svc.metadata.generation
+    conditions = [
+        _condition(reasons.READY, verdict.ready, previous.conditions, generation, now),
+        _condition(reasons.PROGRESSING, verdict.progressing, previous.conditions, generation, now),
+        _condition(reasons.DEGRADED, verdict.degraded, previous.conditions, generation, now),
+    ]
+    deployment_status = (obs.deployment or {}).get("status", {})
+    stable = None
+    if obs.deployment is not None:
+        stable = VersionStatus(
+            version=obs.version,
+            replicas=int(deployment_status.get("replicas", 0)),
+            ready_replicas=int(deployment_status.get("readyReplicas", 0)),
+            weight=100,
+        )
+    is_ready = verdict.ready[0] == "True"
+    return previous.model_copy(
+        update={
+            "conditions": conditions,
+            "observed_generation": generation,
+            "stable": stable,
+            "phase": "Stable" if is_ready else "Pending",
+            "endpoints": Endpoints(**service.endpoints(svc)),
+        }
+    )
+
+
+def to_wire(status: ModelServiceStatus) -> dict[str, Any]:
+    """The status as the API stores it (camelCase, RFC 3339 times, no nulls)."""
+    return status.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,331 @@
+"""The operator on the real control plane: ModelService -> owned objects -> truthful status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conch.dev.operator import OperatorProcess
+from kubernetes import client
+
+from tests.support import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "serving.conch.dev", "v1alpha1"
+OWNED = (
+    "deployments",
+    "services",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+    "networkpolicies",
+)
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def create_version(api: client.ApiClient, ns: str, name: str = "digits-v1") -> None:
+    body = example("modelversion.yaml")
+    body["metadata"]["name"] = name
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelversions", body
+    )
+
+
+def create_service(api: client.ApiClient, ns: str, name: str = "digits", **spec: Any) -> None:
+    body = example("modelservice.yaml")
+    body["metadata"]["name"] = name
+    body["spec"] |= spec
+    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelservices", body
+    )
+
+
+def get_service(api: client.ApiClient, ns: str, name: str = "digits") -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, "modelservices", name
+        )
+    )
+
+
+def condition(
+    api: client.ApiClient, ns: str, type_: str, name: str = "digits"
+) -> dict[str, Any] | None:
+    conditions = get_service(api, ns, name).get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == type_), None)
+
+
+def wait_for(
+    api: client.ApiClient,
+    ns: str,
+    type_: str,
+    status: str,
+    reason: str | None = None,
+    name: str = "digits",
+    timeout: float = 60,
+) -> dict[str, Any]:
+    def matches() -> dict[str, Any] | None:
+        cond = condition(api, ns, type_, name)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return cond
+        return None
+
+    return eventually(matches, timeout, what=f"{name} {type_}={status} {reason or ''}")
+
+
+def owned(kubectl: Callable[..., str], ns: str) -> dict[str, dict[str, Any]]:
+    items = yaml.safe_load(
+        kubectl("get", ",".join(OWNED), "-n", ns, "-l", "serving.conch.dev/service", "-o", "yaml")
+    )["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i for i in items}
+
+
+def events(api: client.ApiClient, ns: str, name: str = "digits") -> list[Any]:
+    """Events about the ModelService (read through core/v1, which also shows events.k8s.io ones)."""
+    found = client.CoreV1Api(api).list_namespaced_event(ns).items
+    return [
+        e
+        for e in found
+        if e.involved_object.kind == "ModelService" and e.involved_object.name == name
+    ]
+
+
+def test_example_becomes_ready_with_its_objects(
+    api: client.ApiClient, namespace: str, kubectl: Callable[..., str]
+) -> None:
+    create_version(api, namespace)
+    create_service(api, namespace)
+    kubectl("wait", "--for=condition=Ready", "msvc/digits", "-n", namespace, "--timeout=90s")
+    objects = owned(kubectl, namespace)
+    assert set(objects) == {
+        "Deployment/digits-digits-v1",
+        "Service/digits",
+        "HorizontalPodAutoscaler/digits",
+        "PodDisruptionBudget/digits",
+        "NetworkPolicy/digits",
+    }
+    uid = get_service(api, namespace)["metadata"]["uid"]
+    for obj in objects.values():
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
+    pods = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(namespace, label_selector="serving.conch.dev/version=digits-v1")
+        .items
+    )
+    assert len(pods) == 2  # the HPA's minReplicas
+    for pod in pods:
+        node = client.CoreV1Api(api).read_node(pod.spec.node_name)
+        assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
+    table = kubectl("get", "msvc", "-n", namespace).splitlines()
+    assert table[0].split() == [
+        "NAME",
+        "VERSION",
+        "STABLE",
+        "CANARY",
+        "WEIGHT",
+        "READY",
+        "PHASE",
+        "AGE",
+    ]
+    assert table[1].split()[:5] == ["digits", "digits-v1", "digits-v1", "True", "Stable"]
+    status = get_service(api, namespace)["status"]
+    assert status["observedGeneration"] == 1
+    assert status["stable"] == {
+        "version": "digits-v1",
+        "replicas": 2,
+        "readyReplicas": 2,
+        "weight": 100,
+    }
+    assert status["endpoints"]["grpc"] == f"digits.{namespace}.svc:8001"
+    reasons = {e.reason for e in events(api, namespace)}
+    assert {"Created", "Available"} <= reasons
+
+
+def test_more_gpus_than_exist_is_insufficient_gpu(api: client.ApiClient, namespace: str) -> None:
+    create_version(api, namespace)
+    create_service(api, namespace, autoscaling=None, replicas=1, resources={"gpus": 8})
+    ready = wait_for(api, namespace, "Ready", "False", "InsufficientGPU")
+    assert "Insufficient nvidia.com/gpu" in ready["message"]
+    degraded = wait_for(api, namespace, "Degraded", "True", "InsufficientGPU")
+    assert degraded["message"]
+    warnings = [e for e in events(api, namespace) if e.reason == "InsufficientGPU"]
+    assert warnings and warnings[0].type == "Warning"
+
+
+def test_missing_model_version_then_created(api: client.ApiClient, namespace: str) -> None:
+    create_service(api, namespace)
+    cond = wait_for(api, namespace, "Ready", "False", "ModelVersionNotFound")
+    assert "digits-v1" in cond["message"]
+    assert not client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    create_version(api, namespace)
+    wait_for(api, namespace, "Ready", "True", "Available", timeout=90)
+
+
+def test_delete_removes_every_owned_object(
+    api: client.ApiClient, namespace: str, kubectl: Callable[..., str]
+) -> None:
+    create_version(api, namespace)
+    create_service(api, namespace)
+    eventually(lambda: len(owned(kubectl, namespace)) == 5, what="owned objects")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits"
+    )
+    eventually(lambda: not owned(kubectl, namespace), 60, what="garbage collection")
+
+
+def test_drift_is_repaired(api: client.ApiClient, namespace: str) -> None:
+    create_version(api, namespace)
+    create_service(api, namespace)
+    wait_for(api, namespace, "Ready", "True", timeout=90)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "triton", "image": "evil.example/triton:1"}]}
+            }
+        }
+    }
+    apps.patch_namespaced_deployment("digits-digits-v1", namespace, patch)
+    core.delete_namespaced_service("digits", namespace)
+
+    def repaired() -> bool:
+        dep = apps.read_namespaced_deployment("digits-digits-v1", namespace)
+        images = [c.image for c in dep.spec.template.spec.containers]
+        services = core.list_namespaced_service(
+            namespace, field_selector="metadata.name=digits"
+        ).items
+        return images == ["nvcr.io/nvidia/tritonserver:25.10-py3"] and len(services) == 1
+
+    eventually(repaired, 60, what="drift repaired")
+    assert any(e.reason == "Updated" for e in events(api, namespace))
+
+
+def test_dropping_autoscaling_deletes_the_hpa(api: client.ApiClient, namespace: str) -> None:
+    create_version(api, namespace)
+    create_service(api, namespace)
+    autoscaling = client.AutoscalingV2Api(api)
+    eventually(
+        lambda: autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items, what="HPA"
+    )
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelservices",
+        "digits",
+        {"spec": {"autoscaling": None, "replicas": 3}},
+    )
+    eventually(
+        lambda: not autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items,
+        what="HPA deleted",
+    )
+    dep = client.AppsV1Api(api).read_namespaced_deployment("digits-digits-v1", namespace)
+    assert dep.spec.replicas == 3
+    cond = wait_for(api, namespace, "Ready", "True", timeout=90)
+    assert cond["observedGeneration"] == 2
+
+
+def test_objects_the_api_refuses_are_invalid_spec(api: client.ApiClient, namespace: str) -> None:
+    create_version(api, namespace)
+    bad_affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}
+        }
+    }
+    create_service(api, namespace, scheduling={"affinity": bad_affinity})
+    cond = wait_for(api, namespace, "Ready", "False", "InvalidSpec")
+    assert "nodeSelectorTerms" in cond["message"]
+
+
+def test_restricted_namespace_admits_serving_pods(api: client.ApiClient, namespace: str) -> None:
+    client.CoreV1Api(api).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    create_version(api, namespace)
+    create_service(api, namespace)
+    wait_for(api, namespace, "Ready", "True", timeout=90)
+
+
+def _resource_versions(
+    api: client.ApiClient, kubectl: Callable[..., str], ns: str
+) -> dict[str, str]:
+    versions = {f"{k}": v["metadata"]["resourceVersion"] for k, v in owned(kubectl, ns).items()}
+    versions["ModelService/digits"] = get_service(api, ns)["metadata"]["resourceVersion"]
+    return versions
+
+
+def _gauge_total(metrics: str) -> float:
+    lines = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('conch_modelservices{condition="Ready"')
+    ]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def test_restart_writes_nothing(
+    api: client.ApiClient, namespace: str, kubectl: Callable[..., str], operator: OperatorProcess
+) -> None:
+    create_version(api, namespace)
+    create_service(api, namespace)
+    wait_for(api, namespace, "Ready", "True", timeout=90)
+    before = _resource_versions(api, kubectl, namespace)
+    operator.stop()
+    operator.start()
+    total = len(
+        client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, "modelservices")[
+            "items"
+        ]
+    )
+    eventually(
+        lambda: _gauge_total(operator.metrics()) >= total, what="every ModelService reconciled"
+    )
+    assert _resource_versions(api, kubectl, namespace) == before
+    assert 'conch_reconcile_total{result="success"}' in operator.metrics()
+
+
+def test_metrics(operator: OperatorProcess) -> None:
+    text = operator.metrics()
+    for name in (
+        "conch_reconcile_total",
+        "conch_reconcile_duration_seconds_bucket",
+        'conch_modelservices{condition="Ready",status="True"}',
+        "conch_kubernetes_api_errors",
+    ):
+        assert name in text, name
+
+
+def test_namespaced_operator_ignores_other_namespaces(
+    api: client.ApiClient, kubectl: Callable[..., str], operator: OperatorProcess, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(api)
+    watched, other = "scope-watched", "scope-other"
+    for ns in (watched, other):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    operator.stop()
+    scoped = OperatorProcess(
+        operator.kubeconfig, tmp_path / "scoped.log", "--namespace", watched
+    ).start()
+    try:
+        for ns in (watched, other):
+            eventually(
+                lambda ns=ns: core.list_namespaced_service_account(ns).items, what="service account"
+            )
+            create_version(api, ns)
+            create_service(api, ns)
+        wait_for(api, watched, "Ready", "True", timeout=90)
+        assert "status" not in get_service(api, other)
+        assert not client.AppsV1Api(api).list_namespaced_deployment(other).items
+    finally:
+        scoped.stop()
+        operator.start()
+        for ns in (watched, other):
+            core.delete_namespace(ns)

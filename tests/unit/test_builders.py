@@ -1,0 +1,218 @@
+"""Pure builders against golden manifests, plus the properties every pod must have.
+
+Regenerate the golden files after an intended change: `UPDATE_GOLDEN=1 pytest tests/unit`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conch import builders
+from conch.api import ModelService, ModelVersion
+from conch.builders import Capabilities, PodSettings, deployment, meta
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def objects(
+    svc_patch: dict[str, Any] | None = None, caps: Capabilities | None = None
+) -> list[dict[str, Any]]:
+    raw = example("modelservice.yaml")
+    raw["metadata"] |= {"namespace": "ml", "uid": "1111-2222"}
+    raw["spec"] |= svc_patch or {}
+    mv_raw = example("modelversion.yaml")
+    mv_raw["metadata"]["namespace"] = "ml"
+    svc, mv = ModelService.model_validate(raw), ModelVersion.model_validate(mv_raw)
+    return builders.desired(svc, mv, PodSettings(), caps or Capabilities(service_monitor=True))
+
+
+def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objs}
+
+
+def test_golden_manifests() -> None:
+    rendered = yaml.safe_dump_all(objects(), sort_keys=True)
+    golden = GOLDEN / "digits.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), "builders changed: review, then UPDATE_GOLDEN=1"
+
+
+def test_owned_kinds_and_owner_references() -> None:
+    objs = objects()
+    assert [o["kind"] for o in objs] == [
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+    ]
+    for obj in objs:
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "serving.conch.dev/v1alpha1",
+            "kind": "ModelService",
+            "name": "digits",
+            "uid": "1111-2222",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert obj["metadata"]["labels"][meta.SERVICE_LABEL] == "digits"
+
+
+def test_pod_passes_restricted_pod_security() -> None:
+    pod = by_kind(objects())["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"] + pod["initContainers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}} in pod["volumes"]
+
+
+def test_triton_container() -> None:
+    pod = by_kind(objects())["Deployment"]["spec"]["template"]["spec"]
+    (triton,) = pod["containers"]
+    assert "--model-repository=/models/repository" in triton["args"]
+    assert {p["containerPort"] for p in triton["ports"]} == {8000, 8001, 8002}
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert triton["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    (pull,) = pod["initContainers"]
+    assert pull["args"][:5] == [
+        "pull",
+        "--uri",
+        "https://models.example.com/digits/1.0.0/digits.tar",
+        "--sha256",
+        example("modelversion.yaml")["spec"]["source"]["sha256"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resources", "limits", "selector"),
+    [
+        ({"gpus": 0}, None, None),
+        ({"gpus": 2}, {"nvidia.com/gpu": "2"}, None),
+        ({"gpus": 1, "migProfile": "1g.5gb"}, {"nvidia.com/mig-1g.5gb": "1"}, None),
+        (
+            {"gpus": 1, "gpuProduct": "NVIDIA-L4", "memory": "8Gi"},
+            {"nvidia.com/gpu": "1", "memory": "8Gi"},
+            {"nvidia.com/gpu.product": "NVIDIA-L4"},
+        ),
+    ],
+)
+def test_accelerator_resources(
+    resources: dict[str, Any], limits: dict[str, str] | None, selector: dict[str, str] | None
+) -> None:
+    pod = by_kind(objects({"resources": resources}))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"].get("limits") == limits
+    assert pod.get("nodeSelector") == selector
+    gpu_toleration = any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", []))
+    assert gpu_toleration == (resources["gpus"] > 0)
+
+
+def test_replicas_are_left_to_the_hpa() -> None:
+    autoscaled = by_kind(objects())
+    assert "replicas" not in autoscaled["Deployment"]["spec"]
+    assert (
+        autoscaled["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"]
+        == "digits-digits-v1"
+    )
+    fixed = by_kind(objects({"autoscaling": None, "replicas": 3}))
+    assert fixed["Deployment"]["spec"]["replicas"] == 3
+    assert "HorizontalPodAutoscaler" not in fixed
+
+
+def test_service_monitor_only_with_the_crd() -> None:
+    assert "ServiceMonitor" not in by_kind(objects(caps=Capabilities(service_monitor=False)))
+
+
+def test_network_policy_admits_only_serving_and_metrics_ports() -> None:
+    policy = by_kind(objects())["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [8000, 8001, 8002]
+    assert "from" not in rule
+
+
+def test_user_scheduling_is_kept() -> None:
+    scheduling = {
+        "nodeSelector": {"zone": "a"},
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+        ],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "priorityClassName": "serving",
+    }
+    pod = by_kind(objects({"scheduling": scheduling}))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"zone": "a", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert pod["tolerations"][0]["key"] == "dedicated" and len(pod["tolerations"]) == 2
+    assert pod["affinity"] == scheduling["affinity"]
+    assert pod["priorityClassName"] == "serving"
+
+
+def test_credentials_and_pvc_sources_are_mounted() -> None:
+    raw = example("modelversion.yaml")
+    raw["spec"]["source"] |= {
+        "uri": "pvc://models/digits/1.tar",
+        "credentialsSecretRef": {"name": "s3"},
+    }
+    raw["metadata"]["namespace"] = "ml"
+    svc_raw = example("modelservice.yaml")
+    svc_raw["metadata"] |= {"namespace": "ml", "uid": "u"}
+    dep = deployment.build(
+        ModelService.model_validate(svc_raw), ModelVersion.model_validate(raw), PodSettings()
+    )
+    pod = dep["spec"]["template"]["spec"]
+    (pull,) = pod["initContainers"]
+    assert pull["args"][-4:] == [
+        "--pvc-root",
+        "/mnt/pvc",
+        "--credentials-dir",
+        "/var/run/secrets/conch/source",
+    ]
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [
+        {"name": "source", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    ]
+    assert {"name": "source", "mountPath": "/mnt/pvc/models", "readOnly": True} in pull[
+        "volumeMounts"
+    ]
+
+
+def test_child_names_fit_in_63_characters() -> None:
+    assert meta.child_name("digits", "digits-v1") == "digits-digits-v1"
+    long = meta.child_name("a" * 40, "b" * 40)
+    assert len(long) == 63 and long == meta.child_name("a" * 40, "b" * 40)
+    assert long != meta.child_name("a" * 40, "b" * 39 + "c")
+
+
+def test_stale_objects_are_those_no_longer_wanted() -> None:
+    wanted = objects({"autoscaling": None})
+    observed = [
+        {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "digits"}},
+        {"kind": "Deployment", "metadata": {"name": "digits-digits-v1"}},
+        {"kind": "Deployment", "metadata": {"name": "digits-digits-v0"}},
+    ]
+    assert [o["metadata"]["name"] for o in builders.stale(wanted, observed)] == [
+        "digits",
+        "digits-digits-v0",
+    ]

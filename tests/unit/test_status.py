@@ -1,0 +1,200 @@
+"""The pure status decision: observation -> conditions, as a table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from conch import reasons, status
+from conch.api import ModelService
+from conch.errors import InvalidSpec, ModelVersionNotFound
+
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(minutes=5)
+
+
+def svc(status_: dict[str, Any] | None = None) -> ModelService:
+    raw: dict[str, Any] = {
+        "metadata": {"name": "digits", "namespace": "ml", "generation": 3},
+        "spec": {"modelVersion": "digits-v1"},
+    }
+    if status_:
+        raw["status"] = status_
+    return ModelService.model_validate(raw)
+
+
+def deployment(ready: int, replicas: int = 2, deadline: bool = False) -> dict[str, Any]:
+    conditions = (
+        [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
+        if deadline
+        else []
+    )
+    return {"status": {"replicas": replicas, "readyReplicas": ready, "conditions": conditions}}
+
+
+def pending_pod(message: str) -> dict[str, Any]:
+    return {
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                }
+            ]
+        }
+    }
+
+
+GPU_SHORT = "0/6 nodes are available: 2 Insufficient nvidia.com/gpu, 4 node(s) didn't match"
+MIG_SHORT = "0/6 nodes are available: 1 Insufficient nvidia.com/mig-3g.20gb"
+CPU_SHORT = "0/6 nodes are available: 6 Insufficient cpu"
+
+CASES = [
+    # (case, observation, Ready, Progressing, Degraded)
+    (
+        "available",
+        status.Observation("v1", deployment=deployment(2), desired_replicas=2),
+        ("True", reasons.AVAILABLE),
+        ("False", reasons.AVAILABLE),
+        ("False", reasons.AS_EXPECTED),
+    ),
+    (
+        "more ready than desired",
+        status.Observation("v1", deployment=deployment(3), desired_replicas=2),
+        ("True", reasons.AVAILABLE),
+        ("False", reasons.AVAILABLE),
+        ("False", reasons.AS_EXPECTED),
+    ),
+    (
+        "starting",
+        status.Observation("v1", deployment=deployment(1), desired_replicas=2),
+        ("False", reasons.REPLICAS_UNAVAILABLE),
+        ("True", reasons.DEPLOYING),
+        ("False", reasons.AS_EXPECTED),
+    ),
+    (
+        "no deployment yet",
+        status.Observation("v1", desired_replicas=1),
+        ("False", reasons.REPLICAS_UNAVAILABLE),
+        ("True", reasons.DEPLOYING),
+        ("False", reasons.AS_EXPECTED),
+    ),
+    (
+        "gpus short",
+        status.Observation(
+            "v1", deployment=deployment(0), pods=[pending_pod(GPU_SHORT)], desired_replicas=2
+        ),
+        ("False", reasons.INSUFFICIENT_GPU),
+        ("False", reasons.INSUFFICIENT_GPU),
+        ("True", reasons.INSUFFICIENT_GPU),
+    ),
+    (
+        "mig slices short",
+        status.Observation(
+            "v1", deployment=deployment(0), pods=[pending_pod(MIG_SHORT)], desired_replicas=1
+        ),
+        ("False", reasons.INSUFFICIENT_GPU),
+        ("False", reasons.INSUFFICIENT_GPU),
+        ("True", reasons.INSUFFICIENT_GPU),
+    ),
+    (
+        "cpu short",
+        status.Observation(
+            "v1", deployment=deployment(0), pods=[pending_pod(CPU_SHORT)], desired_replicas=1
+        ),
+        ("False", reasons.UNSCHEDULABLE),
+        ("False", reasons.UNSCHEDULABLE),
+        ("True", reasons.UNSCHEDULABLE),
+    ),
+    (
+        "deadline exceeded",
+        status.Observation("v1", deployment=deployment(0, deadline=True), desired_replicas=1),
+        ("False", reasons.REPLICAS_UNAVAILABLE),
+        ("False", reasons.PROGRESS_DEADLINE_EXCEEDED),
+        ("True", reasons.PROGRESS_DEADLINE_EXCEEDED),
+    ),
+    (
+        "scaled to zero",
+        status.Observation("v1", deployment=deployment(0, 0), desired_replicas=0),
+        ("False", reasons.SCALED_TO_ZERO),
+        ("False", reasons.SCALED_TO_ZERO),
+        ("False", reasons.AS_EXPECTED),
+    ),
+    (
+        "version missing",
+        status.Observation("v1", error=ModelVersionNotFound("ModelVersion 'v1' not found")),
+        ("False", reasons.MODEL_VERSION_NOT_FOUND),
+        ("False", reasons.MODEL_VERSION_NOT_FOUND),
+        ("True", reasons.MODEL_VERSION_NOT_FOUND),
+    ),
+    (
+        "refused by the API",
+        status.Observation("v1", error=InvalidSpec("spec.template...: Invalid value")),
+        ("False", reasons.INVALID_SPEC),
+        ("False", reasons.INVALID_SPEC),
+        ("True", reasons.INVALID_SPEC),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("obs", "ready", "progressing", "degraded"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+def test_conditions(
+    obs: status.Observation,
+    ready: tuple[str, str],
+    progressing: tuple[str, str],
+    degraded: tuple[str, str],
+) -> None:
+    new = status.compute(svc(), obs, NOW)
+    got = {c.type: (c.status, c.reason) for c in new.conditions}
+    assert got == {"Ready": ready, "Progressing": progressing, "Degraded": degraded}
+    assert all(c.observed_generation == 3 for c in new.conditions)
+    assert new.observed_generation == 3
+    assert new.phase == ("Stable" if ready[0] == "True" else "Pending")
+
+
+def test_scheduler_message_is_kept() -> None:
+    obs = status.Observation(
+        "v1", deployment=deployment(0), pods=[pending_pod(GPU_SHORT)], desired_replicas=2
+    )
+    ready = status.compute(svc(), obs, NOW).conditions[0]
+    assert GPU_SHORT in ready.message and "0/2 replicas of v1 ready" in ready.message
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    first = status.compute(
+        svc(), status.Observation("v1", deployment=deployment(1), desired_replicas=2), NOW
+    )
+    same = status.compute(
+        svc(status.to_wire(first)),
+        status.Observation("v1", deployment=deployment(1), desired_replicas=2),
+        LATER,
+    )
+    assert status.to_wire(same) == status.to_wire(first)  # nothing to write
+    flipped = status.compute(
+        svc(status.to_wire(first)),
+        status.Observation("v1", deployment=deployment(2), desired_replicas=2),
+        LATER,
+    )
+    times = {c.type: c.last_transition_time for c in flipped.conditions}
+    assert times["Ready"] == LATER and times["Degraded"] == NOW
+
+
+def test_status_reports_versions_and_endpoints() -> None:
+    new = status.compute(
+        svc(), status.Observation("digits-v1", deployment=deployment(2), desired_replicas=2), NOW
+    )
+    wire = status.to_wire(new)
+    assert wire["stable"] == {
+        "version": "digits-v1",
+        "replicas": 2,
+        "readyReplicas": 2,
+        "weight": 100,
+    }
+    assert wire["endpoints"]["http"] == "http://digits.ml.svc:8000"
+    assert wire["conditions"][0]["lastTransitionTime"] == "2026-11-23T12:00:00Z"

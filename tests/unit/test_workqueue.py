@@ -1,0 +1,66 @@
+"""The work queue: dedup, no concurrent processing of a key, per-key backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conch.workqueue import WorkQueue
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_duplicates_collapse() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        for _ in range(3):
+            q.add("a")
+        q.add("b")
+        assert len(q) == 2
+        assert await q.get() == "a"
+        assert await q.get() == "b"
+
+    run(scenario())
+
+
+def test_key_added_while_active_runs_again_after() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        q.add("a")
+        key = await q.get()
+        q.add("a")  # e.g. an event arrives mid-reconcile
+        assert len(q) == 0  # not handed to a second worker
+        q.done(key)
+        assert len(q) == 1 and await q.get() == "a"
+
+    run(scenario())
+
+
+def test_failures_back_off_exponentially_and_reset() -> None:
+    async def scenario() -> None:
+        q = WorkQueue(base_delay=0.01, max_delay=0.04)
+        delays = []
+        for _ in range(4):
+            q.add("a")
+            key = await asyncio.wait_for(q.get(), 1)
+            delays.append(q.done(key, failed=True))
+        assert delays == [0.01, 0.02, 0.04, 0.04]
+        key = await asyncio.wait_for(q.get(), 1)  # the scheduled retry arrives
+        assert q.done(key) == 0.0
+        q.add("a")
+        key = await q.get()
+        assert q.done(key, failed=True) == 0.01
+
+    run(scenario())
+
+
+def test_requeue_after_schedules_a_later_look() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        q.add("a")
+        key = await q.get()
+        assert q.done(key, requeue_after=0.01) == 0.01
+        assert await asyncio.wait_for(q.get(), 1) == "a"
+
+    run(scenario())
