@@ -21,8 +21,9 @@ toolchain: install          ## build the pinned control-plane binaries once (cac
 toolchain-pin: install      ## regenerate operator/conch/dev/toolchain/go.mod from versions.py
 	$(BIN)/conch dev toolchain pin
 
-crds: install               ## regenerate crds/ from the API models
+crds: install               ## regenerate crds/ from the API models (and the chart's copy)
 	$(BIN)/conch crds
+	cp crds/*.yaml charts/conch/crds/
 
 lint: install
 	$(BIN)/ruff check operator runtime tests

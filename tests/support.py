@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+GROUP, VERSION = "serving.conch.dev", "v1alpha1"
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 60, what: str = "") -> T:
@@ -19,3 +25,61 @@ def eventually(check: Callable[[], T | None], timeout: float = 60, what: str = "
             return last
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+# -- Conch resources on a real API server ---------------------------------------------
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def create_version(api: client.ApiClient, ns: str, name: str = "digits-v1") -> None:
+    body = example("modelversion.yaml")
+    body["metadata"]["name"] = name
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelversions", body
+    )
+
+
+def create_service(api: client.ApiClient, ns: str, name: str = "digits", **spec: Any) -> None:
+    body = example("modelservice.yaml")
+    body["metadata"]["name"] = name
+    body["spec"] |= spec
+    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelservices", body
+    )
+
+
+def get_service(api: client.ApiClient, ns: str, name: str = "digits") -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, "modelservices", name
+        )
+    )
+
+
+def condition(
+    api: client.ApiClient, ns: str, type_: str, name: str = "digits"
+) -> dict[str, Any] | None:
+    conditions = get_service(api, ns, name).get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == type_), None)
+
+
+def wait_for(
+    api: client.ApiClient,
+    ns: str,
+    type_: str,
+    status: str,
+    reason: str | None = None,
+    name: str = "digits",
+    timeout: float = 60,
+) -> dict[str, Any]:
+    def matches() -> dict[str, Any] | None:
+        cond = condition(api, ns, type_, name)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return cond
+        return None
+
+    return eventually(matches, timeout, what=f"{name} {type_}={status} {reason or ''}")

@@ -106,18 +106,22 @@ class Controller:
         )
         wanted = builders.desired(svc, mv, self.settings, capabilities)
         served: Manifest | None = None
+        changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
         for obj in wanted:
             result, live = self.kube.apply(obj)
             if result is not Applied.UNCHANGED:
-                verb = "Created" if result is Applied.CREATED else "Updated"
-                self._record(raw, "Normal", verb, f"{verb} {obj['kind']} {obj['metadata']['name']}")
+                changes[result].append(f"{obj['kind']} {obj['metadata']['name']}")
             if obj["kind"] == "Deployment":
                 served = live
+        for result, objects in changes.items():
+            if objects:  # one Event per reconcile, not one per object
+                self._record(raw, "Normal", result.value, f"{result.value} {', '.join(objects)}")
         self._prune(svc, raw, wanted)
         pods: list[Manifest] = []
         desired_replicas = self._desired_replicas(svc, served)
-        ready = int((served or {}).get("status", {}).get("readyReplicas", 0))
-        if ready < desired_replicas:
+        rollout = (served or {}).get("status", {})
+        if int(rollout.get("replicas", 0)) > int(rollout.get("readyReplicas", 0)):
+            # Pods exist but are not all ready: the scheduler may be telling us why.
             pods = self.kube.list(POD, namespace, selector(svc, mv.metadata.name))
         return status.Observation(
             version=mv.metadata.name,
@@ -154,17 +158,14 @@ class Controller:
         if wire == raw.get("status"):
             return
         self.kube.patch_status(MODEL_SERVICE, svc.metadata.namespace or "", svc.metadata.name, wire)
+        # Ready's transitions are the story a user follows; Progressing and Degraded say the
+        # same thing in other words, so they get no Events of their own.
         old = {c.type: c for c in (svc.status.conditions if svc.status else [])}
-        for cond in new.conditions:
-            before = old.get(cond.type)
-            if cond.type == reasons.DEGRADED and cond.status == "False":
-                continue  # recovery is announced by Ready, not by Degraded
-            if before and (before.status, before.reason) == (cond.status, cond.reason):
-                continue
-            if cond.type == reasons.PROGRESSING and cond.reason == reasons.AVAILABLE:
-                continue
+        cond = next(c for c in new.conditions if c.type == reasons.READY)
+        before = old.get(reasons.READY)
+        if before is None or (before.status, before.reason) != (cond.status, cond.reason):
             kind = "Warning" if cond.reason in WARNING_REASONS else "Normal"
-            self._record(raw, kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}")
+            self._record(raw, kind, cond.reason, f"Ready={cond.status}: {cond.message}")
 
     def _write_invalid(self, raw: Manifest, message: str) -> None:
         meta = raw["metadata"]

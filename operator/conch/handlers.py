@@ -80,6 +80,7 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 @kopf.on.startup()
 async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True
+    settings.scanning.disabled = True  # least privilege: no CRD or namespace list/watch
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=PodSettings.runtime_image,
         help="image of the init container that pulls and verifies artifacts",
     )
-    parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
+    parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     parser.add_argument("--verbose", "-v", action="store_true")
 
 

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
+
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain, ensure_toolchain
-from kubernetes import client, config
-
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,16 +47,9 @@ def kubectl(cluster: Cluster, toolchain: Toolchain) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def crds(kubectl: Callable[..., str], api: client.ApiClient) -> None:
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    extensions = client.ApiextensionsV1Api(api)
-
-    def established(name: str) -> bool:
-        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    for name in ("modelversions.serving.conch.dev", "modelservices.serving.conch.dev"):
-        eventually(lambda name=name: established(name), what=f"CRD {name} Established")
+def crds(cluster: Cluster, toolchain: Toolchain) -> None:
+    """Conch's CRDs plus the third-party ones it writes (HTTPRoute, ServiceMonitor)."""
+    cluster.install_crds(toolchain, ROOT / "crds", *toolchain.extra_crds)
 
 
 @pytest.fixture

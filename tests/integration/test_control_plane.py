@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conch.dev.cluster import DEFAULT_NODES, GPU_RESOURCE
-from conch.dev.toolchain import Toolchain
 from kubernetes import client
 
+from conch.dev.cluster import DEFAULT_NODES, GPU_RESOURCE
+from conch.dev.toolchain import Toolchain
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration

@@ -8,14 +8,19 @@ from typing import Any
 
 import pytest
 import yaml
-from conch.dev.operator import OperatorProcess
 from kubernetes import client
 
-from tests.support import eventually
+from conch.dev.operator import OperatorProcess
+from tests.support import (
+    create_service,
+    create_version,
+    eventually,
+    get_service,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 
-ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "serving.conch.dev", "v1alpha1"
 OWNED = (
     "deployments",
@@ -24,61 +29,6 @@ OWNED = (
     "poddisruptionbudgets",
     "networkpolicies",
 )
-
-
-def example(name: str) -> dict[str, Any]:
-    return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
-
-
-def create_version(api: client.ApiClient, ns: str, name: str = "digits-v1") -> None:
-    body = example("modelversion.yaml")
-    body["metadata"]["name"] = name
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "modelversions", body
-    )
-
-
-def create_service(api: client.ApiClient, ns: str, name: str = "digits", **spec: Any) -> None:
-    body = example("modelservice.yaml")
-    body["metadata"]["name"] = name
-    body["spec"] |= spec
-    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "modelservices", body
-    )
-
-
-def get_service(api: client.ApiClient, ns: str, name: str = "digits") -> dict[str, Any]:
-    return dict(
-        client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, ns, "modelservices", name
-        )
-    )
-
-
-def condition(
-    api: client.ApiClient, ns: str, type_: str, name: str = "digits"
-) -> dict[str, Any] | None:
-    conditions = get_service(api, ns, name).get("status", {}).get("conditions", [])
-    return next((c for c in conditions if c["type"] == type_), None)
-
-
-def wait_for(
-    api: client.ApiClient,
-    ns: str,
-    type_: str,
-    status: str,
-    reason: str | None = None,
-    name: str = "digits",
-    timeout: float = 60,
-) -> dict[str, Any]:
-    def matches() -> dict[str, Any] | None:
-        cond = condition(api, ns, type_, name)
-        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
-            return cond
-        return None
-
-    return eventually(matches, timeout, what=f"{name} {type_}={status} {reason or ''}")
 
 
 def owned(kubectl: Callable[..., str], ns: str) -> dict[str, dict[str, Any]]:

@@ -10,9 +10,9 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from conch_runtime.errors import DigestMismatch, HostileArchive, NotFound
 from mypy_boto3_s3 import S3Client
 
+from conch_runtime.errors import DigestMismatch, HostileArchive, NotFound
 from tests.runtime.conftest import Artifact, make_artifact
 from tests.runtime.helpers import (
     MODEL_TREE,

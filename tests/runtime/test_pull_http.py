@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conch_runtime.errors import AccessDenied, NotFound, SourceUnavailable, TooLarge
 from conch_runtime.pull import pull
 from conch_runtime.retry import RetryPolicy
 from conch_runtime.sources import SourceConfig
-
 from tests.runtime.conftest import Artifact
 from tests.runtime.helpers import MODEL_TREE, LoopbackHTTP, Route, read_tree, serve_http
 

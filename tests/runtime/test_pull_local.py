@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from conch_runtime.errors import (
     DestinationError,
     DigestMismatch,
@@ -20,7 +21,6 @@ from conch_runtime.errors import (
 )
 from conch_runtime.pull import MARKER, installed_digest, pull
 from conch_runtime.sources import SourceConfig
-
 from tests.runtime.conftest import Artifact, make_artifact
 from tests.runtime.helpers import (
     MODEL_TREE,

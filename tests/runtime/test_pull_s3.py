@@ -6,12 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mypy_boto3_s3 import S3Client
+
 from conch_runtime.errors import AccessDenied, DigestMismatch, NotFound, SourceUnavailable
 from conch_runtime.pull import pull
 from conch_runtime.retry import RetryPolicy
 from conch_runtime.sources import SourceConfig
-from mypy_boto3_s3 import S3Client
-
 from tests.runtime.conftest import Artifact
 from tests.runtime.helpers import MODEL_TREE, read_tree
 from tests.runtime.s3server import S3Server, free_port

@@ -6,9 +6,10 @@ import inspect
 import re
 from pathlib import Path, PurePosixPath
 
+import pytest
+
 import conch_runtime
 import conch_runtime.__main__ as cli
-import pytest
 from conch_runtime import errors
 from conch_runtime.archive import member_path
 from conch_runtime.errors import (

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from conch.api import ModelService, ModelVersion
 from conch.api.crd import RESOURCES, crd, files, structural
 from conch.api.modelservice import ModelServiceSpec
-from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from conch import builders
 from conch.api import ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings, deployment, meta

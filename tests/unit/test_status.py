@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+
 from conch import reasons, status
 from conch.api import ModelService
 from conch.errors import InvalidSpec, ModelVersionNotFound

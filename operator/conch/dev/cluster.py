@@ -328,6 +328,27 @@ class Cluster:
         self.kubectl(tc, "apply", "-f", str(manifest))
         self.kubectl(tc, "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
 
+    def install_crds(self, tc: Toolchain, *paths: Path, timeout: float = 60) -> None:
+        """Apply CRD files and wait until every one is Established."""
+        for path in paths:
+            self.kubectl(tc, "apply", "--server-side", "-f", str(path))
+        names = [
+            doc["metadata"]["name"]
+            for path in paths
+            for file in (sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+            for doc in yaml.safe_load_all(file.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition"
+        ]
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+
+        def established() -> bool:
+            return all(
+                self.kubectl(tc, "get", "crd", name, "-o", f"jsonpath={query}") == "True"
+                for name in names
+            )
+
+        _wait(f"CRDs {', '.join(names)} Established", established, timeout)
+
     def kubectl(self, tc: Toolchain, *args: str) -> str:
         result = subprocess.run(
             [tc.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],

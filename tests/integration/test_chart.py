@@ -1,0 +1,722 @@
+"""The Helm chart (charts/conch): lint and schema, rendered objects in both RBAC modes, and
+installs on the real control plane (Deployment Available on kwok, PodSecurity `restricted`
+admission, and what the operator's ServiceAccount can and cannot do)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from conch.dev.cluster import Cluster
+from conch.dev.operator import OperatorProcess
+from conch.dev.toolchain import Toolchain
+from tests.support import create_service, create_version, eventually, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "conch"
+KUBE_VERSION = "1.36.3"  # for `helm template`, which has no cluster to ask
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+WRITE = {"get", "list", "watch", "create", "update", "patch", "delete"}
+EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
+    ("serving.conch.dev", "modelservices"): {"get", "list", "watch", "patch", "update"},
+    ("serving.conch.dev", "modelversions"): {"get", "list", "watch", "patch", "update"},
+    ("serving.conch.dev", "modelservices/status"): {"get", "patch", "update"},
+    ("serving.conch.dev", "modelversions/status"): {"get", "patch", "update"},
+    ("serving.conch.dev", "modelservices/finalizers"): {"update"},
+    ("apps", "deployments"): WRITE,
+    ("", "services"): WRITE,
+    ("autoscaling", "horizontalpodautoscalers"): WRITE,
+    ("policy", "poddisruptionbudgets"): WRITE,
+    ("networking.k8s.io", "networkpolicies"): WRITE,
+    ("monitoring.coreos.com", "servicemonitors"): WRITE,
+    ("gateway.networking.k8s.io", "httproutes"): WRITE,
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+FORBIDDEN_RESOURCES = {
+    "secrets",
+    "configmaps",
+    "nodes",
+    "customresourcedefinitions",
+    "roles",
+    "rolebindings",
+    "clusterroles",
+    "clusterrolebindings",
+    "serviceaccounts",
+}
+
+# (verb, resource, extra kubectl args) the operator's ServiceAccount must be allowed ...
+ALLOWED = [
+    ("list", "modelservices.serving.conch.dev", ()),
+    ("watch", "modelservices.serving.conch.dev", ()),
+    ("watch", "modelversions.serving.conch.dev", ()),
+    ("patch", "modelservices.serving.conch.dev", ("--subresource=status",)),
+    ("patch", "modelversions.serving.conch.dev", ("--subresource=status",)),
+    ("update", "modelservices.serving.conch.dev", ("--subresource=finalizers",)),
+    ("create", "deployments.apps", ()),
+    ("delete", "deployments.apps", ()),
+    ("create", "services", ()),
+    ("create", "horizontalpodautoscalers.autoscaling", ()),
+    ("create", "poddisruptionbudgets.policy", ()),
+    ("create", "networkpolicies.networking.k8s.io", ()),
+    ("create", "servicemonitors.monitoring.coreos.com", ()),
+    ("create", "httproutes.gateway.networking.k8s.io", ()),
+    ("patch", "httproutes.gateway.networking.k8s.io", ()),
+    ("list", "pods", ()),
+    ("watch", "pods", ()),
+    ("create", "events", ()),
+    ("create", "events.events.k8s.io", ()),
+]
+# ... and must be denied.
+DENIED = [
+    ("get", "secrets", ()),
+    ("list", "secrets", ()),
+    ("list", "configmaps", ()),
+    ("create", "pods", ()),
+    ("delete", "pods", ()),
+    ("delete", "nodes", ()),
+    ("list", "nodes", ()),
+    ("create", "clusterroles.rbac.authorization.k8s.io", ()),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ()),
+    ("update", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("delete", "namespaces", ()),
+    ("create", "serviceaccounts", ()),
+    ("create", "modelservices.serving.conch.dev", ()),
+    ("delete", "modelversions.serving.conch.dev", ()),
+    ("impersonate", "serviceaccounts", ()),
+]
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class Helm:
+    """The toolchain's helm, with its config, cache and data kept in a temporary directory."""
+
+    def __init__(self, binary: str, home: Path, kubeconfig: Path | None = None) -> None:
+        self.binary = binary
+        self.kubeconfig = kubeconfig
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        self.env.pop("KUBECONFIG", None)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary, *args]
+        if self.kubeconfig is not None:
+            argv.append(f"--kubeconfig={self.kubeconfig}")
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=self.env, check=False, timeout=300
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
+        return result.stdout
+
+    def render(self, *args: str, namespace: str = "conch-system") -> list[dict[str, Any]]:
+        out = self.ok(
+            "template",
+            "conch",
+            str(CHART),
+            f"--namespace={namespace}",
+            f"--kube-version={KUBE_VERSION}",
+            *args,
+        )
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def rule_table(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    """Flatten RBAC rules into (apiGroup, resource) -> verbs; each pair may appear once."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert (group, resource) not in table, f"{group}/{resource} granted twice"
+                table[group, resource] = set(rule["verbs"])
+    return table
+
+
+def assert_least_privilege(rules: list[dict[str, Any]]) -> None:
+    assert rule_table(rules) == EXPECTED_RULES
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert not any("*" in item for item in rule[field]), f"wildcard in {rule}"
+        mentioned = {r.split("/")[0] for r in rule["resources"]}
+        assert not mentioned & FORBIDDEN_RESOURCES, rule
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def release_name() -> str:
+    return f"op-{uuid.uuid4().hex[:6]}"  # without "conch", so the full name is RELEASE-conch
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm(toolchain: Toolchain, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(toolchain.binary("helm"), tmp_path_factory.mktemp("helm"), cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def offline_helm(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """helm for lint and template: no cluster involved."""
+    return Helm(toolchain.binary("helm"), tmp_path_factory.mktemp("helm-offline"))
+
+
+@pytest.fixture
+def make_namespace(api: client.ApiClient) -> Iterator[Callable[..., str]]:
+    core = client.CoreV1Api(api)
+    made: list[str] = []
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        meta = client.V1ObjectMeta(name=name, labels=labels or {})
+        core.create_namespace(client.V1Namespace(metadata=meta))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        core.delete_namespace(name)
+
+
+def established(api: client.ApiClient, crd: str) -> bool:
+    ext = client.ApiextensionsV1Api(api)
+    conditions = ext.read_custom_resource_definition(crd).status.conditions or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+@pytest.fixture(scope="module")
+def third_party_crds(
+    toolchain: Toolchain, kubectl: Callable[..., str], api: client.ApiClient
+) -> None:
+    """HTTPRoute and ServiceMonitor CRDs, which the operator writes. `kubectl auth can-i`
+    needs the server to serve a type to send its API group (for an unknown type it sends
+    "httproutes.gateway.networking.k8s.io" as the resource name, with no group)."""
+    assert toolchain.extra_crds, "the toolchain has no third-party CRDs"
+    for path in toolchain.extra_crds:
+        kubectl("apply", "--server-side", "-f", str(path))
+    for crd in ("httproutes.gateway.networking.k8s.io", "servicemonitors.monitoring.coreos.com"):
+        eventually(lambda crd=crd: established(api, crd), what=f"CRD {crd} Established")
+
+
+@pytest.fixture
+def can_i(toolchain: Toolchain, cluster: Cluster, third_party_crds: None) -> Callable[..., bool]:
+    """`kubectl auth can-i` as a ServiceAccount: True for yes, False for no."""
+
+    def ask(subject: str, verb: str, resource: str, *extra: str, namespace: str) -> bool:
+        ns = ["--all-namespaces"] if namespace == "*" else [f"--namespace={namespace}"]
+        result = subprocess.run(
+            [
+                toolchain.binary("kubectl"),
+                f"--kubeconfig={cluster.kubeconfig}",
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                *extra,
+                *ns,
+                f"--as={subject}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        answer = result.stdout.strip()
+        assert "doesn't have a resource type" not in result.stderr, result.stderr
+        assert answer in {"yes", "no"}, f"can-i {verb} {resource}: {answer} {result.stderr}"
+        assert result.returncode == (0 if answer == "yes" else 1)
+        return answer == "yes"
+
+    return ask
+
+
+def installed(helm: Helm, release: str, namespace: str, *values: str) -> str:
+    out = helm.ok(
+        "install",
+        release,
+        str(CHART),
+        f"--namespace={namespace}",
+        "--wait",
+        "--timeout=180s",
+        *values,
+    )
+    return out
+
+
+def uninstall(helm: Helm, release: str, namespace: str) -> None:
+    helm.run("uninstall", release, f"--namespace={namespace}", "--wait", "--timeout=120s")
+
+
+def wait_available(api: client.ApiClient, name: str, namespace: str) -> client.V1Deployment:
+    apps = client.AppsV1Api(api)
+
+    def available() -> client.V1Deployment | None:
+        dep = apps.read_namespaced_deployment(name, namespace)
+        conditions = {c.type: c.status for c in dep.status.conditions or []}
+        ok = conditions.get("Available") == "True" and dep.status.available_replicas == 1
+        return dep if ok else None
+
+    return eventually(available, timeout=120, what=f"deployment {namespace}/{name} Available")
+
+
+def gone(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as e:
+        return e.status == 404
+    return False
+
+
+# -- lint and schema ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("values", [(), ("--set=watchNamespaces={team-a,team-b}",)])
+def test_lint_passes(offline_helm: Helm, strict: bool, values: tuple[str, ...]) -> None:
+    out = offline_helm.ok("lint", str(CHART), *(["--strict"] if strict else []), *values)
+    assert "0 chart(s) failed" in out
+    assert "[ERROR]" not in out and "[WARNING]" not in out
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("replicaCount=2", "additional properties 'replicaCount' not allowed"),
+        ("watchNamespaces=notalist", "at '/watchNamespaces': got string, want array"),
+        (
+            "watchNamespaces={Not_A_Namespace}",
+            "at '/watchNamespaces/0': 'Not_A_Namespace' does not match pattern",
+        ),
+        ("watchNamespaces={a,a}", "at '/watchNamespaces': items at 0 and 1 are equal"),
+        ("verbose=yes", "at '/verbose': got string, want boolean"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+        ("image.registry=elsewhere", "additional properties 'registry' not allowed"),
+        (
+            "metrics.serviceMonitor.interval=often",
+            "at '/metrics/serviceMonitor/interval': 'often' does not match",
+        ),
+        ("serviceAccount.create=maybe", "at '/serviceAccount/create': got string, want boolean"),
+    ],
+)
+def test_schema_rejects_invalid_values(offline_helm: Helm, setting: str, message: str) -> None:
+    for command in (
+        ["lint", str(CHART)],
+        ["template", "conch", str(CHART), f"--kube-version={KUBE_VERSION}"],
+    ):
+        result = offline_helm.run(*command, f"--set={setting}")
+        assert result.returncode != 0, f"helm {command[0]} accepted {setting}"
+        output = result.stdout + result.stderr
+        assert "don't meet the specifications of the schema" in output, output
+        assert message in output, output
+
+
+def test_chart_rejects_old_kubernetes(offline_helm: Helm) -> None:
+    result = offline_helm.run("template", "conch", str(CHART), "--kube-version=1.29.9")
+    assert result.returncode != 0
+    assert "kubeVersion: >=1.30.0-0" in result.stderr
+
+
+# -- rendered objects ---------------------------------------------------------------------
+
+
+def test_chart_crds_equal_the_generated_crds() -> None:
+    top = {p.name: p.read_bytes() for p in sorted((ROOT / "crds").glob("*.yaml"))}
+    chart = {p.name: p.read_bytes() for p in sorted((CHART / "crds").glob("*.yaml"))}
+    assert top, "no CRDs in crds/"
+    assert sorted(chart) == sorted(top), "charts/conch/crds/ has different files than crds/"
+    stale = [name for name in top if chart[name] != top[name]]
+    assert not stale, f"charts/conch/crds/ is stale ({stale}): cp crds/*.yaml charts/conch/crds/"
+
+
+def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm: Helm) -> None:
+    objects = offline_helm.render(namespace="ops")
+    assert sorted(o["kind"] for o in objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert_least_privilege(only(objects, "ClusterRole")["rules"])
+    binding = only(objects, "ClusterRoleBinding")
+    account = only(objects, "ServiceAccount")["metadata"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": only(objects, "ClusterRole")["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": "ops"}
+    ]
+    args = container(objects)["args"]
+    assert "--all-namespaces" in args
+    assert not [a for a in args if a.startswith("--namespace")]
+
+
+def test_namespaced_mode_renders_a_role_in_each_watched_namespace(offline_helm: Helm) -> None:
+    objects = offline_helm.render("--set=watchNamespaces={team-a,team-b}", namespace="ops")
+    kinds = [o["kind"] for o in objects]
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    assert sorted(roles) == sorted(bindings) == ["team-a", "team-b"]
+    account = only(objects, "ServiceAccount")["metadata"]
+    for ns, role in roles.items():
+        assert_least_privilege(role["rules"])
+        assert bindings[ns]["roleRef"]["kind"] == "Role"
+        assert bindings[ns]["roleRef"]["name"] == role["metadata"]["name"]
+        assert bindings[ns]["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["name"], "namespace": "ops"}
+        ]
+    args = container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    assert "--all-namespaces" not in args
+
+
+def test_deployment_is_one_standalone_restricted_replica(offline_helm: Helm) -> None:
+    objects = offline_helm.render()
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == only(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    c = container(objects)
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert c["image"] == "conch-operator:0.1.0"
+    assert c["args"] == [
+        "--all-namespaces",
+        "--metrics-bind-address=0.0.0.0:8080",
+        "--health-bind-address=0.0.0.0:8081",
+        "--runtime-image=ghcr.io/conch-serving/conch-runtime:0.1.0",
+    ]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert "memory" in c["resources"]["limits"]
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+
+
+def test_values_reach_the_pod(offline_helm: Helm) -> None:
+    objects = offline_helm.render(
+        "--set=image.repository=registry.example/conch",
+        "--set=image.tag=v9",
+        "--set=image.pullPolicy=Always",
+        "--set=imagePullSecrets[0].name=pull",
+        "--set=nodeSelector.pool=system",
+        "--set=priorityClassName=system-cluster-critical",
+        "--set=tolerations[0].key=dedicated",
+        "--set=tolerations[0].operator=Exists",
+        "--set=podAnnotations.team=ml",
+        "--set=verbose=true",
+        "--set=serviceAccount.create=false",
+        "--set=serviceAccount.name=existing",
+        "--set=metrics.service.enabled=false",
+    )
+    kinds = [o["kind"] for o in objects]
+    assert "ServiceAccount" not in kinds and "Service" not in kinds
+    template = only(objects, "Deployment")["spec"]["template"]
+    pod = template["spec"]
+    assert template["metadata"]["annotations"] == {"team": "ml"}
+    assert pod["serviceAccountName"] == "existing"
+    assert pod["imagePullSecrets"] == [{"name": "pull"}]
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    c = container(objects)
+    assert (c["image"], c["imagePullPolicy"]) == ("registry.example/conch:v9", "Always")
+    assert c["args"][-1] == "--verbose"
+    assert only(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
+
+
+def test_metrics_service_and_service_monitor(offline_helm: Helm) -> None:
+    objects = offline_helm.render()
+    service = only(objects, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert "ServiceMonitor" not in [o["kind"] for o in objects]
+
+    # enabled, but the cluster does not serve the API: nothing rendered
+    enabled = "--set=metrics.serviceMonitor.enabled=true"
+    assert "ServiceMonitor" not in [o["kind"] for o in offline_helm.render(enabled)]
+
+    objects = offline_helm.render(
+        enabled,
+        f"--api-versions={SERVICE_MONITOR_API}",
+        "--set=metrics.serviceMonitor.labels.release=prom",
+        "--set=metrics.serviceMonitor.interval=15s",
+    )
+    monitor = only(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        only(objects, "Service")["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["conch-system"]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+
+    result = offline_helm.run(
+        "template",
+        "conch",
+        str(CHART),
+        f"--kube-version={KUBE_VERSION}",
+        enabled,
+        f"--api-versions={SERVICE_MONITOR_API}",
+        "--set=metrics.service.enabled=false",
+    )
+    assert result.returncode != 0
+    assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
+
+
+def test_every_object_carries_the_standard_labels(offline_helm: Helm) -> None:
+    for obj in offline_helm.render("--set=watchNamespaces={team-a}"):
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "conch", obj["kind"]
+        assert labels["app.kubernetes.io/instance"] == "conch"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["helm.sh/chart"] == "conch-0.1.0"
+
+
+# -- on the control plane ------------------------------------------------------------------
+
+
+def test_install_becomes_available_and_uninstall_cleans_up(
+    helm: Helm, api: client.ApiClient, namespace: str
+) -> None:
+    release = release_name()
+    fullname = f"{release}-conch"
+    try:
+        notes = installed(helm, release, namespace)
+        assert "kubectl get mv,msvc" in notes
+        assert f"ServiceAccount/{fullname}" in notes
+
+        deployment = wait_available(api, fullname, namespace)
+        assert deployment.spec.template.spec.service_account_name == fullname
+        pods = client.CoreV1Api(api).list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={release}"
+        )
+        assert len(pods.items) == 1
+
+        for crd in ("modelservices.serving.conch.dev", "modelversions.serving.conch.dev"):
+            eventually(lambda crd=crd: established(api, crd), what=f"CRD {crd} Established")
+
+        status = helm.ok("status", release, f"--namespace={namespace}", "-o", "yaml")
+        assert yaml.safe_load(status)["info"]["status"] == "deployed"
+    finally:
+        uninstall(helm, release, namespace)
+
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    for what, read in {
+        "Deployment": lambda: apps.read_namespaced_deployment(fullname, namespace),
+        "ServiceAccount": lambda: core.read_namespaced_service_account(fullname, namespace),
+        "Service": lambda: core.read_namespaced_service(f"{fullname}-metrics", namespace),
+        "ClusterRole": lambda: rbac.read_cluster_role(fullname),
+        "ClusterRoleBinding": lambda: rbac.read_cluster_role_binding(fullname),
+    }.items():
+        eventually(lambda read=read: gone(read), timeout=60, what=f"{what} deleted")
+    # Helm never deletes CRDs (that would delete every user's ModelServices with them).
+    ext = client.ApiextensionsV1Api(api)
+    assert ext.read_custom_resource_definition("modelservices.serving.conch.dev")
+
+
+def test_install_is_admitted_in_a_restricted_namespace(
+    helm: Helm, api: client.ApiClient, make_namespace: Callable[..., str]
+) -> None:
+    levels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    namespace = make_namespace({**levels, "pod-security.kubernetes.io/enforce-version": "latest"})
+    core = client.CoreV1Api(api)
+
+    # PodSecurity admission is really enforcing here: a plain pod is refused.
+    plain = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="plain"),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
+    )
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(namespace, plain, dry_run="All")
+    assert refused.value.status == 403
+    assert "violates PodSecurity" in refused.value.body
+
+    release = release_name()
+    try:
+        result = helm.run(
+            "install", release, str(CHART), f"--namespace={namespace}", "--wait", "--timeout=180s"
+        )
+        assert result.returncode == 0, result.stderr
+        assert "PodSecurity" not in result.stderr, result.stderr
+        wait_available(api, f"{release}-conch", namespace)
+        pods = core.list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={release}"
+        ).items
+        assert len(pods) == 1
+        ready = {c.type: c.status for c in pods[0].status.conditions or []}
+        assert ready.get("Ready") == "True"
+    finally:
+        uninstall(helm, release, namespace)
+
+
+def test_service_account_can_do_its_job_and_nothing_more(
+    helm: Helm,
+    can_i: Callable[..., bool],
+    namespace: str,
+    make_namespace: Callable[..., str],
+) -> None:
+    release = release_name()
+    subject = f"system:serviceaccount:{namespace}:{release}-conch"
+    elsewhere = make_namespace()
+    try:
+        installed(helm, release, namespace)
+        eventually(lambda: can_i(subject, "list", "pods", namespace=elsewhere), what="RBAC")
+        for ns in (elsewhere, namespace, "*"):
+            for verb, resource, extra in ALLOWED:
+                assert can_i(subject, verb, resource, *extra, namespace=ns), (verb, resource, ns)
+            for verb, resource, extra in DENIED:
+                assert not can_i(subject, verb, resource, *extra, namespace=ns), (verb, resource)
+    finally:
+        uninstall(helm, release, namespace)
+    # the ClusterRoleBinding is gone with the release
+    eventually(
+        lambda: not can_i(subject, "list", "modelservices.serving.conch.dev", namespace=elsewhere),
+        what="permissions revoked by uninstall",
+    )
+
+
+def test_namespaced_mode_grants_only_the_watched_namespaces(
+    helm: Helm,
+    api: client.ApiClient,
+    can_i: Callable[..., bool],
+    namespace: str,
+    make_namespace: Callable[..., str],
+) -> None:
+    watched = [make_namespace(), make_namespace()]
+    unwatched = make_namespace()
+    release = release_name()
+    fullname = f"{release}-conch"
+    subject = f"system:serviceaccount:{namespace}:{fullname}"
+    rbac = client.RbacAuthorizationV1Api(api)
+    try:
+        installed(helm, release, namespace, f"--set=watchNamespaces={{{','.join(watched)}}}")
+        deployment = wait_available(api, fullname, namespace)
+        assert deployment.spec.template.spec.containers[0].args[:2] == [
+            f"--namespace={ns}" for ns in watched
+        ]
+        assert gone(lambda: rbac.read_cluster_role(fullname))
+        assert gone(lambda: rbac.read_cluster_role_binding(fullname))
+
+        for ns in watched:
+            role = api.sanitize_for_serialization(rbac.read_namespaced_role(fullname, ns))
+            assert_least_privilege(role["rules"])
+            eventually(lambda ns=ns: can_i(subject, "list", "pods", namespace=ns), what="RBAC")
+            for verb, resource, extra in ALLOWED:
+                assert can_i(subject, verb, resource, *extra, namespace=ns), (verb, resource, ns)
+            for verb, resource, extra in DENIED:
+                assert not can_i(subject, verb, resource, *extra, namespace=ns), (verb, resource)
+        for ns in (unwatched, namespace, "*"):
+            for verb, resource, extra in ALLOWED:
+                assert not can_i(subject, verb, resource, *extra, namespace=ns), (verb, resource)
+    finally:
+        uninstall(helm, release, namespace)
+    for ns in watched:
+        eventually(
+            lambda ns=ns: gone(lambda: rbac.read_namespaced_role(fullname, ns)),
+            what=f"Role in {ns} deleted",
+        )
+        assert gone(lambda ns=ns: rbac.read_namespaced_role_binding(fullname, ns))
+
+
+def test_operator_reconciles_with_the_chart_service_account(
+    helm: Helm,
+    api: client.ApiClient,
+    cluster: Cluster,
+    operator: OperatorProcess,
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """RBAC is sufficient: the operator, holding only the chart's ServiceAccount token,
+    takes an example to Ready without a single 403."""
+    release, system = release_name(), make_namespace()
+    fullname = f"{release}-conch"
+    installed(helm, release, system)
+    try:
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
+        token = (
+            client.CoreV1Api(api)
+            .create_namespaced_service_account_token(fullname, system, request)
+            .status.token
+        )
+        admin = yaml.safe_load(cluster.kubeconfig.read_text())
+        admin["users"] = [{"name": "operator", "user": {"token": token}}]
+        admin["contexts"][0]["context"]["user"] = "operator"
+        kubeconfig = tmp_path / "operator.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(admin))
+
+        operator.stop()
+        as_chart = OperatorProcess(kubeconfig, tmp_path / "operator.log").start()
+        try:
+            workload = make_namespace()
+            create_version(api, workload)
+            create_service(api, workload)
+            wait_for(api, workload, "Ready", "True", timeout=120)
+            assert 'code="403"' not in as_chart.metrics()
+            assert "Forbidden" not in (tmp_path / "operator.log").read_text()
+        finally:
+            as_chart.stop()
+            operator.start()
+    finally:
+        uninstall(helm, release, system)
