@@ -38,15 +38,14 @@ test-unit: install
 test-integration: toolchain
 	$(BIN)/pytest tests/integration
 
-demo: toolchain             ## the local sandbox: a real control plane with the CRDs and examples applied
-	@KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER)) && \
-	KUBECTL="$$($(BIN)/conch dev toolchain build)/kubectl" && \
-	$$KUBECTL --kubeconfig=$$KUBECONFIG apply --server-side -f crds/ && \
-	until $$KUBECTL --kubeconfig=$$KUBECONFIG wait --for=condition=Established crd --all --timeout=60s 2>/dev/null; do sleep 1; done && \
-	$$KUBECTL --kubeconfig=$$KUBECONFIG apply -f examples/ && \
-	$$KUBECTL --kubeconfig=$$KUBECONFIG get nodes -L nvidia.com/gpu.product && \
-	$$KUBECTL --kubeconfig=$$KUBECONFIG get mv,msvc && \
-	echo && echo "export KUBECONFIG=$$KUBECONFIG; alias kubectl=$$KUBECTL  # then: make down"
+demo: toolchain             ## the local sandbox: control plane + CRDs + operator, the examples served
+	@KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER) --operator) && \
+	KUBECTL="$$($(BIN)/conch dev toolchain build)/kubectl --kubeconfig=$$KUBECONFIG" && \
+	$$KUBECTL apply -f examples/ && \
+	$$KUBECTL wait --for=condition=Ready msvc --all --timeout=120s && \
+	$$KUBECTL get nodes -L nvidia.com/gpu.product && \
+	$$KUBECTL get mv,msvc,deploy,pods -o wide && \
+	echo && echo "export KUBECONFIG=$$KUBECONFIG  # then: make down"
 
 down: install               ## stop the sandbox started by `make demo`
 	$(BIN)/conch dev cluster down --name $(CLUSTER)

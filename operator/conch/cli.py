@@ -46,6 +46,10 @@ def _cluster_up(args: argparse.Namespace) -> int:
     with err.status("starting etcd, kube-apiserver, controller-manager, scheduler, kwok"):
         cluster.start(toolchain)
     err.print(f"control plane up at {cluster.server}; binaries in {toolchain.bin_dir}")
+    if args.operator:
+        with err.status("installing CRDs and starting the operator"):
+            metrics = cluster.start_operator(toolchain)
+        err.print(f"operator running (log {directory / 'conch-operator.log'}, metrics {metrics})")
     print(cluster.kubeconfig)
     return 0
 
@@ -108,6 +112,12 @@ def parser() -> argparse.ArgumentParser:
         p = cluster_sub.add_parser(action, help=text)
         p.add_argument("--name", default="dev", help="cluster name (state under the cache)")
         p.add_argument("--dir", help="state directory (overrides --name)")
+        if action == "up":
+            p.add_argument(
+                "--operator",
+                action="store_true",
+                help="also install the CRDs and run the operator from this checkout",
+            )
         p.set_defaults(func=func)
     tools = dev_sub.add_parser("toolchain", help="build (once) the pinned binaries")
     tools.add_argument(

@@ -37,11 +37,16 @@ WARNING_REASONS = {
 }
 
 
+Key = tuple[str, str, str]
+"""(kind, namespace, name): what the work queue holds."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What the work queue should do next with this key."""
+    """What the work queue should do next: look again later, and/or look at other objects."""
 
     requeue_after: float = 0.0
+    touch: tuple[Key, ...] = ()
 
 
 class Controller:
@@ -50,9 +55,13 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.ready: dict[tuple[str, str], str] = {}
+        self.serving: dict[tuple[str, str], str] = {}  # (namespace, service) -> ModelVersion
         metrics.watch_conditions(lambda: dict(self.ready))
 
-    def reconcile(self, namespace: str, name: str) -> Outcome:
+    def reconcile(self, key: Key) -> Outcome:
+        kind, namespace, name = key
+        if kind == MODEL_VERSION.kind:
+            return self._reconcile_version(namespace, name)
         started = time.perf_counter()
         try:
             outcome = self._reconcile(namespace, name)
@@ -71,7 +80,9 @@ class Controller:
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.ready.pop((namespace, name), None)
             self.kube.forget(namespace, name)
-            return Outcome()  # the garbage collector removes what we owned
+            served = self.serving.pop((namespace, name), None)
+            # the garbage collector removes what we owned; the version loses a user
+            return Outcome(touch=((MODEL_VERSION.kind, namespace, served),) if served else ())
         try:
             svc = ModelService.model_validate(raw)
         except ValidationError as error:
@@ -88,7 +99,36 @@ class Controller:
         self._write_status(svc, raw, new)
         ready = next(c for c in new.conditions if c.type == reasons.READY)
         self.ready[(namespace, name)] = ready.status
-        return Outcome(requeue_after=0.0 if ready.status == "True" else NOT_READY_POLL)
+        before = self.serving.get((namespace, name))
+        self.serving[(namespace, name)] = svc.spec.model_version
+        touch = tuple(
+            (MODEL_VERSION.kind, namespace, v)
+            for v in {before, svc.spec.model_version}
+            if v and before != svc.spec.model_version
+        )
+        return Outcome(requeue_after=0.0 if ready.status == "True" else NOT_READY_POLL, touch=touch)
+
+    def _reconcile_version(self, namespace: str, name: str) -> Outcome:
+        """ModelVersion status: which ModelServices use it (read from the API, not memory)."""
+        raw = self.kube.get(MODEL_VERSION, namespace, name)
+        if raw is None:
+            return Outcome()
+        services = self.kube.list(MODEL_SERVICE, namespace, {})
+        used_by = sorted(
+            s["metadata"]["name"]
+            for s in services
+            if s.get("spec", {}).get("modelVersion") == name
+            and not s["metadata"].get("deletionTimestamp")
+        )
+        current = raw.get("status") or {}
+        wanted = {
+            **current,
+            "observedGeneration": raw["metadata"].get("generation"),
+            "usedBy": used_by,
+        }
+        if wanted != current:
+            self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
+        return Outcome()
 
     def _converge(self, svc: ModelService, raw: Manifest) -> status.Observation:
         namespace = svc.metadata.namespace or ""

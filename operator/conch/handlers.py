@@ -17,12 +17,14 @@ import kopf
 
 from conch.api import GROUP, VERSION
 from conch.builders.meta import MANAGER, SERVICE_LABEL
-from conch.controller import Controller
+from conch.controller import Controller, Key
 from conch.errors import ConchError
+from conch.kube import MODEL_SERVICE, MODEL_VERSION
 from conch.workqueue import WorkQueue
 
 log = logging.getLogger("conch.operator")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+SERVICE, VERSION_KIND = MODEL_SERVICE.kind, MODEL_VERSION.kind
 OWNED_RESOURCES = (
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
@@ -56,20 +58,22 @@ class Runtime:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            key = await self.queue.get()
-            namespace, name = cast(tuple[str, str], key)
+            key = cast(Key, await self.queue.get())
+            kind, namespace, name = key
             try:
-                outcome = await loop.run_in_executor(
-                    self.executor, self.controller.reconcile, namespace, name
-                )
+                outcome = await loop.run_in_executor(self.executor, self.controller.reconcile, key)
             except ConchError as error:
                 delay = self.queue.done(key, failed=True)
-                log.warning("%s/%s: %s (retry in %.1fs)", namespace, name, error, delay)
+                log.warning("%s %s/%s: %s (retry in %.1fs)", kind, namespace, name, error, delay)
             except Exception:
                 delay = self.queue.done(key, failed=True)
-                log.exception("%s/%s: unexpected error (retry in %.1fs)", namespace, name, delay)
+                log.exception(
+                    "%s %s/%s: unexpected error (retry in %.1fs)", kind, namespace, name, delay
+                )
             else:
                 self.queue.done(key, requeue_after=outcome.requeue_after)
+                for other in outcome.touch:
+                    self.queue.add(other)
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -101,15 +105,17 @@ def services_by_version(
 
 @kopf.on.event(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
 async def _service_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).queue.add((namespace, name))
+    _runtime(memo).queue.add((SERVICE, namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions")  # type: ignore[arg-type]
 async def _version_changed(
     namespace: str, name: str, memo: kopf.Memo, services_by_version: kopf.Index[Any, str], **_: Any
 ) -> None:
+    queue = _runtime(memo).queue
+    queue.add((VERSION_KIND, namespace, name))
     for service in services_by_version.get((namespace, name), []):
-        _runtime(memo).queue.add((namespace, service))
+        queue.add((SERVICE, namespace, service))
 
 
 def _owned_changed_factory() -> None:
@@ -122,7 +128,7 @@ def _owned_changed_factory() -> None:
             namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
         ) -> None:
             if service := labels.get(SERVICE_LABEL):
-                _runtime(memo).queue.add((namespace, service))
+                _runtime(memo).queue.add((SERVICE, namespace, service))
 
 
 _owned_changed_factory()

@@ -145,7 +145,11 @@ class Kube:
             raise
 
     def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[Manifest]:
-        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+        query = (
+            [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+            if selector
+            else []
+        )
         result = self._call("list", "GET", kind.path(namespace), query=query)
         return list(result.get("items", []))
 

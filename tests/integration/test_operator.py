@@ -38,6 +38,13 @@ def owned(kubectl: Callable[..., str], ns: str) -> dict[str, dict[str, Any]]:
     return {f"{i['kind']}/{i['metadata']['name']}": i for i in items}
 
 
+def used_by(api: client.ApiClient, ns: str) -> list[str] | None:
+    mv = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelversions", "digits-v1"
+    )
+    return mv.get("status", {}).get("usedBy")
+
+
 def events(api: client.ApiClient, ns: str, name: str = "digits") -> list[Any]:
     """Events about the ModelService (read through core/v1, which also shows events.k8s.io ones)."""
     found = client.CoreV1Api(api).list_namespaced_event(ns).items
@@ -125,10 +132,12 @@ def test_delete_removes_every_owned_object(
     create_version(api, namespace)
     create_service(api, namespace)
     eventually(lambda: len(owned(kubectl, namespace)) == 5, what="owned objects")
+    eventually(lambda: used_by(api, namespace) == ["digits"], what="ModelVersion usedBy")
     client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, "modelservices", "digits"
     )
     eventually(lambda: not owned(kubectl, namespace), 60, what="garbage collection")
+    eventually(lambda: used_by(api, namespace) == [], what="ModelVersion no longer used")
 
 
 def test_drift_is_repaired(api: client.ApiClient, namespace: str) -> None:

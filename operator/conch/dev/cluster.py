@@ -328,6 +328,23 @@ class Cluster:
         self.kubectl(tc, "apply", "-f", str(manifest))
         self.kubectl(tc, "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
 
+    def start_operator(self, tc: Toolchain) -> str:
+        """Install the CRDs and run the operator (from this checkout) as one of the cluster's
+        processes, so `stop()` ends it too. Returns its metrics URL."""
+        from conch.api.crd import files
+        from conch.dev.operator import OperatorProcess
+
+        crd_dir = self.directory / "crds"
+        crd_dir.mkdir(exist_ok=True)
+        for name, text in files().items():
+            (crd_dir / name).write_text(text)
+        self.install_crds(tc, crd_dir, *tc.extra_crds)
+        operator = OperatorProcess(self.kubeconfig, self.directory / "conch-operator.log").start()
+        assert operator.proc is not None
+        self.pids["conch-operator"] = operator.proc.pid
+        self._save()
+        return f"http://127.0.0.1:{operator.metrics_port}/metrics"
+
     def install_crds(self, tc: Toolchain, *paths: Path, timeout: float = 60) -> None:
         """Apply CRD files and wait until every one is Established."""
         for path in paths:
