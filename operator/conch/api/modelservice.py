@@ -309,7 +309,14 @@ class ModelServiceStatus(ApiModel):
     ) = None
     step: int | None = None
     """Index of the current canary step."""
+    step_started_at: datetime | None = None
+    """When the current step's weight took effect (its canary was ready); its pause counts from here."""
+    rollout_started_at: datetime | None = None
+    """When the rollout in progress (or the last one) began."""
+    rollback_reason: str | None = None
+    """Why the rollout is rolling back or was rolled back (AnalysisFailed, Aborted, ...)."""
     failed_analyses: int = 0
+    """Failed analyses in a row at the current step."""
     last_analysis: AnalysisResult | None = None
     endpoints: Endpoints | None = None
     rollout_history: list[RolloutRecord] = Field(default_factory=list, max_length=20)

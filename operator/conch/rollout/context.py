@@ -1,0 +1,74 @@
+"""The inputs of one `decide` call, and what follows from them: replica plans per step,
+hold durations and when the next analysis is due. Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from conch.api.modelservice import AnalysisResult
+from conch.rollout.duration import parse_duration
+from conch.rollout.state import Observation, Policy, ReplicaPlan, RolloutState, Samples
+from conch.rollout.weights import split
+
+
+@dataclass(frozen=True)
+class Context:
+    """The inputs of one call, with the derived values every phase needs."""
+
+    policy: Policy
+    state: RolloutState
+    observation: Observation
+    samples: Samples | None
+    now: dt.datetime
+
+    @property
+    def desired(self) -> int:
+        return max(0, self.policy.desired_replicas)
+
+    @property
+    def gateway(self) -> bool:
+        return self.policy.rollout.router == "gatewayAPI"
+
+    def plan(self, index: int) -> ReplicaPlan:
+        weight = self.policy.steps[index].weight
+        return split(self.policy.rollout.router, self.desired, weight, self.policy.extra_replicas)
+
+    def stable_before(self, index: int) -> int:
+        """Stable replicas once the step before `index` had started."""
+        return self.desired if index == 0 else self.plan(index - 1).stable
+
+    def hold(self, index: int) -> dt.timedelta:
+        pause = self.policy.steps[index].pause
+        return parse_duration(pause if pause is not None else self.policy.rollout.analysis.interval)
+
+
+def step_analysis(state: RolloutState) -> AnalysisResult | None:
+    """The last analysis, if it was taken during the current step."""
+    last, started = state.last_analysis, state.step_started_at
+    if last is None or started is None or last.time < started:
+        return None
+    return last
+
+
+def next_analysis(ctx: Context, state: RolloutState) -> dt.datetime | None:
+    """Analyses run every interval from the step's start, and once more as its hold ends."""
+    started = state.step_started_at
+    if started is None or state.step is None:
+        return None
+    interval = parse_duration(ctx.policy.rollout.analysis.interval)
+    hold_end = started + ctx.hold(state.step)
+    last = step_analysis(state)
+    if last is None:
+        return min(started + interval, hold_end)
+    due = last.time + interval
+    return min(due, hold_end) if last.time < hold_end else due
+
+
+def due(ctx: Context, state: RolloutState) -> bool:
+    """An analysis is due, and none was taken at this very instant (one per instant)."""
+    due = next_analysis(ctx, state)
+    last = state.last_analysis
+    if due is None or ctx.now < due:
+        return False
+    return last is None or ctx.now > last.time
