@@ -122,7 +122,7 @@ def ceiling_run(api: client.ApiClient, kube: Kube, n: int) -> float:
     for i in range(n):
         raw = service_body(i)
         raw["metadata"] |= {"namespace": ns, "uid": "none"}
-        objs = builders.desired(ModelService.model_validate(raw), mv, PodSettings(), Capabilities())
+        objs = builders.single(ModelService.model_validate(raw), mv, PodSettings(), Capabilities())
         for obj in objs:
             obj["metadata"].pop("ownerReferences")
         manifests.append(objs)

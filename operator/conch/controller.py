@@ -14,19 +14,28 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conch import builders, reasons, status
+from conch import builders, reasons, rollout, routers, status
 from conch.api import ModelService, ModelServiceStatus, ModelVersion
-from conch.builders import Capabilities, PodSettings
-from conch.builders.meta import SERVICE_LABEL, Manifest, selector
+from conch.builders import Capabilities, PodSettings, Served
+from conch.builders.deployment import name as deployment_name
+from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
 from conch.errors import ApiError, ConchError, InvalidSpec, ModelVersionNotFound
 from conch.kube import MODEL_SERVICE, MODEL_VERSION, OWNED, POD, Applied, Kube
 from conch.metrics import OperatorMetrics
+from conch.providers import MetricProvider, QueryFailed, queries
+from conch.routers.gateway import API_VERSION as HTTP_ROUTE_API
 
 log = logging.getLogger("conch.controller")
 
 NOT_READY_POLL = 10.0
 """Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""
+ROLLOUT_POLL = 5.0
+"""Seconds between looks while a rollout is under way (canary readiness, step timers)."""
+ABORT_ANNOTATION = "serving.conch.dev/abort"
+"""Set (any value) to abort the rollout in progress; Conch removes it once acted on."""
+RETRY_ANNOTATION = "serving.conch.dev/retry"
+"""Set (any value) to retry a rolled-back rollout; Conch removes it once acted on."""
 
 WARNING_REASONS = {
     reasons.MODEL_VERSION_NOT_FOUND,
@@ -49,8 +58,24 @@ class Outcome:
     touch: tuple[Key, ...] = ()
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one reconcile decided: the serving version's observation and the rollout step."""
+
+    serving: status.Observation
+    decision: rollout.Decision
+    seen: rollout.Observation
+
+
 class Controller:
-    def __init__(self, kube: Kube, settings: PodSettings, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: PodSettings,
+        metrics: OperatorMetrics,
+        provider: MetricProvider | None = None,
+    ) -> None:
+        self.provider = provider
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
@@ -89,14 +114,22 @@ class Controller:
             # The CRD schema should make this impossible; report it rather than crash.
             self._write_invalid(raw, str(error))
             return Outcome()
+        now = _now()
+        plan: Plan | None = None
         try:
-            observation = self._converge(svc, raw)
+            plan = self._converge(svc, raw, now)
+            observation = plan.serving
         except ApiError:
             raise  # temporary: the work queue retries with backoff, status is left alone
         except ConchError as error:
             observation = status.Observation(version=svc.spec.model_version, error=error)
-        new = status.compute(svc, observation, _now())
+        decision = plan.decision if plan else None
+        new = status.compute(svc, observation, now, decision, plan.seen if plan else None)
+        for event in decision.events if decision else ():
+            self._record(raw, event.type, event.reason, event.message)
         self._write_status(svc, raw, new)
+        if decision:
+            self._acknowledge(raw, decision)
         ready = next(c for c in new.conditions if c.type == reasons.READY)
         self.ready[(namespace, name)] = ready.status
         before = self.serving.get((namespace, name))
@@ -106,7 +139,13 @@ class Controller:
             for v in {before, svc.spec.model_version}
             if v and before != svc.spec.model_version
         )
-        return Outcome(requeue_after=0.0 if ready.status == "True" else NOT_READY_POLL, touch=touch)
+        requeue = 0.0 if ready.status == "True" else NOT_READY_POLL
+        if decision and decision.phase != "Stable":
+            requeue = min(requeue or ROLLOUT_POLL, ROLLOUT_POLL)
+        if decision and decision.next_check:
+            due = max((decision.next_check - now).total_seconds(), 0.5)
+            requeue = min(requeue, due) if requeue else due
+        return Outcome(requeue_after=requeue, touch=touch)
 
     def _reconcile_version(self, namespace: str, name: str) -> Outcome:
         """ModelVersion status: which ModelServices use it (read from the API, not memory)."""
@@ -130,45 +169,163 @@ class Controller:
             self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
         return Outcome()
 
-    def _converge(self, svc: ModelService, raw: Manifest) -> status.Observation:
+    def _model_version(self, namespace: str, name: str) -> ModelVersion | None:
+        raw = self.kube.get(MODEL_VERSION, namespace, name)
+        if raw is None:
+            return None
+        try:
+            return ModelVersion.model_validate(raw)
+        except ValidationError as error:
+            raise InvalidSpec(f"ModelVersion {name!r}: {error}") from None
+
+    def _converge(self, svc: ModelService, raw: Manifest, now: dt.datetime) -> Plan:
+        """Observe, decide the rollout step, apply what it implies, and say what serves."""
         namespace = svc.metadata.namespace or ""
-        mv_raw = self.kube.get(MODEL_VERSION, namespace, svc.spec.model_version)
-        if mv_raw is None:
+        target = self._model_version(namespace, svc.spec.model_version)
+        if target is None:
             raise ModelVersionNotFound(
                 f"ModelVersion {svc.spec.model_version!r} not found in namespace {namespace!r}"
             )
-        try:
-            mv = ModelVersion.model_validate(mv_raw)
-        except ValidationError as error:
-            raise InvalidSpec(f"ModelVersion {svc.spec.model_version!r}: {error}") from None
         capabilities = Capabilities(
             service_monitor=self.kube.has_kind(SERVICE_MONITOR_API, "ServiceMonitor"),
+            http_route=self.kube.has_kind(HTTP_ROUTE_API, "HTTPRoute"),
         )
-        wanted = builders.desired(svc, mv, self.settings, capabilities)
-        served: Manifest | None = None
+        if svc.spec.rollout.router == "gatewayAPI" and not capabilities.http_route:
+            raise InvalidSpec("router gatewayAPI needs the Gateway API CRDs (HTTPRoute)")
+        live = self._deployments(svc)
+        ready = {v: int(d.get("status", {}).get("readyReplicas", 0)) for v, d in live.items()}
+        state = rollout.from_status(svc.status)
+        stable_live = live.get(state.stable or target.metadata.name)
+        policy = rollout.Policy.from_spec(svc.spec, self._desired_replicas(svc, stable_live))
+        annotations = raw["metadata"].get("annotations") or {}
+        seen = rollout.Observation(
+            ready=ready,
+            canary_unschedulable=self._unschedulable(svc, live.get(state.canary or "")),
+            accuracy_drop=rollout.accuracy_drop(target.spec),
+            abort_requested=ABORT_ANNOTATION in annotations,
+            retry_requested=RETRY_ANNOTATION in annotations,
+        )
+        samples = None
+        if state.canary and rollout.analysis_due(policy, state, now):
+            samples = self._samples(svc, state.canary)
+        decision = rollout.decide(policy, state, seen, samples, now)
+
+        versions = {target.metadata.name: target}
+        served: list[Served] = []
+        for version, replicas in decision.replicas.items():
+            mv = versions.get(version) or self._model_version(namespace, version)
+            if mv is None:
+                continue  # deleted while still recorded: nothing to run it from
+            hpa_owned = svc.spec.autoscaling is not None and version == decision.state.stable
+            served.append(Served(mv, None if hpa_owned else replicas))
+        router = routers.create(svc.spec.rollout.router)
+        routing = router.objects(
+            svc, decision.state.stable, decision.state.canary, decision.weights
+        )
+        wanted = builders.desired(
+            svc,
+            served,
+            routing,
+            decision.state.stable or target.metadata.name,
+            self.settings,
+            capabilities,
+        )
+        applied = self._apply(raw, wanted)
+        self._prune(svc, raw, wanted, capabilities)
+
+        serving_version = decision.state.stable or target.metadata.name
+        deployment = applied.get(("Deployment", deployment_name(svc, serving_version)))
+        pods: list[Manifest] = []
+        counts = (deployment or {}).get("status", {})
+        if int(counts.get("replicas", 0)) > int(counts.get("readyReplicas", 0)):
+            # Pods exist but are not all ready: the scheduler may be telling us why.
+            pods = self.kube.list(POD, namespace, selector(svc, serving_version))
+        serving = status.Observation(
+            version=serving_version,
+            deployment=deployment,
+            pods=pods,
+            desired_replicas=policy.desired_replicas,
+        )
+        return Plan(serving=serving, decision=decision, seen=seen)
+
+    def _deployments(self, svc: ModelService) -> dict[str, Manifest]:
+        """This service's Deployments by the ModelVersion they run."""
+        found = self.kube.list(
+            OWNED["Deployment"], svc.metadata.namespace or "", {SERVICE_LABEL: svc.metadata.name}
+        )
+        return {
+            d["metadata"]["labels"][VERSION_LABEL]: d
+            for d in found
+            if VERSION_LABEL in d["metadata"].get("labels", {})
+        }
+
+    def _unschedulable(self, svc: ModelService, deployment: Manifest | None) -> str | None:
+        """The scheduler's message when the canary's pods wait for GPUs."""
+        if deployment is None:
+            return None
+        counts = deployment.get("status", {})
+        if int(counts.get("replicas", 0)) <= int(counts.get("readyReplicas", 0)):
+            return None
+        version = deployment["metadata"]["labels"][VERSION_LABEL]
+        pods = self.kube.list(POD, svc.metadata.namespace or "", selector(svc, version))
+        message = status.unschedulable(pods)
+        if message and any(f"Insufficient {m}" in message for m in status.ACCELERATOR_MARKERS):
+            return message
+        return None
+
+    def _samples(self, svc: ModelService, canary: str) -> rollout.Samples:
+        """The canary's metrics over one analysis interval; failures are "no data"."""
+        if self.provider is None:
+            return rollout.Samples()
+        analysis = svc.spec.rollout.analysis
+        target = queries.Target(
+            svc.metadata.namespace or "", svc.metadata.name, canary, analysis.interval
+        )
+        try:
+            return rollout.Samples(
+                requests=self.provider.query(queries.requests(target)),
+                error_rate=self.provider.query(queries.error_rate(target)),
+                p99_latency_ms=self.provider.query(queries.p99_latency_ms(target)),
+                queue_time_ms=self.provider.query(queries.queue_time_ms(target)),
+                custom={
+                    c.name: self.provider.query(queries.custom(c.query, target))
+                    for c in analysis.custom
+                },
+            )
+        except QueryFailed as error:
+            log.warning("analysis of %s/%s: %s", svc.metadata.namespace, canary, error)
+            return rollout.Samples()
+
+    def _apply(self, raw: Manifest, wanted: list[Manifest]) -> dict[tuple[str, str], Manifest]:
+        """Server-side apply every wanted object; one Event per reconcile for what changed."""
+        live: dict[tuple[str, str], Manifest] = {}
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
         for obj in wanted:
-            result, live = self.kube.apply(obj)
+            result, applied = self.kube.apply(obj)
             if result is not Applied.UNCHANGED:
                 changes[result].append(f"{obj['kind']} {obj['metadata']['name']}")
-            if obj["kind"] == "Deployment":
-                served = live
+            live[builders.key(obj)] = applied
         for result, objects in changes.items():
-            if objects:  # one Event per reconcile, not one per object
+            if objects:
                 self._record(raw, "Normal", result.value, f"{result.value} {', '.join(objects)}")
-        self._prune(svc, raw, wanted)
-        pods: list[Manifest] = []
-        desired_replicas = self._desired_replicas(svc, served)
-        rollout = (served or {}).get("status", {})
-        if int(rollout.get("replicas", 0)) > int(rollout.get("readyReplicas", 0)):
-            # Pods exist but are not all ready: the scheduler may be telling us why.
-            pods = self.kube.list(POD, namespace, selector(svc, mv.metadata.name))
-        return status.Observation(
-            version=mv.metadata.name,
-            deployment=served,
-            pods=pods,
-            desired_replicas=desired_replicas,
-        )
+        return live
+
+    def _acknowledge(self, raw: Manifest, decision: rollout.Decision) -> None:
+        """Remove the one-shot abort/retry annotations the decision consumed."""
+        names = {
+            "abort": ABORT_ANNOTATION,
+            "retry": RETRY_ANNOTATION,
+        }
+        done = {
+            names[a.request]: None
+            for a in decision.actions
+            if isinstance(a, rollout.AcknowledgeRequest)
+        }
+        if done:
+            meta = raw["metadata"]
+            self.kube.patch(
+                MODEL_SERVICE, meta["namespace"], meta["name"], {"metadata": {"annotations": done}}
+            )
 
     @staticmethod
     def _desired_replicas(svc: ModelService, served: Manifest | None) -> int:
@@ -177,11 +334,21 @@ class Controller:
             return max(svc.spec.autoscaling.min_replicas, int(live or 0))
         return 1 if svc.spec.replicas is None else svc.spec.replicas
 
-    def _prune(self, svc: ModelService, raw: Manifest, wanted: list[Manifest]) -> None:
-        """Delete owned objects of kinds that come and go (old versions, a dropped HPA)."""
+    def _prune(
+        self,
+        svc: ModelService,
+        raw: Manifest,
+        wanted: list[Manifest],
+        capabilities: Capabilities,
+    ) -> None:
+        """Delete owned objects of kinds that come and go (old versions, a dropped HPA,
+        per-version Services and the HTTPRoute when the router changes)."""
         namespace = svc.metadata.namespace or ""
         observed: list[Manifest] = []
-        for kind in ("Deployment", "HorizontalPodAutoscaler"):
+        kinds = ["Deployment", "HorizontalPodAutoscaler", "Service"]
+        if capabilities.http_route:
+            kinds.append("HTTPRoute")
+        for kind in kinds:
             for obj in self.kube.list(OWNED[kind], namespace, {SERVICE_LABEL: svc.metadata.name}):
                 obj.setdefault("kind", kind)
                 owners = obj["metadata"].get("ownerReferences", [])
@@ -195,9 +362,12 @@ class Controller:
 
     def _write_status(self, svc: ModelService, raw: Manifest, new: ModelServiceStatus) -> None:
         wire = status.to_wire(new)
-        if wire == raw.get("status"):
+        current = raw.get("status") or {}
+        if wire == current:
             return
-        self.kube.patch_status(MODEL_SERVICE, svc.metadata.namespace or "", svc.metadata.name, wire)
+        # A merge patch keeps what it does not mention: fields that became empty are nulled.
+        patch = {**{k: None for k in current if k not in wire}, **wire}
+        self.kube.patch_status(MODEL_SERVICE, svc.metadata.namespace or "", svc.metadata.name, patch)
         # Ready's transitions are the story a user follows; Progressing and Degraded say the
         # same thing in other words, so they get no Events of their own.
         old = {c.type: c for c in (svc.status.conditions if svc.status else [])}

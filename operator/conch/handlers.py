@@ -104,8 +104,13 @@ def services_by_version(
 
 
 @kopf.on.event(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
-async def _service_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).queue.add((SERVICE, namespace, name))
+async def _service_changed(
+    namespace: str, name: str, spec: kopf.Spec, type: str, memo: kopf.Memo, **_: Any
+) -> None:
+    queue = _runtime(memo).queue
+    queue.add((SERVICE, namespace, name))
+    if type == "DELETED" and (version := spec.get("modelVersion")):
+        queue.add((VERSION_KIND, namespace, str(version)))  # it lost a user
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions")  # type: ignore[arg-type]

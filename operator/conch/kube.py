@@ -55,6 +55,7 @@ OWNED = {
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+        Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     )
 }
 
@@ -203,6 +204,16 @@ class Kube:
             "PATCH",
             kind.path(namespace, name, "status"),
             body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A JSON merge patch (e.g. removing an annotation with a null)."""
+        self._call(
+            "patch",
+            "PATCH",
+            kind.path(namespace, name),
+            body=body,
             content_type="application/merge-patch+json",
         )
 

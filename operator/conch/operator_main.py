@@ -7,6 +7,7 @@ import logging
 
 import kopf
 
+from conch import providers
 from conch.builders import PodSettings
 from conch.controller import Controller
 from conch.kube import Kube, load_api_client
@@ -42,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=PodSettings.runtime_image,
         help="image of the init container that pulls and verifies artifacts",
     )
+    parser.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus that scrapes Triton, for rollout analysis",
+    )
     parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     parser.add_argument("--verbose", "-v", action="store_true")
 
@@ -55,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
     kube = Kube(load_api_client(pool_size=args.workers * 2), on_error=metrics.api_error)
-    controller = Controller(kube, PodSettings(runtime_image=args.runtime_image), metrics)
+    provider = providers.create("prometheus", args.prometheus_url) if args.prometheus_url else None
+    controller = Controller(kube, PodSettings(runtime_image=args.runtime_image), metrics, provider)
     metrics.serve(*args.metrics_bind_address)
     health_host, health_port = args.health_bind_address
     kopf.run(

@@ -13,9 +13,11 @@ from typing import Any
 
 from conch import reasons
 from conch.api import Condition, ModelService, ModelServiceStatus
-from conch.api.modelservice import Endpoints, VersionStatus
+from conch.api.modelservice import Endpoints
 from conch.builders import service
 from conch.errors import ConchError
+from conch.rollout import Decision, record
+from conch.rollout import Observation as RolloutObservation
 
 ACCELERATOR_MARKERS = ("nvidia.com/gpu", "nvidia.com/mig-")
 
@@ -112,32 +114,43 @@ def _condition(
     )
 
 
-def compute(svc: ModelService, obs: Observation, now: dt.datetime) -> ModelServiceStatus:
-    """The status to write for `svc` given what was observed."""
+def compute(
+    svc: ModelService,
+    obs: Observation,
+    now: dt.datetime,
+    decision: Decision | None = None,
+    seen: RolloutObservation | None = None,
+) -> ModelServiceStatus:
+    """The status to write for `svc`. Ready judges the version serving users; while a
+    rollout is under way its hints speak for Progressing and Degraded, and `decision` (with
+    what the rollout saw, `seen`) fills the rollout fields. Without a decision (the spec
+    could not be acted on) the rollout fields keep what was recorded."""
     previous = svc.status or ModelServiceStatus()
     verdict = judge(obs)
+    values = {
+        reasons.READY: verdict.ready,
+        reasons.PROGRESSING: verdict.progressing,
+        reasons.DEGRADED: verdict.degraded,
+    }
+    for hint in decision.conditions if decision else ():
+        values[hint.type] = (hint.status, hint.reason, hint.message)
     generation = svc.metadata.generation
     conditions = [
-        _condition(reasons.READY, verdict.ready, previous.conditions, generation, now),
-        _condition(reasons.PROGRESSING, verdict.progressing, previous.conditions, generation, now),
-        _condition(reasons.DEGRADED, verdict.degraded, previous.conditions, generation, now),
+        _condition(type_, value, previous.conditions, generation, now)
+        for type_, value in values.items()
     ]
-    deployment_status = (obs.deployment or {}).get("status", {})
-    stable = None
-    if obs.deployment is not None:
-        stable = VersionStatus(
-            version=obs.version,
-            replicas=int(deployment_status.get("replicas", 0)),
-            ready_replicas=int(deployment_status.get("readyReplicas", 0)),
-            weight=100,
-        )
     is_ready = verdict.ready[0] == "True"
-    return previous.model_copy(
+    base = previous
+    if decision is not None and seen is not None:
+        base = record.to_status(previous, decision, seen)
+    phase = base.phase or "Stable"
+    if phase in ("Stable", "Pending"):
+        phase = "Stable" if is_ready else "Pending"
+    return base.model_copy(
         update={
             "conditions": conditions,
             "observed_generation": generation,
-            "stable": stable,
-            "phase": "Stable" if is_ready else "Pending",
+            "phase": phase,
             "endpoints": Endpoints(**service.endpoints(svc)),
         }
     )

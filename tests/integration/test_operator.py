@@ -164,7 +164,12 @@ def test_drift_is_repaired(api: client.ApiClient, namespace: str) -> None:
         return images == ["nvcr.io/nvidia/tritonserver:25.10-py3"] and len(services) == 1
 
     eventually(repaired, 60, what="drift repaired")
-    assert any(e.reason == "Updated" for e in events(api, namespace))
+    # the Event is posted right after the apply that repaired the Deployment
+    eventually(
+        lambda: any(e.reason == "Updated" for e in events(api, namespace)),
+        30,
+        what="an Updated event",
+    )
 
 
 def test_dropping_autoscaling_deletes_the_hpa(api: client.ApiClient, namespace: str) -> None:

@@ -33,7 +33,7 @@ def objects(
     mv_raw = example("modelversion.yaml")
     mv_raw["metadata"]["namespace"] = "ml"
     svc, mv = ModelService.model_validate(raw), ModelVersion.model_validate(mv_raw)
-    return builders.desired(svc, mv, PodSettings(), caps or Capabilities(service_monitor=True))
+    return builders.single(svc, mv, PodSettings(), caps or Capabilities(service_monitor=True))
 
 
 def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -180,7 +180,7 @@ def test_credentials_and_pvc_sources_are_mounted() -> None:
     svc_raw = example("modelservice.yaml")
     svc_raw["metadata"] |= {"namespace": "ml", "uid": "u"}
     dep = deployment.build(
-        ModelService.model_validate(svc_raw), ModelVersion.model_validate(raw), PodSettings()
+        ModelService.model_validate(svc_raw), ModelVersion.model_validate(raw), PodSettings(), 1
     )
     pod = dep["spec"]["template"]["spec"]
     (pull,) = pod["initContainers"]

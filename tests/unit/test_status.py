@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conch import reasons, status
+from conch import reasons, rollout, status
 from conch.api import ModelService
 from conch.errors import InvalidSpec, ModelVersionNotFound
 
@@ -186,16 +186,30 @@ def test_transition_time_moves_only_when_status_changes() -> None:
     assert times["Ready"] == LATER and times["Degraded"] == NOW
 
 
-def test_status_reports_versions_and_endpoints() -> None:
-    new = status.compute(
-        svc(), status.Observation("digits-v1", deployment=deployment(2), desired_replicas=2), NOW
-    )
-    wire = status.to_wire(new)
+def test_status_records_the_rollout_decision_and_endpoints() -> None:
+    policy = rollout.Policy.from_spec(svc().spec, desired_replicas=2)
+    seen = rollout.Observation(ready={"digits-v1": 2})
+    decision = rollout.decide(policy, rollout.RolloutState(), seen, None, NOW)
+    obs = status.Observation("digits-v1", deployment=deployment(2), desired_replicas=2)
+    wire = status.to_wire(status.compute(svc(), obs, NOW, decision, seen))
     assert wire["stable"] == {
         "version": "digits-v1",
         "replicas": 2,
         "readyReplicas": 2,
         "weight": 100,
     }
+    assert wire["phase"] == "Stable"
     assert wire["endpoints"]["http"] == "http://digits.ml.svc:8000"
     assert wire["conditions"][0]["lastTransitionTime"] == "2026-11-23T12:00:00Z"
+
+
+def test_rollout_hints_speak_for_progressing_and_degraded() -> None:
+    hint = rollout.ConditionHint("Degraded", "True", "AnalysisFailed", "error rate 0.3 > 0.01")
+    decision = rollout.Decision(
+        state=rollout.RolloutState(stable="v1"), replicas={"v1": 2}, conditions=(hint,)
+    )
+    obs = status.Observation("v1", deployment=deployment(2), desired_replicas=2)
+    new = status.compute(svc(), obs, NOW, decision, rollout.Observation(ready={"v1": 2}))
+    got = {c.type: (c.status, c.reason) for c in new.conditions}
+    assert got["Degraded"] == ("True", "AnalysisFailed")
+    assert got["Ready"] == ("True", reasons.AVAILABLE)

@@ -9,7 +9,7 @@ from conch.builders import deployment, hpa, networkpolicy, pdb, service, service
 from conch.builders.deployment import PodSettings
 from conch.builders.meta import Manifest
 
-__all__ = ["Capabilities", "Manifest", "PodSettings", "desired", "key", "stale"]
+__all__ = ["Capabilities", "Manifest", "PodSettings", "Served", "desired", "key", "single", "stale"]
 
 
 @dataclass(frozen=True)
@@ -17,19 +17,46 @@ class Capabilities:
     """Optional APIs found in the cluster; owned kinds whose CRD is absent are skipped."""
 
     service_monitor: bool = False
+    http_route: bool = False
+
+
+@dataclass(frozen=True)
+class Served:
+    """One ModelVersion the service runs, and its replicas (None: left to the HPA)."""
+
+    mv: ModelVersion
+    replicas: int | None
 
 
 def desired(
-    svc: ModelService, mv: ModelVersion, settings: PodSettings, capabilities: Capabilities
+    svc: ModelService,
+    served: list[Served],
+    routing: list[Manifest],
+    autoscaled: str | None,
+    settings: PodSettings,
+    capabilities: Capabilities,
 ) -> list[Manifest]:
-    """Every object one ModelService serving one ModelVersion should own, in apply order."""
-    dep = deployment.build(svc, mv, settings)
-    objects = [service.build(svc), dep, pdb.build(svc), networkpolicy.build(svc)]
-    if autoscaler := hpa.build(svc, dep["metadata"]["name"]):
+    """Every object the ModelService should own, in apply order: the router's objects, a
+    Deployment per served version, then the objects shared by all versions. `autoscaled`
+    names the version whose Deployment the HPA scales."""
+    objects = list(routing)
+    objects += [deployment.build(svc, s.mv, settings, s.replicas) for s in served]
+    objects += [pdb.build(svc), networkpolicy.build(svc)]
+    if autoscaled is not None and (autoscaler := hpa.build(svc, deployment.name(svc, autoscaled))):
         objects.append(autoscaler)
     if capabilities.service_monitor:
         objects.append(servicemonitor.build(svc))
     return objects
+
+
+def single(
+    svc: ModelService, mv: ModelVersion, settings: PodSettings, capabilities: Capabilities
+) -> list[Manifest]:
+    """The objects of a service serving one version (no rollout under way)."""
+    replicas = None if svc.spec.autoscaling else deployment.fixed_replicas(svc)
+    return desired(
+        svc, [Served(mv, replicas)], [service.build(svc)], mv.metadata.name, settings, capabilities
+    )
 
 
 def key(obj: Manifest) -> tuple[str, str]:

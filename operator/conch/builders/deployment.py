@@ -106,6 +106,7 @@ def _triton_args(svc: ModelService) -> list[str]:
         "--allow-metrics=true",
         "--strict-readiness=true",
         "--exit-on-error=true",
+        "--metrics-config=summary_latencies=true",  # p99 latency for rollout analysis
         *svc.spec.triton.extra_args,
     ]
 
@@ -135,8 +136,14 @@ def _node_selector(svc: ModelService) -> dict[str, str]:
     return out
 
 
-def build(svc: ModelService, mv: ModelVersion, settings: PodSettings) -> Manifest:
-    """The Deployment serving `mv` for `svc`. Replicas are left to the HPA when it exists."""
+def fixed_replicas(svc: ModelService) -> int:
+    return 1 if svc.spec.replicas is None else svc.spec.replicas
+
+
+def build(
+    svc: ModelService, mv: ModelVersion, settings: PodSettings, replicas: int | None
+) -> Manifest:
+    """The Deployment serving `mv` for `svc`; `replicas` None leaves the count to the HPA."""
     source_args, source_volumes, source_mounts = _source_mounts(mv)
     pod_labels = metadata(svc, "", mv)["labels"]
     pull = {
@@ -222,8 +229,8 @@ def build(svc: ModelService, mv: ModelVersion, settings: PodSettings) -> Manifes
             "spec": pod_spec,
         },
     }
-    if svc.spec.autoscaling is None:
-        spec["replicas"] = 1 if svc.spec.replicas is None else svc.spec.replicas
+    if replicas is not None:
+        spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conch.api import ModelService
-from conch.builders.meta import Manifest, metadata, selector
+from conch.builders.meta import VERSION_LABEL, Manifest, metadata, selector
 
 API_VERSION = "monitoring.coreos.com/v1"
 
@@ -15,6 +15,8 @@ def build(svc: ModelService) -> Manifest:
         "metadata": metadata(svc, svc.metadata.name),
         "spec": {
             "selector": {"matchLabels": selector(svc)},
+            # the version label lets rollout analysis tell canary from stable series
+            "podTargetLabels": [VERSION_LABEL],
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
     }

@@ -1,0 +1,28 @@
+"""The `replicas` router: one Service over every version's pods; the weight is the share of
+ready pods. Needs nothing but Kubernetes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from conch.api import ModelService
+from conch.builders import service
+from conch.builders.meta import Manifest
+from conch.rollout import Weights
+from conch.rollout.weights import replica_weights
+
+
+class ReplicasRouter:
+    name = "replicas"
+
+    def objects(
+        self, svc: ModelService, stable: str | None, canary: str | None, weights: Weights
+    ) -> list[Manifest]:
+        return [service.build(svc)]
+
+    def achieved(
+        self, weights: Weights, ready: Mapping[str, int], stable: str | None, canary: str | None
+    ) -> Weights:
+        if canary is None:
+            return Weights(stable=100, canary=0)
+        return replica_weights(ready.get(stable or "", 0), ready.get(canary, 0))
