@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CLUSTER ?= dev
 
-.PHONY: install toolchain toolchain-pin crds lint test test-unit test-integration demo down bench clean
+.PHONY: install system-deps toolchain toolchain-pin crds lint test test-unit test-integration demo down bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+system-deps:                ## Debian packages the tests start: a real Prometheus for rollout analysis
+	@command -v prometheus >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "install Prometheus 2.x (the prometheus binary) on PATH"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 toolchain: install          ## build the pinned control-plane binaries once (cached outside the checkout)
 	$(BIN)/conch dev toolchain build
@@ -29,13 +36,13 @@ lint: install
 	$(BIN)/ruff check operator runtime tests
 	$(BIN)/mypy
 
-test: lint toolchain        ## everything CI runs: lint, unit and integration tests
+test: lint toolchain system-deps  ## everything CI runs: lint, unit and integration tests
 	$(BIN)/pytest
 
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-test-integration: toolchain
+test-integration: toolchain system-deps
 	$(BIN)/pytest tests/integration
 
 demo: toolchain             ## the local sandbox: control plane + CRDs + operator, the examples served
@@ -49,6 +56,11 @@ demo: toolchain             ## the local sandbox: control plane + CRDs + operato
 
 down: install               ## stop the sandbox started by `make demo`
 	$(BIN)/conch dev cluster down --name $(CLUSTER)
+
+bench: toolchain system-deps  ## every benchmark; each prints ratios against its baseline
+	$(BIN)/python benchmarks/control_plane.py
+	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/compression.py
 
 clean: down
 	rm -rf $(VENV)

@@ -93,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     crds.set_defaults(func=_crds)
 
+    for name, text in RUNTIME_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)  # dispatched to conch_runtime in main()
+
     op = sub.add_parser("operator", help="the Kubernetes operator")
     op_sub = op.add_subparsers(required=True, metavar="ACTION")
     op_run = op_sub.add_parser("run", help="run the operator (in-cluster or with $KUBECONFIG)")
@@ -131,7 +134,20 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+RUNTIME_COMMANDS = {
+    "pull": "fetch, verify and unpack a model artifact (the serving pods' init container)",
+    "package": "compress, export and package a PyTorch model as a Triton repository",
+    "validate": "serve a packaged repository on a real Triton and compare with the model",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RUNTIME_COMMANDS:
+        # The runtime has its own command line (it ships alone in the runtime image).
+        from conch_runtime.__main__ import main as runtime_main
+
+        return runtime_main(argv)
     args = parser().parse_args(argv)
     return int(args.func(args))
 

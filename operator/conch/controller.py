@@ -367,7 +367,9 @@ class Controller:
             return
         # A merge patch keeps what it does not mention: fields that became empty are nulled.
         patch = {**{k: None for k in current if k not in wire}, **wire}
-        self.kube.patch_status(MODEL_SERVICE, svc.metadata.namespace or "", svc.metadata.name, patch)
+        self.kube.patch_status(
+            MODEL_SERVICE, svc.metadata.namespace or "", svc.metadata.name, patch
+        )
         # Ready's transitions are the story a user follows; Progressing and Degraded say the
         # same thing in other words, so they get no Events of their own.
         old = {c.type: c for c in (svc.status.conditions if svc.status else [])}

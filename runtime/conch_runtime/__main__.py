@@ -1,4 +1,15 @@
-"""Command line of the runtime image: ``python -m conch_runtime pull --uri U --sha256 H --dest D``.
+"""Command line of the runtime: ``pull`` (the init container), ``package`` and ``validate``.
+
+    python -m conch_runtime pull --uri U --sha256 H --dest D
+    python -m conch_runtime package MODEL --out DIR --name N --version V [--int8] ...
+    python -m conch_runtime validate DIR [--atol A] [--rtol R] [--json]
+
+``package`` and ``validate`` import torch only when they run, so ``pull`` starts fast.
+Their failures print one line, ``conch package: <Reason>: <message>``, and exit with the
+code of the error class (20-27, see `conch_runtime.tool_errors`); ``validate`` exits 1 when the
+package runs but does not match its reference.
+
+``pull``:
 
 On success it prints one line to stdout and exits 0. On failure it prints exactly one line,
 ``conch pull: <Reason>: <message>``, to stderr and exits with the code of the error class,
@@ -38,6 +49,8 @@ from types import FrameType
 from conch_runtime.errors import PullError
 from conch_runtime.pull import DEFAULT_MAX_BYTES, Progress, pull
 from conch_runtime.sources import DEFAULT_PVC_ROOT, SourceConfig
+from conch_runtime.tool_errors import ToolError
+from conch_runtime.tools_cli import add_tool_commands, run_tool_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-unpacked-bytes", type=int, help="unpacked size limit (default: 2 x --max-bytes)"
     )
+    add_tool_commands(commands)
     return parser
 
 
@@ -86,6 +100,13 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if args.command != "pull":
+        try:
+            return run_tool_command(args)
+        except ToolError as exc:
+            message = exc.message.replace("\n", " ")
+            print(f"conch {args.command}: {exc.reason}: {message}", file=sys.stderr)
+            return exc.exit_code
     try:
         config = SourceConfig.from_env(
             s3_endpoint=args.s3_endpoint,

@@ -1,0 +1,302 @@
+"""Check a package end to end: digests, config, and the numbers a real server returns.
+
+1. every file's sha256 against `conch.json` (a changed byte fails here, before anything
+   runs);
+2. `config.pbtxt` parsed with Triton's model-config protobuf, and its signature against the
+   manifest's;
+3. the validation inputs run through the model: for the ``python`` format on a real
+   `tritonserver` (Python backend, loopback) through tritonclient; for ``torchscript`` and
+   ``onnx``, whose backends (libtorch, onnxruntime) the nvidia-pytriton wheel lacks, with
+   torch / onnxruntime directly, which the report says in `engine` and `notes`;
+4. the outputs compared with the reference (the packaged model as run by torch at package
+   time, or a reference model given here) within `atol + rtol * |reference|`; integer and
+   boolean outputs must match exactly.
+
+A mismatch is a result (`passed=False`), not an exception. Latency is measured with
+single-sample requests after the comparison.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from conch_runtime.compress import run_model
+from conch_runtime.data import Dataset, load_npz
+from conch_runtime.export import load_saved
+from conch_runtime.manifest import Manifest, verify_files
+from conch_runtime.progress import Reporter, SilentReporter
+from conch_runtime.repository import CONFIG, config_signature, read_config
+from conch_runtime.signature import Signature, numpy_dtype
+from conch_runtime.tool_errors import InvalidRepository, ServerError
+from conch_runtime.triton import TritonServer
+
+__all__ = ["OutputCheck", "ValidationReport", "default_tolerance", "validate"]
+
+REPOSITORY = "repository"
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    name: str
+    max_abs_error: float
+    mean_abs_error: float
+    passed: bool
+    max_abs_error_vs_original: float | None = None
+    """Compression error: the served output against the uncompressed original model."""
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    package: str
+    model: str
+    format: str
+    engine: str
+    passed: bool
+    atol: float
+    rtol: float
+    samples: int = 0
+    max_abs_error: float = float("nan")
+    outputs: tuple[OutputCheck, ...] = ()
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
+    server_startup_seconds: float | None = None
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_tolerance(manifest: Manifest) -> tuple[float, float]:
+    """(atol, rtol): tight for fp32 and int8 (the server runs the same program as the
+    reference), looser for fp16, whose rounding depends on batch composition."""
+    if manifest.compression.get("fp16"):
+        return 1e-2, 1e-2
+    return 1e-4, 1e-4
+
+
+Runner = Callable[[Dataset, Signature], list[np.ndarray[Any, Any]]]
+
+
+def validate(
+    package: Path,
+    *,
+    server: TritonServer | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    reference: torch.nn.Module | None = None,
+    latency_requests: int = 20,
+    reporter: Reporter | None = None,
+) -> ValidationReport:
+    """Validate the package directory `package` (written by `package`); see the module doc.
+
+    `server`: an already running TritonServer whose repositories include this package's
+    `repository/` (started with explicit=True, the model is loaded here); without it one is
+    started for this call and stopped by pid after it.
+    `reference`: compare with this model's outputs instead of the recorded ones.
+    """
+    reporter = reporter or SilentReporter()
+    package = package.resolve()
+    manifest = Manifest.read(package)
+    default_atol, default_rtol = default_tolerance(manifest)
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    where = str(package)
+
+    with reporter.step("Checking file digests against conch.json"):
+        problems = verify_files(package, manifest.files)
+        config_path = package / REPOSITORY / manifest.model / CONFIG
+        signature = Signature.from_dict(manifest.signature)
+        if not problems:
+            served = config_signature(read_config(config_path))
+            if served != signature:
+                problems.append(f"{config_path}: signature differs from the manifest's")
+    if problems:
+        return ValidationReport(
+            where,
+            manifest.model,
+            manifest.format,
+            engine="none",
+            passed=False,
+            atol=atol,
+            rtol=rtol,
+            problems=tuple(problems),
+        )
+
+    data = load_npz(package / manifest.validation["inputs"]).ordered(signature)
+    if reference is not None:
+        expected = [t.numpy() for t in run_model(reference, data)]
+    else:
+        expected = _arrays(package / manifest.validation["expected"], signature.output_names)
+    original = None
+    if "original" in manifest.validation:
+        original = _arrays(package / manifest.validation["original"], signature.output_names)
+
+    notes: list[str] = []
+    latencies: list[float] = []
+    startup: float | None = None
+    if manifest.format == "python":
+        engine = "tritonserver (Python backend, nvidia-pytriton wheel)"
+        with reporter.step("Serving the repository on tritonserver (127.0.0.1)"):
+            own = server is None
+            triton = server or TritonServer([package / REPOSITORY])
+            try:
+                triton.start()
+                startup = triton.startup_seconds if own else None
+                actual, latencies = _run_triton(
+                    triton, manifest.model, data, signature, latency_requests
+                )
+            finally:
+                if own:
+                    triton.stop()
+    else:
+        runtime = "onnxruntime" if manifest.format == "onnx" else "torch (TorchScript)"
+        engine = f"{runtime}, without Triton"
+        notes.append(
+            f"the nvidia-pytriton wheel has no {manifest.format} backend; numerics checked with "
+            f"{runtime} on the packaged file, config.pbtxt with the model-config protobuf"
+        )
+        if manifest.format == "torchscript":
+            unconventional = [
+                name for i, name in enumerate(signature.output_names) if not name.endswith(f"__{i}")
+            ]
+            if unconventional:
+                notes.append(
+                    "pytorch_libtorch matches outputs by the <name>__<index> convention; "
+                    f"not following it: {', '.join(unconventional)}"
+                )
+        with reporter.step(f"Running the packaged model with {runtime}"):
+            model = load_saved(package / REPOSITORY / manifest.model_file)
+            actual = [
+                np.concatenate(column)
+                for column in zip(
+                    *(
+                        [t.numpy() for t in model(*batch.values())]
+                        for batch in data.batches(signature.max_batch_size)
+                    ),
+                    strict=True,
+                )
+            ]
+            latencies = _time_local(model, data, latency_requests)
+
+    checks = tuple(
+        _compare(spec_name, got, want, None if original is None else original[i], atol, rtol)
+        for i, (spec_name, got, want) in enumerate(
+            zip(signature.output_names, actual, expected, strict=True)
+        )
+    )
+    ordered = sorted(latencies)
+    return ValidationReport(
+        where,
+        manifest.model,
+        manifest.format,
+        engine=engine,
+        passed=all(c.passed for c in checks),
+        atol=atol,
+        rtol=rtol,
+        samples=len(data),
+        max_abs_error=max(c.max_abs_error for c in checks),
+        outputs=checks,
+        latency_ms_p50=statistics.median(ordered) * 1e3 if ordered else None,
+        latency_ms_p99=ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3
+        if ordered
+        else None,
+        server_startup_seconds=startup,
+        notes=tuple(notes),
+    )
+
+
+def _arrays(path: Path, names: Sequence[str]) -> list[np.ndarray[Any, Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return [archive[name] for name in names]
+    except (OSError, KeyError, ValueError) as exc:
+        raise InvalidRepository(f"{path}: cannot read outputs {list(names)}: {exc}") from None
+
+
+def _compare(
+    name: str,
+    actual: np.ndarray[Any, Any],
+    expected: np.ndarray[Any, Any],
+    original: np.ndarray[Any, Any] | None,
+    atol: float,
+    rtol: float,
+) -> OutputCheck:
+    if actual.shape != expected.shape:
+        return OutputCheck(name, float("inf"), float("inf"), False)
+    got, want = actual.astype(np.float64), expected.astype(np.float64)
+    error = np.abs(got - want)
+    if np.issubdtype(expected.dtype, np.floating):
+        passed = bool(np.all(error <= atol + rtol * np.abs(want)))
+    else:
+        passed = bool(np.array_equal(actual, expected))
+    vs_original = None
+    if original is not None and original.shape == actual.shape:
+        vs_original = float(np.max(np.abs(got - original.astype(np.float64))))
+    return OutputCheck(name, float(error.max()), float(error.mean()), passed, vs_original)
+
+
+def _run_triton(
+    server: TritonServer,
+    model: str,
+    data: Dataset,
+    signature: Signature,
+    latency_requests: int,
+) -> tuple[list[np.ndarray[Any, Any]], list[float]]:
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    client = http.InferenceServerClient(server.http_url, network_timeout=120.0)
+    try:
+        if server.explicit:
+            server.load(model)
+        if not client.is_model_ready(model):
+            raise ServerError(f"model {model!r} is not ready:\n{server.log_tail()}")
+
+        def infer(batch: dict[str, torch.Tensor]) -> list[np.ndarray[Any, Any]]:
+            inputs = []
+            for spec in signature.inputs:
+                array = np.ascontiguousarray(
+                    batch[spec.name].numpy(), dtype=numpy_dtype(spec.data_type)
+                )
+                tensor = http.InferInput(spec.name, list(array.shape), spec.data_type[5:])
+                tensor.set_data_from_numpy(array, binary_data=True)
+                inputs.append(tensor)
+            outputs = [
+                http.InferRequestedOutput(n, binary_data=True) for n in signature.output_names
+            ]
+            result = client.infer(model, inputs, outputs=outputs)
+            return [np.asarray(result.as_numpy(n)) for n in signature.output_names]
+
+        try:
+            parts = [infer(batch) for batch in data.batches(signature.max_batch_size)]
+            latencies = []
+            for i in range(min(latency_requests, len(data))):
+                began = time.perf_counter()
+                infer({n: t[i : i + 1] for n, t in data.inputs.items()})
+                latencies.append(time.perf_counter() - began)
+        except InferenceServerException as exc:
+            raise ServerError(
+                f"inference on {model!r} failed: {exc}\n{server.log_tail()}"
+            ) from None
+    finally:
+        client.close()
+    return [np.concatenate(column) for column in zip(*parts, strict=True)], latencies
+
+
+def _time_local(model: Callable[..., list[torch.Tensor]], data: Dataset, n: int) -> list[float]:
+    latencies = []
+    for i in range(min(n, len(data))):
+        sample = [t[i : i + 1] for t in data.inputs.values()]
+        began = time.perf_counter()
+        model(*sample)
+        latencies.append(time.perf_counter() - began)
+    return latencies

@@ -1,0 +1,252 @@
+"""Progressive rollouts end to end, on real parts: the local control plane, the operator, a
+real Prometheus scraping real Triton processes that stand behind the stable and canary
+pods, and a bounded load loop on loopback that splits traffic by the weight Conch reports.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from conch.dev.cluster import Cluster
+from conch.dev.operator import OperatorProcess
+from conch.dev.prometheus import PrometheusProcess
+from conch.dev.traffic import Backends, Split, Traffic
+from tests.support import GROUP, VERSION, create_service, create_version, eventually, get_service
+
+pytestmark = pytest.mark.integration
+
+FAST_ROLLOUT = {
+    "steps": [{"weight": 30, "pause": "4s"}, {"weight": 60, "pause": "4s"}],
+    "analysis": {
+        "interval": "4s",
+        "maxErrorRate": 0.05,
+        "maxP99LatencyMs": 150,
+        "minRequests": 5,
+        "failureLimit": 1,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
+    proc = PrometheusProcess(tmp_path_factory.mktemp("prometheus")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def analysing_operator(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    prometheus: PrometheusProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator, analysing rollouts through this module's Prometheus."""
+    operator.stop()
+    log = tmp_path_factory.mktemp("rollout-operator") / "operator.log"
+    proc = OperatorProcess(
+        cluster.kubeconfig, log, "--all-namespaces", f"--prometheus-url={prometheus.url}"
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        operator.start()
+
+
+def traffic(api: client.ApiClient, namespace: str, backends: Backends) -> Traffic:
+    def split() -> Split:
+        status = get_service(api, namespace).get("status", {})
+        canary = status.get("canary") or {}
+        stable = (status.get("stable") or {}).get("version")
+        return stable, canary.get("version"), int(canary.get("weight", 0))
+
+    return Traffic(backends, split)
+
+
+def phase(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    return dict(get_service(api, ns).get("status", {}))
+
+
+def start_rollout(api: client.ApiClient, ns: str, to: str) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelservices", "digits", {"spec": {"modelVersion": to}}
+    )
+
+
+def deployment_replicas(api: client.ApiClient, ns: str) -> dict[str, int]:
+    items = client.AppsV1Api(api).list_namespaced_deployment(ns).items
+    return {d.metadata.labels["serving.conch.dev/version"]: d.spec.replicas for d in items}
+
+
+def reasons_of_events(api: client.ApiClient, ns: str) -> list[str]:
+    items = client.CoreV1Api(api).list_namespaced_event(ns).items
+    return [e.reason for e in items if e.involved_object.kind == "ModelService"]
+
+
+@pytest.fixture
+def serving(
+    api: client.ApiClient,
+    namespace: str,
+    prometheus: PrometheusProcess,
+    analysing_operator: OperatorProcess,
+) -> Iterator[Callable[..., Backends]]:
+    """digits-v1 serving and Ready, its Triton up; returns a starter for the canary's."""
+    backends = Backends(prometheus, namespace, "digits")
+
+    def setup(router: str = "replicas", **canary: float) -> Backends:
+        create_version(api, namespace, "digits-v1")
+        create_version(api, namespace, "digits-v2")
+        rollout: dict[str, Any] = dict(FAST_ROLLOUT, router=router)
+        if router == "gatewayAPI":
+            rollout["gatewayRef"] = {"name": "public"}
+        create_service(
+            api, namespace, autoscaling=None, replicas=2, resources={"gpus": 1}, rollout=rollout
+        )
+        eventually(lambda: phase(api, namespace).get("phase") == "Stable", 90, what="Stable")
+        backends.start("digits-v1")
+        backends.start("digits-v2", **canary)
+        return backends
+
+    try:
+        yield setup
+    finally:
+        backends.stop()
+
+
+def test_good_canary_is_promoted(
+    api: client.ApiClient, namespace: str, serving: Callable[..., Backends]
+) -> None:
+    backends = serving()
+    with traffic(api, namespace, backends) as load:
+        start_rollout(api, namespace, "digits-v2")
+        eventually(lambda: phase(api, namespace).get("phase") == "Progressing", 30, what="start")
+        done = eventually(
+            lambda: (
+                (s := phase(api, namespace)).get("phase") == "Stable"
+                and s["stable"]["version"] == "digits-v2"
+                and s
+            ),
+            120,
+            what="promotion",
+        )
+    assert done["rolloutHistory"][-1]["result"] == "Promoted"
+    assert done["lastAnalysis"]["verdict"] == "Passed"
+    assert "canary" not in done or done["canary"] is None or done["canary"]["weight"] == 0
+    eventually(
+        lambda: deployment_replicas(api, namespace).get("digits-v1", 0) == 0,
+        30,
+        what="v1 scaled away",
+    )
+    assert load.count("digits-v2", ok=True) > 0
+    assert {"RolloutStarted", "Promoted"} <= set(reasons_of_events(api, namespace))
+    cond = {c["type"]: c for c in done["conditions"]}
+    assert cond["Ready"]["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("canary", "check"),
+    [
+        pytest.param({"failure_rate": 0.5}, "error rate", id="failing"),
+        pytest.param({"delay_ms": 400}, "p99 latency", id="slow"),
+    ],
+)
+def test_bad_canary_is_rolled_back(
+    api: client.ApiClient,
+    namespace: str,
+    serving: Callable[..., Backends],
+    canary: dict[str, float],
+    check: str,
+) -> None:
+    backends = serving(**canary)
+    with traffic(api, namespace, backends):
+        start_rollout(api, namespace, "digits-v2")
+        done = eventually(
+            lambda: (s := phase(api, namespace)).get("phase") == "RolledBack" and s,
+            120,
+            what="rollback",
+        )
+    cond = {c["type"]: c for c in done["conditions"]}
+    assert cond["Degraded"]["status"] == "True"
+    assert cond["Degraded"]["reason"] == "AnalysisFailed"
+    assert check in done["lastAnalysis"]["message"]
+    assert done["stable"]["version"] == "digits-v1" and done["stable"]["weight"] == 100
+    assert done["canary"]["weight"] == 0
+    eventually(
+        lambda: deployment_replicas(api, namespace).get("digits-v2", 0) == 0,
+        30,
+        what="v2 scaled to zero",
+    )
+    assert done["rolloutHistory"][-1]["result"] == "RolledBack"
+    assert "RolledBack" in reasons_of_events(api, namespace)
+
+
+def test_rollout_survives_an_operator_kill(
+    api: client.ApiClient,
+    namespace: str,
+    serving: Callable[..., Backends],
+    analysing_operator: OperatorProcess,
+) -> None:
+    backends = serving()
+    with traffic(api, namespace, backends):
+        start_rollout(api, namespace, "digits-v2")
+        started = eventually(
+            lambda: (s := phase(api, namespace)).get("stepStartedAt") and s, 60, what="a step"
+        )
+        analysing_operator.stop(signal.SIGKILL)
+        analysing_operator.start()
+        done = eventually(
+            lambda: (
+                (s := phase(api, namespace)).get("phase") == "Stable"
+                and s["stable"]["version"] == "digits-v2"
+                and s
+            ),
+            120,
+            what="promotion after restart",
+        )
+    assert done["rolloutHistory"][-1]["startedAt"] == started["rolloutStartedAt"]
+    assert reasons_of_events(api, namespace).count("RolloutStarted") == 1
+    names = [
+        d.metadata.name for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    ]
+    assert len(names) == len(set(names)) <= 2
+
+
+def test_gateway_api_router_sets_route_weights(
+    api: client.ApiClient, namespace: str, serving: Callable[..., Backends]
+) -> None:
+    backends = serving(router="gatewayAPI")
+    objects = client.CustomObjectsApi(api)
+
+    def route_weights() -> dict[str, int]:
+        route = objects.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "digits"
+        )
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        return {r["name"]: r.get("weight", 1) for r in refs}
+
+    assert route_weights() == {"digits-digits-v1": 100}
+    with traffic(api, namespace, backends):
+        start_rollout(api, namespace, "digits-v2")
+        eventually(
+            lambda: route_weights() == {"digits-digits-v1": 70, "digits-digits-v2": 30},
+            60,
+            what="first step on the route",
+        )
+        eventually(
+            lambda: (
+                phase(api, namespace).get("phase") == "Stable"
+                and route_weights() == {"digits-digits-v2": 100}
+            ),
+            120,
+            what="promotion on the route",
+        )
+    services = client.CoreV1Api(api).list_namespaced_service(namespace).items
+    assert {s.metadata.name for s in services} == {"digits", "digits-digits-v2"}

@@ -1,0 +1,74 @@
+"""`python -m conch_runtime package` and `validate` as a user runs them: real child processes,
+a real tritonserver, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from conch_runtime.tool_errors import UnsupportedCompression
+from tests.runtime.packaging import example, trained_teacher, validation
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conch_runtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "TERM": "dumb", "COLUMNS": "200"},
+        check=False,
+    )
+
+
+def test_package_then_validate_from_the_command_line(tmp_path: Path) -> None:
+    weights = tmp_path / "teacher.pt"
+    torch.save(trained_teacher().state_dict(), weights)
+    np.savez(tmp_path / "example.npz", **{k: v.numpy() for k, v in example().items()})
+    np.savez(tmp_path / "validation.npz", **{k: v.numpy() for k, v in validation().items()})
+    out = tmp_path / "pkg"
+    done = run(
+        "package", "tests.runtime.packaging:teacher", "--weights", str(weights),
+        "--example", str(tmp_path / "example.npz"), "--output-names", "logits,label",
+        "--validation", str(tmp_path / "validation.npz"), "--int8",
+        "--out", str(out), "--name", "mlp-cli", "--version", "2.0.0",
+        "--baseline-version", "mlp-cli-1.0.0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Quantizing Linear layers to int8" in done.stderr  # progress, one line per step
+    assert "int8-dynamic" in done.stdout and "mlp-cli-2.0.0.tar.gz" in done.stdout
+    spec = yaml.safe_load((out / "modelversion.yaml").read_text())["spec"]
+    assert spec["compression"]["quantization"] == "int8-dynamic"
+
+    checked = run("validate", str(out), "--json")
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    report = json.loads(checked.stdout)
+    assert report["passed"] is True and report["max_abs_error"] <= 1e-4
+    assert report["engine"].startswith("tritonserver")
+
+    table = run("validate", str(out), "--atol", "0", "--rtol", "0")
+    assert table.returncode in (0, 1)
+    assert "validate mlp-cli (python)" in table.stdout and "latency" in table.stdout
+
+
+def test_errors_are_one_line_with_the_class_exit_code(tmp_path: Path) -> None:
+    done = run(
+        "package", "tests.runtime.packaging:teacher", "--int8", "--fp16",
+        "--out", str(tmp_path / "x"), "--name", "m", "--version", "1",
+    )  # fmt: skip
+    assert done.returncode == UnsupportedCompression.exit_code == 24
+    assert done.stderr.startswith("conch package: UnsupportedCompression: int8 and fp16")
+    assert done.stderr.count("\n") == 1
+    missing = run("validate", str(tmp_path / "absent"))
+    assert missing.returncode == 26
+    assert missing.stderr.startswith("conch validate: InvalidRepository: ")
