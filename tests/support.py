@@ -27,6 +27,14 @@ def eventually(check: Callable[[], T | None], timeout: float = 60, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
+def stays(check: Callable[[], object], seconds: float, what: str = "") -> None:
+    """Assert that `check` stays truthy for `seconds` (polled): for "nothing moves" claims."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), f"{what or check} stopped holding"
+        time.sleep(0.25)
+
+
 # -- Conch resources on a real API server ---------------------------------------------
 
 

@@ -79,9 +79,9 @@ class Controller:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
-        self.ready: dict[tuple[str, str], str] = {}
+        self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.serving: dict[tuple[str, str], str] = {}  # (namespace, service) -> ModelVersion
-        metrics.watch_conditions(lambda: dict(self.ready))
+        metrics.watch_services(lambda: dict(self.ready))
 
     def reconcile(self, key: Key) -> Outcome:
         kind, namespace, name = key
@@ -131,7 +131,10 @@ class Controller:
         if decision:
             self._acknowledge(raw, decision)
         ready = next(c for c in new.conditions if c.type == reasons.READY)
-        self.ready[(namespace, name)] = ready.status
+        self.ready[(namespace, name)] = (ready.status, new.phase or "Pending")
+        before_analysis = svc.status.last_analysis if svc.status else None
+        if new.last_analysis and new.last_analysis != before_analysis:
+            self.metrics.analyses.labels(verdict=new.last_analysis.verdict).inc()
         before = self.serving.get((namespace, name))
         self.serving[(namespace, name)] = svc.spec.model_version
         touch = tuple(

@@ -8,25 +8,32 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+PHASES = ("Pending", "Stable", "Progressing", "Paused", "Promoting", "RollingBack", "RolledBack")
 
-class _ConditionCollector(Collector):
-    """conch_modelservices{condition,status}: counted at scrape time from the controller's view."""
 
-    def __init__(self, snapshot: Callable[[], dict[tuple[str, str], str]]) -> None:
+class _ServiceCollector(Collector):
+    """Counted at scrape time from the controller's view of each ModelService:
+    conch_modelservices{condition,status} and conch_rollout_phase{phase}."""
+
+    def __init__(self, snapshot: Callable[[], dict[tuple[str, str], tuple[str, str]]]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        services = self._snapshot().values()
+        ready = GaugeMetricFamily(
             "conch_modelservices",
             "Managed ModelServices by Ready condition status.",
             labels=["condition", "status"],
         )
-        counts: dict[str, int] = {"True": 0, "False": 0, "Unknown": 0}
-        for status in self._snapshot().values():
-            counts[status] = counts.get(status, 0) + 1
-        for status, count in counts.items():
-            family.add_metric(["Ready", status], count)
-        yield family
+        for status in ("True", "False", "Unknown"):
+            ready.add_metric(["Ready", status], sum(1 for r, _ in services if r == status))
+        yield ready
+        phase = GaugeMetricFamily(
+            "conch_rollout_phase", "Managed ModelServices by rollout phase.", labels=["phase"]
+        )
+        for name in PHASES:
+            phase.add_metric([name], sum(1 for _, p in services if p == name))
+        yield phase
 
 
 class OperatorMetrics:
@@ -44,6 +51,12 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.analyses = Counter(
+            "conch_rollout_analyses",
+            "Canary analyses by verdict (Passed, Failed, Inconclusive).",
+            ["verdict"],
+            registry=self.registry,
+        )
         self.api_errors = Counter(
             "conch_kubernetes_api_errors",
             "Failed Kubernetes API calls by verb and HTTP status (or 'connection').",
@@ -51,8 +64,11 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
-    def watch_conditions(self, snapshot: Callable[[], dict[tuple[str, str], str]]) -> None:
-        self.registry.register(_ConditionCollector(snapshot))
+    def watch_services(
+        self, snapshot: Callable[[], dict[tuple[str, str], tuple[str, str]]]
+    ) -> None:
+        """`snapshot()`: (namespace, name) -> (Ready status, phase), read at scrape time."""
+        self.registry.register(_ServiceCollector(snapshot))
 
     def api_error(self, verb: str, code: str) -> None:
         self.api_errors.labels(verb=verb, code=code).inc()

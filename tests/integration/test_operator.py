@@ -262,6 +262,7 @@ def test_metrics(operator: OperatorProcess) -> None:
         "conch_reconcile_total",
         "conch_reconcile_duration_seconds_bucket",
         'conch_modelservices{condition="Ready",status="True"}',
+        'conch_rollout_phase{phase="Stable"}',
         "conch_kubernetes_api_errors",
     ):
         assert name in text, name

@@ -16,7 +16,15 @@ from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.prometheus import PrometheusProcess
 from conch.dev.traffic import Backends, Split, Traffic
-from tests.support import GROUP, VERSION, create_service, create_version, eventually, get_service
+from tests.support import (
+    GROUP,
+    VERSION,
+    create_service,
+    create_version,
+    eventually,
+    get_service,
+    stays,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +130,10 @@ def serving(
 
 
 def test_good_canary_is_promoted(
-    api: client.ApiClient, namespace: str, serving: Callable[..., Backends]
+    api: client.ApiClient,
+    namespace: str,
+    serving: Callable[..., Backends],
+    analysing_operator: OperatorProcess,
 ) -> None:
     backends = serving()
     with traffic(api, namespace, backends) as load:
@@ -147,6 +158,7 @@ def test_good_canary_is_promoted(
     )
     assert load.count("digits-v2", ok=True) > 0
     assert {"RolloutStarted", "Promoted"} <= set(reasons_of_events(api, namespace))
+    assert 'conch_rollout_analyses_total{verdict="Passed"}' in analysing_operator.metrics()
     cond = {c["type"]: c for c in done["conditions"]}
     assert cond["Ready"]["status"] == "True"
 
@@ -250,3 +262,78 @@ def test_gateway_api_router_sets_route_weights(
         )
     services = client.CoreV1Api(api).list_namespaced_service(namespace).items
     assert {s.metadata.name for s in services} == {"digits", "digits-digits-v2"}
+
+
+def annotate(api: client.ApiClient, ns: str, key: str) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelservices", "digits", {"metadata": {"annotations": {key: "now"}}}
+    )
+
+
+def test_pause_holds_the_step_and_resume_finishes(
+    api: client.ApiClient, namespace: str, serving: Callable[..., Backends]
+) -> None:
+    backends = serving()
+    objects = client.CustomObjectsApi(api)
+    with traffic(api, namespace, backends):
+        start_rollout(api, namespace, "digits-v2")
+        eventually(lambda: phase(api, namespace).get("stepStartedAt"), 60, what="a step")
+        objects.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "modelservices",
+            "digits",
+            {"spec": {"rollout": {"paused": True}}},
+        )
+        held = eventually(
+            lambda: (s := phase(api, namespace)).get("phase") == "Paused" and s, 30, what="Paused"
+        )
+        stays(  # two analysis intervals: a paused rollout does not move
+            lambda: (s := phase(api, namespace))["phase"] == "Paused" and s["step"] == held["step"],
+            10,
+            what="the paused step",
+        )
+        objects.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "modelservices",
+            "digits",
+            {"spec": {"rollout": {"paused": False}}},
+        )
+        eventually(
+            lambda: (
+                (s := phase(api, namespace)).get("phase") == "Stable"
+                and s["stable"]["version"] == "digits-v2"
+            ),
+            120,
+            what="promotion after resume",
+        )
+
+
+def test_abort_and_retry_annotations(
+    api: client.ApiClient, namespace: str, serving: Callable[..., Backends]
+) -> None:
+    backends = serving()
+    with traffic(api, namespace, backends):
+        start_rollout(api, namespace, "digits-v2")
+        eventually(lambda: phase(api, namespace).get("stepStartedAt"), 60, what="a step")
+        annotate(api, namespace, "serving.conch.dev/abort")
+        aborted = eventually(
+            lambda: (s := phase(api, namespace)).get("phase") == "RolledBack" and s,
+            60,
+            what="abort",
+        )
+        assert aborted["rollbackReason"] == "Aborted"
+        annotations = get_service(api, namespace)["metadata"].get("annotations") or {}
+        assert "serving.conch.dev/abort" not in annotations  # consumed
+        annotate(api, namespace, "serving.conch.dev/retry")
+        eventually(
+            lambda: (
+                (s := phase(api, namespace)).get("phase") == "Stable"
+                and s["stable"]["version"] == "digits-v2"
+            ),
+            120,
+            what="promotion after retry",
+        )
