@@ -13,13 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +22,7 @@ from typing import Any
 import yaml
 
 from conch.dev import pki as pkimod
+from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
 
 SERVICE_CIDR = "10.96.0.0/16"  # virtual ClusterIPs: allocated, never dialled
@@ -101,24 +97,6 @@ DEFAULT_NODES = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    tail = ""
-    if log and log.exists():
-        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise TimeoutError(f"{what} not ready after {timeout:.0f}s{tail}")
-
-
 @dataclass
 class Cluster:
     """A running (or stopped) local control plane, described by files in `directory`."""
@@ -160,16 +138,12 @@ class Cluster:
 
     def stop(self, remove: bool = True) -> None:
         """End every process this cluster started (by pid, whole process group) and clean up."""
-        for pid in reversed(list(self.pids.values())):
-            _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for pid in reversed(list(self.pids.values())):
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            _signal_group(pid, signal.SIGKILL)
-            _reap(pid)
-            while _alive(pid) and time.monotonic() < deadline + 5:
-                time.sleep(0.05)
+        pids = list(reversed(self.pids.values()))
+        for pid in pids:  # all at once, then wait for each
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        for pid in pids:
+            stop_pid(pid)
         self.pids.clear()
         if remove:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -188,15 +162,7 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str]) -> Path:
         log = self.directory / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.directory,
-            )
+        proc = spawn(argv, log, cwd=self.directory)
         self.pids[name] = proc.pid
         self._save()
         return log
@@ -219,7 +185,7 @@ class Cluster:
                 "--log-level=warn",
             ],
         )
-        _wait("etcd", lambda: _http_ok(f"{self.etcd_url}/health"), 30, log)
+        wait_until("etcd", lambda: http_ok(f"{self.etcd_url}/health"), 30, log)
 
     def _start_apiserver(self, tc: Toolchain, certs: pkimod.Pki) -> None:
         log = self._spawn(
@@ -245,7 +211,7 @@ class Cluster:
             ],
         )
         ctx = self._ssl_context(certs)
-        _wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ctx), 90, log)
+        wait_until("kube-apiserver", lambda: http_ok(f"{self.server}/readyz", ctx), 90, log)
 
     def _start_controller_manager(self, tc: Toolchain, certs: pkimod.Pki) -> None:
         port = free_port()
@@ -273,9 +239,9 @@ class Cluster:
                 "--v=0",
             ],
         )
-        _wait(
+        wait_until(
             "kube-controller-manager",
-            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()),
             60,
             log,
         )
@@ -298,9 +264,9 @@ class Cluster:
                 "--v=0",
             ],
         )
-        _wait(
+        wait_until(
             "kube-scheduler",
-            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure()),
             60,
             log,
         )
@@ -320,7 +286,7 @@ class Cluster:
                 f"--config={tc.kwok_stages}",
             ],
         )
-        _wait("kwok", lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 30, log)
+        wait_until("kwok", lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 30, log)
 
     def _register_nodes(self, tc: Toolchain, nodes: tuple[FakeNode, ...]) -> None:
         manifest = self.directory / "nodes.yaml"
@@ -364,7 +330,7 @@ class Cluster:
                 for name in names
             )
 
-        _wait(f"CRDs {', '.join(names)} Established", established, timeout)
+        wait_until(f"CRDs {', '.join(names)} Established", established, timeout)
 
     def kubectl(self, tc: Toolchain, *args: str) -> str:
         result = subprocess.run(
@@ -418,38 +384,6 @@ def _insecure() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True  # not our child (another process started it); it exists
-    return finished == 0
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def default_directory(name: str = "dev") -> Path:

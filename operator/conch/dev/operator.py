@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from conch.dev.cluster import _http_ok, free_port
+from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 
 
 class OperatorProcess:
@@ -26,31 +25,19 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.metrics_port, self.health_port = free_port(), free_port()
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "conch.cli",
-                    "operator",
-                    "run",
-                    *self.args,
-                    f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
-                    f"--health-bind-address=127.0.0.1:{self.health_port}",
-                ],
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while not _http_ok(f"http://127.0.0.1:{self.health_port}/healthz"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"operator did not become healthy:\n{tail}")
-            time.sleep(0.1)
+        argv = [
+            sys.executable, "-m", "conch.cli", "operator", "run", *self.args,
+            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+            f"--health-bind-address=127.0.0.1:{self.health_port}",
+        ]  # fmt: skip
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        self.proc = spawn(argv, self.log, env=env)
+        try:
+            health = f"http://127.0.0.1:{self.health_port}/healthz"
+            wait_until("operator", lambda: http_ok(health), timeout, self.log, self.proc)
+        except TimeoutError:
+            self.stop()
+            raise
         return self
 
     def metrics(self) -> str:
@@ -59,13 +46,6 @@ class OperatorProcess:
             return str(response.read().decode())
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            stop_pid(self.proc.pid, sig, grace=15)
+            self.proc = None

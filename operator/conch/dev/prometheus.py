@@ -8,16 +8,13 @@ give a serving pod's series: namespace, service, pod and the version label.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from conch.dev.cluster import _http_ok, free_port
+from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 
 
 @dataclass(frozen=True)
@@ -63,38 +60,25 @@ class PrometheusProcess:
         }
         (self.directory / "prometheus.yml").write_text(json.dumps(config))
         self.port = free_port()
-        log = (self.directory / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
+        log = self.directory / "prometheus.log"
+        self.proc = spawn(
             [
                 binary,
                 f"--config.file={self.directory / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--storage.tsdb.retention.time=1h",
-                "--web.enable-lifecycle",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            log,
         )
-        log.close()
-        deadline = time.monotonic() + 30
-        while not _http_ok(f"{self.url}/-/ready"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError((self.directory / "prometheus.log").read_text()[-2000:])
-            time.sleep(0.1)
+        try:
+            wait_until("prometheus", lambda: http_ok(f"{self.url}/-/ready"), 30, log, self.proc)
+        except TimeoutError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            stop_pid(self.proc.pid, grace=15)
+            self.proc = None
