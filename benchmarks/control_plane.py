@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from kubernetes import client, config, watch
 from conch import builders
 from conch.api import ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings
-from conch.dev.cluster import Cluster
+from conch.dev.cluster import DEFAULT_NODES, Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import ensure_toolchain
 from conch.kube import Kube
@@ -203,7 +204,9 @@ def main() -> None:
     toolchain = ensure_toolchain()
     with tempfile.TemporaryDirectory(prefix="conch-bench-") as tmp:
         cluster = Cluster(Path(tmp) / "cluster")
-        cluster.start(toolchain)
+        # room for both runs' pods (CPU-only services land on the untainted nodes)
+        nodes = tuple(replace(n, pods=1000) for n in DEFAULT_NODES)
+        cluster.start(toolchain, nodes)
         try:
             cluster.install_crds(toolchain, ROOT / "crds")
             api = config.new_client_from_config(str(cluster.kubeconfig))

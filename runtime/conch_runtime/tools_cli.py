@@ -44,7 +44,11 @@ def add_tool_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )  # fmt: skip
     sig.add_argument("--max-batch-size", type=int, default=64)
     comp = p.add_argument_group("compression (each optional)")
-    comp.add_argument("--int8", action="store_true", help="int8 dynamic quantization of Linear")
+    comp.add_argument(
+        "--quantize", choices=["int8", "none"], default="none",
+        help="int8: dynamic quantization of Linear layers",
+    )  # fmt: skip
+    comp.add_argument("--int8", action="store_true", help="the same as --quantize int8")
     comp.add_argument("--sparsity", type=float, help="magnitude-prune this share of weights")
     comp.add_argument("--fp16", action="store_true", help="half precision (GPU targets)")
     comp.add_argument("--distill-student", help="module:factory of the student to distill")
@@ -133,7 +137,7 @@ def _package(args: argparse.Namespace) -> int:
         dynamic_axes=_dynamic(args.dynamic),
         max_batch_size=args.max_batch_size,
         compression=CompressionOptions(
-            int8=args.int8, sparsity=args.sparsity, fp16=args.fp16, distill=distill
+            int8=args.int8 or args.quantize == "int8", sparsity=args.sparsity, fp16=args.fp16, distill=distill
         ),
         validation=None if args.validation is None else load_npz(args.validation),
         validation_samples=args.validation_samples,

@@ -40,7 +40,7 @@ def test_package_then_validate_from_the_command_line(tmp_path: Path) -> None:
     done = run(
         "package", "tests.runtime.packaging:teacher", "--weights", str(weights),
         "--example", str(tmp_path / "example.npz"), "--output-names", "logits,label",
-        "--validation", str(tmp_path / "validation.npz"), "--int8",
+        "--validation", str(tmp_path / "validation.npz"), "--quantize", "int8",
         "--out", str(out), "--name", "mlp-cli", "--version", "2.0.0",
         "--baseline-version", "mlp-cli-1.0.0",
     )  # fmt: skip

@@ -43,6 +43,7 @@ class FakeNode:
     mig: dict[str, int] = field(default_factory=dict)
     cpu: str = "32"
     memory: str = "256Gi"
+    pods: int = 110
 
     def manifest(self, index: int) -> dict[str, Any]:
         labels = {
@@ -51,7 +52,7 @@ class FakeNode:
             "kubernetes.io/arch": "amd64",
             "type": "kwok",
         }
-        resources = {"cpu": self.cpu, "memory": self.memory, "pods": "110"}
+        resources = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods)}
         taints: list[dict[str, str]] = []
         if self.gpus or self.mig:
             labels |= {
