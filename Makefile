@@ -58,9 +58,12 @@ down: install               ## stop the sandbox started by `make demo`
 	$(BIN)/conch dev cluster down --name $(CLUSTER)
 
 bench: toolchain system-deps  ## every benchmark; each prints ratios against its baseline
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python benchmarks/control_plane.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/serving.py
 
 clean: down
 	rm -rf $(VENV)

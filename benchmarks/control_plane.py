@@ -89,16 +89,24 @@ class DeploymentClock:
     def _run(self, api: client.ApiClient, ns: str) -> None:
         apps = client.AppsV1Api(api)
         while not self._stop.is_set():
-            w = watch.Watch()
-            for event in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=5):
-                dep = event["object"]
-                owner = dep.metadata.labels.get("serving.conch.dev/service", dep.metadata.name)
-                now = time.monotonic()
-                self.present.setdefault(owner, now)
-                if (dep.status.ready_replicas or 0) >= 1:
-                    self.ready.setdefault(owner, now)
+            try:
+                self._watch_once(apps, ns)
+            except Exception:
                 if self._stop.is_set():
-                    w.stop()
+                    return  # the control plane is going away with the benchmark
+                raise
+
+    def _watch_once(self, apps: client.AppsV1Api, ns: str) -> None:
+        w = watch.Watch()
+        for event in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=5):
+            dep = event["object"]
+            owner = dep.metadata.labels.get("serving.conch.dev/service", dep.metadata.name)
+            now = time.monotonic()
+            self.present.setdefault(owner, now)
+            if (dep.status.ready_replicas or 0) >= 1:
+                self.ready.setdefault(owner, now)
+            if self._stop.is_set():
+                w.stop()
 
     def wait_ready(self, n: int, timeout: float) -> float:
         deadline = time.monotonic() + timeout

@@ -234,7 +234,7 @@ class Controller:
             capabilities,
         )
         applied = self._apply(raw, wanted)
-        self._prune(svc, raw, wanted, capabilities)
+        self._prune(svc, raw, wanted, capabilities, list(live.values()))
 
         serving_version = decision.state.stable or target.metadata.name
         deployment = applied.get(("Deployment", deployment_name(svc, serving_version)))
@@ -343,20 +343,33 @@ class Controller:
         raw: Manifest,
         wanted: list[Manifest],
         capabilities: Capabilities,
+        deployments: list[Manifest],
     ) -> None:
-        """Delete owned objects of kinds that come and go (old versions, a dropped HPA,
-        per-version Services and the HTTPRoute when the router changes)."""
+        """Delete owned objects that are no longer wanted. Deployments come and go with the
+        rollout (already listed by the caller); the HPA, per-version Services and the
+        HTTPRoute only with the spec, so they are listed only when the spec changed (or
+        the previous reconcile of this spec did not finish)."""
         namespace = svc.metadata.namespace or ""
-        observed: list[Manifest] = []
-        kinds = ["Deployment", "HorizontalPodAutoscaler", "Service"]
-        if capabilities.http_route:
-            kinds.append("HTTPRoute")
+        observed = [{**d, "kind": "Deployment"} for d in deployments]
+        kinds = []
+        if svc.status is None or svc.status.observed_generation != svc.metadata.generation:
+            kinds = ["HorizontalPodAutoscaler", "Service"]
+            if capabilities.http_route:
+                kinds.append("HTTPRoute")
         for kind in kinds:
-            for obj in self.kube.list(OWNED[kind], namespace, {SERVICE_LABEL: svc.metadata.name}):
-                obj.setdefault("kind", kind)
-                owners = obj["metadata"].get("ownerReferences", [])
-                if any(o.get("uid") == svc.metadata.uid for o in owners):
-                    observed.append(obj)
+            observed += [
+                {**obj, "kind": kind}
+                for obj in self.kube.list(
+                    OWNED[kind], namespace, {SERVICE_LABEL: svc.metadata.name}
+                )
+            ]
+        observed = [
+            obj
+            for obj in observed
+            if any(
+                o.get("uid") == svc.metadata.uid for o in obj["metadata"].get("ownerReferences", [])
+            )
+        ]
         for obj in builders.stale(wanted, observed):
             self.kube.delete(obj)
             self._record(
