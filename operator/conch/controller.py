@@ -247,7 +247,8 @@ class Controller:
             version=serving_version,
             deployment=deployment,
             pods=pods,
-            desired_replicas=policy.desired_replicas,
+            # mid-rollout the stable version may be asked for fewer replicas than the service
+            desired_replicas=decision.replicas.get(serving_version, policy.desired_replicas),
         )
         return Plan(serving=serving, decision=decision, seen=seen)
 
