@@ -47,6 +47,7 @@ from pathlib import Path
 from types import FrameType
 
 from conch_runtime.errors import PullError
+from conch_runtime.overrides import ServingOverrides
 from conch_runtime.pull import DEFAULT_MAX_BYTES, Progress, pull
 from conch_runtime.sources import DEFAULT_PVC_ROOT, SourceConfig
 from conch_runtime.tool_errors import ToolError
@@ -66,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         "--pvc-root", type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
     )
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="artifact size limit")
+    serving = p.add_argument_group("serving settings written into every config.pbtxt")
+    serving.add_argument("--instance-count", type=int, help="model instances per server")
+    serving.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"])
+    serving.add_argument("--max-queue-delay-us", type=int, help="enable dynamic batching")
+    serving.add_argument(
+        "--preferred-batch-size", type=int, action="append", default=[], help="repeatable"
+    )
     p.add_argument(
         "--max-unpacked-bytes", type=int, help="unpacked size limit (default: 2 x --max-bytes)"
     )
@@ -122,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_unpacked_bytes=args.max_unpacked_bytes,
                 config=config,
                 progress=progress,
+                overrides=ServingOverrides(
+                    instance_count=args.instance_count,
+                    instance_kind=args.instance_kind,
+                    max_queue_delay_us=args.max_queue_delay_us,
+                    preferred_batch_sizes=tuple(args.preferred_batch_size),
+                ),
             )
     except PullError as exc:
         message = exc.message.replace("\n", " ")  # one line, whatever a library said

@@ -34,6 +34,8 @@ from conch_runtime.errors import (
     SourceUnavailable,
     TooLarge,
 )
+from conch_runtime.overrides import ServingOverrides
+from conch_runtime.overrides import apply as apply_overrides
 from conch_runtime.retry import RetryPolicy, with_retries
 from conch_runtime.sources import SourceConfig, open_source
 from conch_runtime.uri import Source, parse_uri
@@ -98,6 +100,7 @@ def pull(
     retry: RetryPolicy | None = None,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    overrides: ServingOverrides | None = None,
 ) -> PullResult:
     """Install the artifact at `uri`, whose sha256 must be `sha256`, as the directory `dest`.
 
@@ -138,6 +141,8 @@ def pull(
         with artifact.open("rb") as archive:
             unpacked = unpack(archive, tree, limits)
         artifact.unlink()
+        if overrides is not None:
+            apply_overrides(tree, overrides)
         (tree / MARKER).write_text(digest + "\n")
         _install(tree, dest, digest, staging)
         done = True

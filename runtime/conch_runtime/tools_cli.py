@@ -137,7 +137,10 @@ def _package(args: argparse.Namespace) -> int:
         dynamic_axes=_dynamic(args.dynamic),
         max_batch_size=args.max_batch_size,
         compression=CompressionOptions(
-            int8=args.int8 or args.quantize == "int8", sparsity=args.sparsity, fp16=args.fp16, distill=distill
+            int8=args.int8 or args.quantize == "int8",
+            sparsity=args.sparsity,
+            fp16=args.fp16,
+            distill=distill,
         ),
         validation=None if args.validation is None else load_npz(args.validation),
         validation_samples=args.validation_samples,

@@ -22,6 +22,7 @@ from tests.runtime.helpers import (
     pack_members,
     read_tree,
     serve_http,
+    sha256,
     write_tree,
 )
 from tests.runtime.s3server import S3Server
@@ -129,3 +130,34 @@ def test_cli_sigterm_mid_download_leaves_nothing(models: Path, tmp_path: Path) -
                 os.kill(child.pid, signal.SIGKILL)
                 child.wait()
     assert list(models.iterdir()) == []
+
+
+def test_pull_writes_serving_settings_into_config(tmp_path: Path) -> None:
+    """The operator's serving settings reach Triton through the verified repository."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = 'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninstance_group [{ count: 1, kind: KIND_CPU }]\n'
+    src = write_tree(
+        tmp_path / "src", {"m/config.pbtxt": config.encode(), "m/1/model.py": b"x = 1\n"}
+    )
+    artifact = tmp_path / "model.tar.gz"
+    artifact.write_bytes(pack_dir(src))
+    dest = tmp_path / "models" / "repository"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "conch_runtime", "pull",
+            "--uri", f"file://{artifact}", "--sha256", sha256(artifact.read_bytes()),
+            "--dest", str(dest),
+            "--instance-count", "4", "--instance-kind", "KIND_GPU",
+            "--max-queue-delay-us", "250", "--preferred-batch-size", "4", "--preferred-batch-size", "8",
+        ],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    parsed = text_format.Parse((dest / "m" / "config.pbtxt").read_text(), mc.ModelConfig())
+    (group,) = parsed.instance_group
+    assert group.count == 4 and group.kind == mc.ModelInstanceGroup.KIND_GPU
+    assert parsed.dynamic_batching.max_queue_delay_microseconds == 250
+    assert list(parsed.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert parsed.max_batch_size == 8  # what the artifact says about the model is kept

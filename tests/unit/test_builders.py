@@ -184,12 +184,9 @@ def test_credentials_and_pvc_sources_are_mounted() -> None:
     )
     pod = dep["spec"]["template"]["spec"]
     (pull,) = pod["initContainers"]
-    assert pull["args"][-4:] == [
-        "--pvc-root",
-        "/mnt/pvc",
-        "--credentials-dir",
-        "/var/run/secrets/conch/source",
-    ]
+    args = pull["args"]
+    assert args[args.index("--pvc-root") + 1] == "/mnt/pvc"
+    assert args[args.index("--credentials-dir") + 1] == "/var/run/secrets/conch/source"
     claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [
         {"name": "source", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
@@ -217,3 +214,14 @@ def test_stale_objects_are_those_no_longer_wanted() -> None:
         "digits",
         "digits-digits-v0",
     ]
+
+
+def test_serving_settings_reach_the_pull_step() -> None:
+    """instanceCount and dynamic batching are written into config.pbtxt by `conch pull`."""
+    triton = {"instanceCount": 3, "dynamicBatching": {"maxQueueDelayMicroseconds": 500}}
+    pod = by_kind(objects({"triton": triton, "resources": {"gpus": 0}}))["Deployment"]
+    args = pod["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert args[args.index("--instance-count") + 1] == "3"
+    assert args[args.index("--instance-kind") + 1] == "KIND_CPU"
+    assert args[args.index("--max-queue-delay-us") + 1] == "500"
+    assert "--preferred-batch-size" not in args

@@ -96,6 +96,19 @@ def _source_mounts(
     return args, volumes, mounts
 
 
+def _serving_overrides(svc: ModelService) -> list[str]:
+    """How this service runs the model, written by the pull step into config.pbtxt."""
+    triton = svc.spec.triton
+    kind = "KIND_GPU" if svc.spec.resources.gpus > 0 else "KIND_CPU"
+    args = ["--instance-count", str(triton.instance_count), "--instance-kind", kind]
+    if triton.dynamic_batching is not None:
+        batching = triton.dynamic_batching
+        args += ["--max-queue-delay-us", str(batching.max_queue_delay_microseconds)]
+        for size in batching.preferred_batch_sizes:
+            args += ["--preferred-batch-size", str(size)]
+    return args
+
+
 def _triton_args(svc: ModelService) -> list[str]:
     return [
         "tritonserver",
@@ -158,6 +171,7 @@ def build(
             "--dest",
             REPOSITORY,
             *source_args,
+            *_serving_overrides(svc),
         ],
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *source_mounts],
