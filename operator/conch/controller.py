@@ -43,6 +43,7 @@ WARNING_REASONS = {
     reasons.INSUFFICIENT_GPU,
     reasons.UNSCHEDULABLE,
     reasons.PROGRESS_DEADLINE_EXCEEDED,
+    *status.PULL_REASONS.values(),
 }
 
 

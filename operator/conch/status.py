@@ -18,8 +18,19 @@ from conch.builders import service
 from conch.errors import ConchError
 from conch.rollout import Decision, record
 from conch.rollout import Observation as RolloutObservation
+from conch_runtime.errors import PullError
 
 ACCELERATOR_MARKERS = ("nvidia.com/gpu", "nvidia.com/mig-")
+
+
+def _pull_errors() -> list[type[PullError]]:
+    """Every pull error class: the runtime's exit codes are its public contract."""
+    found, todo = [], [PullError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,28 @@ def unschedulable(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+PULL_CONTAINER = "pull-model"
+PULL_REASONS = {cls.exit_code: cls.reason for cls in _pull_errors()}
+"""The init container's exit code -> the runtime's reason (DigestMismatch, HostileArchive, ...)."""
+
+
+def pull_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of the first pod whose artifact pull failed, if any."""
+    for pod in pods:
+        for container in pod.get("status", {}).get("initContainerStatuses", []):
+            if container.get("name") != PULL_CONTAINER:
+                continue
+            state = container.get("state", {})
+            last = container.get("lastState", {})
+            terminated = state.get("terminated") or last.get("terminated")
+            if terminated and terminated.get("exitCode", 0) != 0:
+                code = int(terminated["exitCode"])
+                reason = PULL_REASONS.get(code, "ArtifactPullFailed")
+                detail = (terminated.get("message") or "").strip() or f"exit code {code}"
+                return reason, f"pulling the model failed: {detail}"
+    return None
+
+
 def _deadline_exceeded(deployment: dict[str, Any]) -> bool:
     for cond in deployment.get("status", {}).get("conditions", []):
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
@@ -78,6 +111,13 @@ def judge(obs: Observation) -> Verdict:
     if ready >= desired:
         up = ("True", reasons.AVAILABLE, counts)
         return Verdict(up, ("False", reasons.AVAILABLE, counts), healthy)
+    if pulled := pull_failure(obs.pods):
+        failure, detail = pulled
+        return Verdict(
+            ("False", failure, f"{counts}: {detail}"),
+            ("False", failure, detail),
+            ("True", failure, detail),
+        )
     if message := unschedulable(obs.pods):
         reason = (
             reasons.INSUFFICIENT_GPU

@@ -213,3 +213,45 @@ def test_rollout_hints_speak_for_progressing_and_degraded() -> None:
     got = {c.type: (c.status, c.reason) for c in new.conditions}
     assert got["Degraded"] == ("True", "AnalysisFailed")
     assert got["Ready"] == ("True", reasons.AVAILABLE)
+
+
+def failed_pull(code: int, message: str, crash_looping: bool = True) -> dict[str, Any]:
+    terminated = {"exitCode": code, "message": message, "reason": "Error"}
+    state: dict[str, Any] = (
+        {"waiting": {"reason": "CrashLoopBackOff"}} if crash_looping else {"terminated": terminated}
+    )
+    return {
+        "status": {
+            "initContainerStatuses": [
+                {"name": "pull-model", "state": state, "lastState": {"terminated": terminated}}
+            ]
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (9, "DigestMismatch"),
+        (11, "HostileArchive"),
+        (5, "ArtifactNotFound"),
+        (6, "AccessDenied"),
+        (10, "ArtifactTooLarge"),
+        (99, "ArtifactPullFailed"),
+    ],
+)
+def test_artifact_pull_failures_are_named(code: int, reason: str) -> None:
+    line = f"conch pull: {reason}: https://models.example.com/m.tar: sha256 mismatch"
+    obs = status.Observation(
+        "v1", deployment=deployment(0, 1), pods=[failed_pull(code, line)], desired_replicas=1
+    )
+    conditions = {c.type: c for c in status.compute(svc(), obs, NOW).conditions}
+    assert (conditions["Ready"].status, conditions["Ready"].reason) == ("False", reason)
+    assert conditions["Degraded"].status == "True"
+    assert line in conditions["Ready"].message
+
+
+def test_pull_reasons_follow_the_runtime_exit_codes() -> None:
+    assert status.PULL_REASONS[9] == "DigestMismatch"
+    assert status.PULL_REASONS[11] == "HostileArchive"
+    assert 2 not in status.PULL_REASONS  # argparse's usage error is not a pull outcome

@@ -174,6 +174,8 @@ def build(
             *_serving_overrides(svc),
         ],
         "securityContext": _container_security(),
+        # its one-line error (`conch pull: Reason: message`) becomes the termination message
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *source_mounts],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
     }
