@@ -42,9 +42,12 @@ def example(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
 
 
-def create_version(api: client.ApiClient, ns: str, name: str = "digits-v1") -> None:
+def create_version(
+    api: client.ApiClient, ns: str, name: str = "digits-v1", **compression: Any
+) -> None:
     body = example("modelversion.yaml")
     body["metadata"]["name"] = name
+    body["spec"]["compression"] |= compression
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, ns, "modelversions", body
     )

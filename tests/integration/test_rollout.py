@@ -337,3 +337,61 @@ def test_abort_and_retry_annotations(
             120,
             what="promotion after retry",
         )
+
+
+def test_canary_waits_for_gpus_instead_of_failing(
+    api: client.ApiClient, namespace: str, analysing_operator: OperatorProcess
+) -> None:
+    """Two replicas of 4 GPUs fill both A100 nodes: the canary's pod cannot be placed, and
+    the rollout waits with the scheduler's reason rather than failing or rolling back."""
+    create_version(api, namespace, "digits-v1")
+    create_version(api, namespace, "digits-v2")
+    create_service(
+        api, namespace, autoscaling=None, replicas=2,
+        resources={"gpus": 4, "gpuProduct": "NVIDIA-A100-SXM4-80GB"}, rollout=FAST_ROLLOUT,
+    )  # fmt: skip
+    eventually(lambda: phase(api, namespace).get("phase") == "Stable", 90, what="Stable")
+    start_rollout(api, namespace, "digits-v2")
+
+    def waiting() -> dict[str, Any] | None:
+        cond = {c["type"]: c for c in phase(api, namespace).get("conditions", [])}
+        progressing = cond.get("Progressing", {})
+        return progressing if progressing.get("reason") == "InsufficientGPU" else None
+
+    cond = eventually(waiting, 60, what="Progressing=InsufficientGPU")
+    assert "Insufficient nvidia.com/gpu" in cond["message"]
+    stays(
+        lambda: (
+            phase(api, namespace)["phase"] == "Progressing"
+            and phase(api, namespace)["stable"]["version"] == "digits-v1"
+        ),
+        8,
+        what="the waiting rollout",
+    )
+    ready = {c["type"]: c for c in phase(api, namespace)["conditions"]}["Ready"]
+    assert ready["status"] == "True"  # the stable version still serves
+
+
+def test_accuracy_gate_refuses_a_worse_version(
+    api: client.ApiClient, namespace: str, analysing_operator: OperatorProcess
+) -> None:
+    create_version(api, namespace, "digits-v1")
+    create_version(api, namespace, "digits-v2", accuracy=0.90)  # baseline 0.972: 7 points lost
+    rollout = dict(FAST_ROLLOUT, maxAccuracyDrop=0.01)
+    create_service(
+        api, namespace, autoscaling=None, replicas=1, resources={"gpus": 1}, rollout=rollout
+    )
+    eventually(lambda: phase(api, namespace).get("phase") == "Stable", 90, what="Stable")
+    start_rollout(api, namespace, "digits-v2")
+
+    def refused() -> dict[str, Any] | None:
+        for cond in phase(api, namespace).get("conditions", []):
+            if cond["reason"] == "AccuracyGateFailed":
+                return dict(cond)
+        return None
+
+    cond = eventually(refused, 30, what="AccuracyGateFailed")
+    assert "maxAccuracyDrop" in cond["message"]
+    status = phase(api, namespace)
+    assert status["phase"] == "Stable" and status["stable"]["version"] == "digits-v1"
+    assert "digits-v2" not in deployment_replicas(api, namespace)
