@@ -45,10 +45,18 @@ test-unit: install
 test-integration: toolchain system-deps
 	$(BIN)/pytest tests/integration
 
-demo: toolchain             ## the local sandbox: control plane + CRDs + operator, the examples served
-	@KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER) --operator) && \
+DEMO := $(HOME)/.cache/conch/demo
+
+demo: toolchain             ## the local sandbox: control plane + operator; a model packaged (int8) and validated on a real Triton, then served
+	@rm -rf $(DEMO) && \
+	$(BIN)/python examples/models/digits.py $(DEMO) && \
+	$(BIN)/conch package digits:build --search-path examples/models --weights $(DEMO)/weights.pt \
+	  --example $(DEMO)/example.npz --output-names logits --validation $(DEMO)/validation.npz \
+	  --quantize int8 --out $(DEMO)/pkg --name digits --version 2.0.0 && \
+	$(BIN)/conch validate $(DEMO)/pkg && \
+	KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER) --operator) && \
 	KUBECTL="$$($(BIN)/conch dev toolchain build)/kubectl --kubeconfig=$$KUBECONFIG" && \
-	$$KUBECTL apply -f examples/ && \
+	$$KUBECTL apply -f examples/ -f $(DEMO)/pkg/modelversion.yaml -f examples/demo/ && \
 	$$KUBECTL wait --for=condition=Ready msvc --all --timeout=120s && \
 	$$KUBECTL get nodes -L nvidia.com/gpu.product && \
 	$$KUBECTL get mv,msvc,deploy,pods -o wide && \
