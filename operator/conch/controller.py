@@ -348,17 +348,19 @@ class Controller:
         deployments: list[Manifest],
     ) -> None:
         """Delete owned objects that are no longer wanted. Deployments come and go with the
-        rollout (already listed by the caller); the HPA, per-version Services and the
-        HTTPRoute only with the spec, so they are listed only when the spec changed (or
-        the previous reconcile of this spec did not finish)."""
+        rollout (already listed by the caller), and so do the gatewayAPI router's
+        per-version Services; the HPA and the HTTPRoute only with the spec, so they are
+        listed only when the spec changed (or its last reconcile did not finish)."""
         namespace = svc.metadata.namespace or ""
         observed = [{**d, "kind": "Deployment"} for d in deployments]
-        kinds = []
+        kinds = set()
         if svc.status is None or svc.status.observed_generation != svc.metadata.generation:
-            kinds = ["HorizontalPodAutoscaler", "Service"]
+            kinds = {"HorizontalPodAutoscaler", "Service"}
             if capabilities.http_route:
-                kinds.append("HTTPRoute")
-        for kind in kinds:
+                kinds.add("HTTPRoute")
+        if svc.spec.rollout.router == "gatewayAPI":
+            kinds.add("Service")  # per-version backends come and go with the rollout
+        for kind in sorted(kinds):
             observed += [
                 {**obj, "kind": kind}
                 for obj in self.kube.list(
