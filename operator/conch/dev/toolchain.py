@@ -139,7 +139,9 @@ def _build(target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
     bin_dir = staging / "bin"
     bin_dir.mkdir()
-    _say(f"building Kubernetes {versions.KUBERNETES} and etcd {versions.ETCD} (once: about 5 minutes on 2 cores)")
+    _say(
+        f"building Kubernetes {versions.KUBERNETES} and etcd {versions.ETCD} (once: about 5 minutes on 2 cores)"
+    )
     with tempfile.TemporaryDirectory() as out:
         _go(
             [
