@@ -106,9 +106,10 @@ class Controller:
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.ready.pop((namespace, name), None)
             self.kube.forget(namespace, name)
-            served = self.serving.pop((namespace, name), None)
-            # the garbage collector removes what we owned; the version loses a user
-            return Outcome(touch=((MODEL_VERSION.kind, namespace, served),) if served else ())
+            self.serving.pop((namespace, name), None)
+            # the garbage collector removes what we owned; the handler that saw the
+            # deletion queues the ModelVersion that lost a user
+            return Outcome()
         try:
             svc = ModelService.model_validate(raw)
         except ValidationError as error:

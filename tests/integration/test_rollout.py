@@ -83,6 +83,16 @@ def phase(api: client.ApiClient, ns: str) -> dict[str, Any]:
     return dict(get_service(api, ns).get("status", {}))
 
 
+def promoted(api: client.ApiClient, ns: str, what: str) -> dict[str, Any]:
+    """Wait until digits-v2 is the stable version at 100%; the status then."""
+
+    def done() -> dict[str, Any] | None:
+        s = phase(api, ns)
+        return s if s.get("phase") == "Stable" and s["stable"]["version"] == "digits-v2" else None
+
+    return eventually(done, 120, what=what)
+
+
 def start_rollout(api: client.ApiClient, ns: str, to: str) -> None:
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
         GROUP, VERSION, ns, "modelservices", "digits", {"spec": {"modelVersion": to}}
@@ -139,15 +149,7 @@ def test_good_canary_is_promoted(
     with traffic(api, namespace, backends) as load:
         start_rollout(api, namespace, "digits-v2")
         eventually(lambda: phase(api, namespace).get("phase") == "Progressing", 30, what="start")
-        done = eventually(
-            lambda: (
-                (s := phase(api, namespace)).get("phase") == "Stable"
-                and s["stable"]["version"] == "digits-v2"
-                and s
-            ),
-            120,
-            what="promotion",
-        )
+        done = promoted(api, namespace, what="promotion")
     assert done["rolloutHistory"][-1]["result"] == "Promoted"
     assert done["lastAnalysis"]["verdict"] == "Passed"
     assert "canary" not in done or done["canary"] is None or done["canary"]["weight"] == 0
@@ -214,15 +216,7 @@ def test_rollout_survives_an_operator_kill(
         )
         analysing_operator.stop(signal.SIGKILL)
         analysing_operator.start()
-        done = eventually(
-            lambda: (
-                (s := phase(api, namespace)).get("phase") == "Stable"
-                and s["stable"]["version"] == "digits-v2"
-                and s
-            ),
-            120,
-            what="promotion after restart",
-        )
+        done = promoted(api, namespace, what="promotion after restart")
     assert done["rolloutHistory"][-1]["startedAt"] == started["rolloutStartedAt"]
     assert reasons_of_events(api, namespace).count("RolloutStarted") == 1
     names = [
@@ -302,14 +296,7 @@ def test_pause_holds_the_step_and_resume_finishes(
             "digits",
             {"spec": {"rollout": {"paused": False}}},
         )
-        eventually(
-            lambda: (
-                (s := phase(api, namespace)).get("phase") == "Stable"
-                and s["stable"]["version"] == "digits-v2"
-            ),
-            120,
-            what="promotion after resume",
-        )
+        promoted(api, namespace, what="promotion after resume")
 
 
 def test_abort_and_retry_annotations(
@@ -329,14 +316,7 @@ def test_abort_and_retry_annotations(
         annotations = get_service(api, namespace)["metadata"].get("annotations") or {}
         assert "serving.conch.dev/abort" not in annotations  # consumed
         annotate(api, namespace, "serving.conch.dev/retry")
-        eventually(
-            lambda: (
-                (s := phase(api, namespace)).get("phase") == "Stable"
-                and s["stable"]["version"] == "digits-v2"
-            ),
-            120,
-            what="promotion after retry",
-        )
+        promoted(api, namespace, what="promotion after retry")
 
 
 def test_canary_waits_for_gpus_instead_of_failing(

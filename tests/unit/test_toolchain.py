@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
+
+import pytest
 
 from conch.dev import toolchain, versions
 
@@ -32,5 +36,15 @@ def test_binary_names() -> None:
     assert toolchain._go_binary_name("k8s.io/kubernetes/cmd/kubectl") == "kubectl"
 
 
-def test_cache_key_covers_the_wrapper_module() -> None:
-    assert re.fullmatch(r"[0-9a-f]{16}", toolchain.toolchain_key())
+def test_cache_key_covers_the_wrapper_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed pin (go.sum) must build into a new cache directory, never reuse the old."""
+    before = toolchain.toolchain_key()
+    assert re.fullmatch(r"[0-9a-f]{16}", before)
+    copy = tmp_path / "toolchain"
+    shutil.copytree(toolchain.WRAPPER_DIR, copy)
+    monkeypatch.setattr(toolchain, "WRAPPER_DIR", copy)
+    assert toolchain.toolchain_key() == before
+    (copy / "go.sum").write_text((copy / "go.sum").read_text() + "example.com/x v1.0.0 h1:x=\n")
+    assert toolchain.toolchain_key() != before
