@@ -3,6 +3,7 @@
     ConchError                  (reason, permanent?)
     ├── ModelVersionNotFound    the referenced ModelVersion does not exist (yet)   permanent*
     ├── InvalidSpec             the objects the spec implies were refused          permanent
+    ├── PolicyViolation         the spec asks for what the admin's PodPolicy bars  permanent
     └── ApiError                a Kubernetes API call failed                       temporary
 
 *permanent for this spec: retried when the ModelVersion appears, not on a timer.
@@ -10,6 +11,8 @@ Foreign errors (kubernetes.client ApiException, urllib3) are translated once, in
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from conch import reasons
 
@@ -29,6 +32,16 @@ class ModelVersionNotFound(ConchError):
 
 class InvalidSpec(ConchError):
     reason = reasons.INVALID_SPEC
+
+
+class PolicyViolation(ConchError):
+    """Pod settings the admin's PodPolicy does not allow (conch.policy.violations), all at once."""
+
+    reason = reasons.POLICY_VIOLATION
+
+    def __init__(self, violations: Sequence[str]) -> None:
+        super().__init__("; ".join(violations))
+        self.violations = tuple(violations)
 
 
 class ApiError(ConchError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 import kopf
 
@@ -12,6 +13,7 @@ from conch.builders import PodSettings
 from conch.controller import Controller
 from conch.kube import Kube, load_api_client
 from conch.metrics import OperatorMetrics
+from conch.policy import PodPolicy, image_rule
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -19,6 +21,105 @@ def _host_port(value: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+def _image_entry(value: str) -> str:
+    try:
+        if value:
+            image_rule(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _flag_entry(value: str) -> str:
+    try:
+        if value:
+            PodPolicy(allowed_triton_flags=(value,))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that build the PodPolicy. Each list replaces its default once given at all; an
+    empty value (`--allowed-toleration-key=`) gives an empty list. `*` means any."""
+    defaults = PodPolicy()
+    group = parser.add_argument_group(
+        "pod policy", "what a ModelService may put into its pods (docs/security.md)"
+    )
+
+    def listing(flag: str, metavar: str, default: tuple[str, ...], what: str, **kw: Any) -> None:
+        shown = ", ".join(default) or "none"
+        group.add_argument(
+            flag,
+            action="append",
+            metavar=metavar,
+            help=f"{what} (repeatable; default: {shown})",
+            **kw,
+        )
+
+    listing(
+        "--allowed-triton-image",
+        "REF",
+        defaults.allowed_triton_images,
+        "allowed spec.triton.image: REGISTRY/PATH (that repository), REGISTRY/PATH/ (under it), "
+        "REGISTRY/PATH:TAG, REGISTRY/PATH:PREFIX*, REGISTRY/PATH@sha256:HEX",
+        type=_image_entry,
+    )
+    group.add_argument(
+        "--require-image-digest",
+        action="store_true",
+        help="spec.triton.image must be pinned by digest (IMAGE@sha256:...)",
+    )
+    listing(
+        "--allowed-priority-class",
+        "NAME",
+        defaults.allowed_priority_classes,
+        "allowed spec.scheduling.priorityClassName",
+    )
+    listing(
+        "--allowed-toleration-key",
+        "KEY",
+        defaults.allowed_toleration_keys,
+        "allowed toleration keys; a toleration without a key needs *",
+    )
+    listing(
+        "--allowed-node-selector-key",
+        "KEY",
+        defaults.allowed_node_selector_keys,
+        "node labels a ModelService may select on (nodeSelector and nodeAffinity)",
+    )
+    listing(
+        "--allowed-triton-flag",
+        "FLAG",
+        defaults.allowed_triton_flags,
+        "Triton flags allowed in spec.triton.extraArgs, by full name",
+        type=_flag_entry,
+    )
+
+
+def pod_policy(args: argparse.Namespace) -> PodPolicy:
+    """The PodPolicy the command line asks for; unset lists keep PodPolicy's defaults."""
+    defaults = PodPolicy()
+
+    def chosen(given: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        return default if given is None else tuple(v for v in given if v)
+
+    return PodPolicy(
+        allowed_triton_images=chosen(args.allowed_triton_image, defaults.allowed_triton_images),
+        require_image_digest=args.require_image_digest,
+        allowed_priority_classes=chosen(
+            args.allowed_priority_class, defaults.allowed_priority_classes
+        ),
+        allowed_toleration_keys=chosen(
+            args.allowed_toleration_key, defaults.allowed_toleration_keys
+        ),
+        allowed_node_selector_keys=chosen(
+            args.allowed_node_selector_key, defaults.allowed_node_selector_keys
+        ),
+        allowed_triton_flags=chosen(args.allowed_triton_flag, defaults.allowed_triton_flags),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     parser.add_argument("--verbose", "-v", action="store_true")
+    _add_policy_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = OperatorMetrics()
     kube = Kube(load_api_client(pool_size=args.workers * 2), on_error=metrics.api_error)
     provider = providers.create("prometheus", args.prometheus_url) if args.prometheus_url else None
-    controller = Controller(kube, PodSettings(runtime_image=args.runtime_image), metrics, provider)
+    settings = PodSettings(runtime_image=args.runtime_image, policy=pod_policy(args))
+    controller = Controller(kube, settings, metrics, provider)
     metrics.serve(*args.metrics_bind_address)
     health_host, health_port = args.health_bind_address
     kopf.run(

@@ -19,6 +19,8 @@ REPLICAS_UNAVAILABLE: Final = "ReplicasUnavailable"
 DEPLOYING: Final = "Deploying"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 API_ERROR: Final = "KubernetesAPIError"
+POLICY_VIOLATION: Final = "PolicyViolation"
+"""The spec asks for pod settings (image, scheduling, Triton flags) the admin's policy refuses."""
 # Degraded=False
 AS_EXPECTED: Final = "AsExpected"
 UNSCHEDULABLE: Final = "Unschedulable"

@@ -3,12 +3,14 @@ its command line (getopt_long: `=` and space forms, unique-prefix abbreviations)
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from conch import operator_main
 from conch.api.modelservice import DEFAULT_TRITON_IMAGE, ModelServiceSpec
 from conch.policy import PodPolicy, image_rule, parse_image, violations
 from conch.tritonargs import Kind, parse
@@ -399,3 +401,41 @@ def test_every_violation_is_reported_at_once() -> None:
         },
     )
     assert len(violations(svc, PodPolicy())) == 5
+
+
+# -- operator flags ----------------------------------------------------------------------
+
+
+def operator_args(*argv: str) -> PodPolicy:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    operator_main.add_arguments(parser)
+    return operator_main.pod_policy(parser.parse_args(list(argv)))
+
+
+def test_operator_flags_build_the_policy() -> None:
+    assert operator_args() == PodPolicy()
+    policy = operator_args(
+        "--allowed-triton-image=conch.dev/sandbox/",
+        "--allowed-triton-image=nvcr.io/nvidia/tritonserver",
+        "--require-image-digest",
+        "--allowed-priority-class=serving",
+        "--allowed-toleration-key=",  # given but empty: no key at all
+        "--allowed-node-selector-key=pool",
+        "--allowed-triton-flag=--log-file",
+    )
+    assert policy == PodPolicy(
+        allowed_triton_images=("conch.dev/sandbox/", "nvcr.io/nvidia/tritonserver"),
+        require_image_digest=True,
+        allowed_priority_classes=("serving",),
+        allowed_toleration_keys=(),
+        allowed_node_selector_keys=("pool",),
+        allowed_triton_flags=("--log-file",),
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [["--allowed-triton-image=nvcr.io/Nvidia"], ["--allowed-triton-flag=--Log File"]]
+)
+def test_bad_operator_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(argparse.ArgumentError):
+        operator_args(*argv)

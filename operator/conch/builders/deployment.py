@@ -8,13 +8,14 @@ RuntimeDefault seccomp, a read-only root filesystem with emptyDirs where Triton 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conch.api import ModelService, ModelVersion
 from conch.api.modelservice import Resources
 from conch.builders.meta import Manifest, child_name, metadata, selector
 from conch.builders.service import GRPC_PORT, HTTP_PORT, METRICS_PORT
+from conch.policy import PodPolicy
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -32,6 +33,8 @@ class PodSettings:
 
     runtime_image: str = "ghcr.io/conch-serving/conch-runtime:0.1.0"
     shm_size: str = "1Gi"
+    policy: PodPolicy = field(default_factory=PodPolicy)
+    """What a ModelService may put into its pods; the controller checks it before building."""
 
 
 def name(svc: ModelService, mv_name: str) -> str:
