@@ -29,11 +29,16 @@ so the operator can read a pod's termination state without parsing logs:
     11  HostileArchive      a member is a link, device, absolute or escapes dest
     12  InvalidArchive      not a readable tar archive
     13  DestinationError    cannot write --dest, or it holds foreign files
+    14  CredentialsNotAllowed  credentials configured, host or bucket not allowed
 
 Credentials: ``--credentials-dir`` is a mounted Secret, one file per key
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_SESSION_TOKEN`` and
 ``AWS_REGION`` for s3://; ``token``, a bearer token, for http(s)://). Without it the usual
-environment variables apply (``AWS_*``, ``CONCH_HTTP_TOKEN``).
+environment variables apply (``AWS_*``, ``CONCH_HTTP_TOKEN``). Credentials go only where
+``--credentials-host`` allows (repeatable: ``host``, ``host:port``, ``*.domain``; for s3://
+the bucket name and the endpoint's host must both be listed); with credentials configured,
+any other target is refused (exit 14) before a connection is made. A redirect to another
+origin never carries the token. ``file://`` needs ``--allow-file`` (the sandbox and tests).
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, type=Path, help="directory to install into")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--credentials-dir", type=Path, help="mounted Secret with credential files")
+    p.add_argument(
+        "--credentials-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="host[:port], *.domain or s3 bucket that may receive credentials (repeatable)",
+    )
+    p.add_argument(
+        "--allow-file", action="store_true", help="allow file:// URIs (sandbox and tests only)"
+    )
     p.add_argument(
         "--pvc-root", type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
     )
@@ -120,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             s3_endpoint=args.s3_endpoint,
             credentials_dir=args.credentials_dir,
             pvc_root=args.pvc_root,
+            credentials_hosts=args.credentials_host,
+            allow_file=args.allow_file,
         )
         with _progress() as progress:
             result = pull(

@@ -15,7 +15,8 @@ never work" without parsing messages::
     ├── TooLarge                reason ArtifactTooLarge      exit 10  download or unpacked size
     ├── HostileArchive          reason HostileArchive        exit 11  unsafe member
     ├── InvalidArchive          reason InvalidArchive        exit 12  not a readable tar
-    └── DestinationError        reason DestinationError      exit 13  cannot write dest
+    ├── DestinationError        reason DestinationError      exit 13  cannot write dest
+    └── CredentialsNotAllowed   reason CredentialsNotAllowed exit 14  host/bucket not allowed
 
 Exit code 2 is left to argparse (usage errors). `reason` is CamelCase so it can be copied
 into a Kubernetes condition as is. Only `SourceUnavailable` is ever retried.
@@ -27,6 +28,7 @@ from typing import ClassVar
 
 __all__ = [
     "AccessDenied",
+    "CredentialsNotAllowed",
     "DestinationError",
     "DigestMismatch",
     "HostileArchive",
@@ -134,3 +136,14 @@ class DestinationError(PullError):
 
     reason = "DestinationError"
     exit_code = 13
+
+
+class CredentialsNotAllowed(PullError):
+    """Credentials are configured but the URI's host or bucket is not on the admin's list.
+
+    Refused before any connection, so a tenant's URI cannot carry the pod's credentials to a
+    host of its choosing.
+    """
+
+    reason = "CredentialsNotAllowed"
+    exit_code = 14

@@ -37,7 +37,7 @@ from conch_runtime.errors import (
 from conch_runtime.overrides import ServingOverrides
 from conch_runtime.overrides import apply as apply_overrides
 from conch_runtime.retry import RetryPolicy, with_retries
-from conch_runtime.sources import SourceConfig, open_source
+from conch_runtime.sources import SourceConfig, check_access, open_source
 from conch_runtime.uri import Source, parse_uri
 
 __all__ = ["DEFAULT_MAX_BYTES", "MARKER", "Progress", "PullResult", "installed_digest", "pull"]
@@ -115,6 +115,7 @@ def pull(
     )
     source = parse_uri(uri)
     config = config or SourceConfig.from_env()
+    check_access(source, uri, config)  # before touching dest or the network
     dest = Path(os.path.abspath(dest))
     if installed_digest(dest) == digest:
         log.info("%s already holds %s; nothing to do", dest, digest)
@@ -197,7 +198,9 @@ def _download(
     received = 0
     with open_source(source, uri, config) as body, artifact.open("wb") as out:
         if body.length is not None and body.length > max_bytes:
-            raise TooLarge(f"{uri}: {body.length} bytes, over the limit of {max_bytes}")
+            raise TooLarge(
+                f"{uri}: the source announces a size over the limit of {max_bytes} bytes"
+            )
         for chunk in body.chunks:
             received += len(chunk)
             if received > max_bytes:
@@ -208,9 +211,10 @@ def _download(
                 progress(received, body.length)
         if body.length is not None and received != body.length:
             raise SourceUnavailable(f"{uri}: truncated: {received} of {body.length} bytes")
-    actual = hasher.hexdigest()
-    if actual != digest:
-        raise DigestMismatch(f"{uri}: sha256 is {actual}, expected {digest}")
+    if hasher.hexdigest() != digest:
+        # Never the actual digest: with it, a pull would tell anyone the hash of any file
+        # it can reach, an oracle for guessing contents.
+        raise DigestMismatch(f"{uri}: the artifact does not match the expected sha256 {digest}")
     return received
 
 

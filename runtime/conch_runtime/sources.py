@@ -1,5 +1,8 @@
 """Fetchers: open a parsed source as a stream of bytes, one function per scheme.
 
+Before opening anything, `open_source` asks `conch_runtime.access` whether the source is
+allowed and whether credentials may go with it; a fetcher told "no" sends none at all.
+
 Each fetcher translates its library's errors into the `conch_runtime.errors` tree here, at
 the boundary, including errors raised while the body is being read: 404-like answers become
 NotFound, refused credentials AccessDenied, and only connection trouble, 5xx, 429 and
@@ -13,18 +16,20 @@ import email.utils
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import boto3
+import botocore
 import botocore.config
 import botocore.exceptions
 import httpx
 import urllib3.exceptions
 
+from conch_runtime.access import HostPattern, Origin, authorize, origin_of
 from conch_runtime.errors import (
     AccessDenied,
     InvalidArgument,
@@ -48,6 +53,16 @@ TOKEN_ENV = "CONCH_HTTP_TOKEN"
 TOKEN_FILE = "token"
 """File name of a bearer token inside the credentials directory (a mounted Secret)."""
 S3_CREDENTIAL_FILES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+AWS_CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+"""Environment variables through which botocore would find an identity on its own."""
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 _DENIED_CODES = {
@@ -75,7 +90,7 @@ _TRANSIENT_CODES = {
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """Where credentials and mounts are; everything a fetcher needs besides the URI."""
+    """Where credentials and mounts are, and the admin's policy: all a fetcher needs but the URI."""
 
     s3_endpoint: str | None = None
     credentials_dir: Path | None = None
@@ -83,6 +98,17 @@ class SourceConfig:
     http_token: str | None = None
     timeout: float = 30.0
     """Seconds to wait to connect and between two reads; not a limit on the whole download."""
+    credentials_hosts: tuple[HostPattern, ...] = ()
+    """Hosts and buckets that may receive credentials (`conch_runtime.access`)."""
+    allow_file: bool = False
+    """Whether file:// URIs may be read (the sandbox and tests only)."""
+    env_credentials: bool = False
+    """Whether the environment holds an AWS identity that botocore would use by itself."""
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether anything could authenticate us: a credentials dir, a token, AWS env."""
+        return bool(self.credentials_dir is not None or self.http_token or self.env_credentials)
 
     @classmethod
     def from_env(
@@ -91,6 +117,8 @@ class SourceConfig:
         s3_endpoint: str | None = None,
         credentials_dir: Path | None = None,
         pvc_root: Path | None = None,
+        credentials_hosts: Iterable[str] = (),
+        allow_file: bool = False,
     ) -> SourceConfig:
         """Fill what the caller left out from the environment, as the init container sees it."""
         endpoint = (
@@ -100,7 +128,15 @@ class SourceConfig:
             or None
         )
         token = _read_secret(credentials_dir, TOKEN_FILE) or os.environ.get(TOKEN_ENV) or None
-        return cls(endpoint, credentials_dir, pvc_root or DEFAULT_PVC_ROOT, token)
+        return cls(
+            endpoint,
+            credentials_dir,
+            pvc_root or DEFAULT_PVC_ROOT,
+            token,
+            credentials_hosts=tuple(HostPattern.parse(h) for h in credentials_hosts),
+            allow_file=allow_file,
+            env_credentials=any(os.environ.get(name) for name in AWS_CREDENTIAL_ENV),
+        )
 
 
 @dataclass
@@ -111,17 +147,30 @@ class Body:
     length: int | None
 
 
+def check_access(source: Source, uri: str, config: SourceConfig) -> bool:
+    """Refuse what the admin's policy forbids; return whether credentials may be sent."""
+    return authorize(
+        source,
+        uri,
+        allow_file=config.allow_file,
+        credentials_hosts=config.credentials_hosts,
+        has_credentials=config.has_credentials,
+        s3_endpoint=config.s3_endpoint,
+    )
+
+
 def open_source(source: Source, uri: str, config: SourceConfig) -> AbstractContextManager[Body]:
     """Open `source` for one read from the start; `uri` is only used in messages."""
+    use_credentials = check_access(source, uri, config)
     match source:
         case FileSource(path):
             return _open_local(Path(path), uri)
         case PvcSource():
             return _open_local(_pvc_path(source, uri, config.pvc_root), uri)
         case HttpSource(url):
-            return _open_http(url, uri, config)
+            return _open_http(url, uri, config, config.http_token if use_credentials else None)
         case S3Source():
-            return _open_s3(source, uri, config)
+            return _open_s3(source, uri, config, use_credentials)
 
 
 def _read_secret(directory: Path | None, name: str) -> str | None:
@@ -208,16 +257,34 @@ def http_status_error(status: int, uri: str, retry_after: str | None = None) -> 
     return SourceRejected(f"{uri}: HTTP {status}: unexpected answer")
 
 
+def bearer_hook(token: str | None, origin: Origin) -> Callable[[httpx.Request], None]:
+    """A request hook that sends `token` to `origin` only, on every hop of a redirect chain.
+
+    httpx would strip Authorization on a cross-origin redirect by itself, except from http
+    to https on the same host; we do not rely on either: the header is set per request, and
+    only when scheme, host and port are exactly those of the URI that the admin allowed.
+    """
+
+    def attach(request: httpx.Request) -> None:
+        if token and origin_of(str(request.url)) == origin:
+            request.headers["Authorization"] = f"Bearer {token}"
+        else:
+            request.headers.pop("Authorization", None)
+
+    return attach
+
+
 @contextmanager
-def _open_http(url: str, uri: str, config: SourceConfig) -> Iterator[Body]:
+def _open_http(url: str, uri: str, config: SourceConfig, token: str | None) -> Iterator[Body]:
     # identity: the digest is of the bytes as stored, so no transparent decompression.
     headers = {"Accept-Encoding": "identity"}
-    if config.http_token:
-        headers["Authorization"] = f"Bearer {config.http_token}"
     timeout = httpx.Timeout(config.timeout)
+    hooks = {"request": [bearer_hook(token, origin_of(url))]}
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client,
+            httpx.Client(
+                timeout=timeout, follow_redirects=True, headers=headers, event_hooks=hooks
+            ) as client,
             client.stream("GET", url) as response,
         ):
             error = http_status_error(
@@ -244,9 +311,25 @@ def _read_http(response: httpx.Response, uri: str) -> Iterator[bytes]:
 # -- s3 ---------------------------------------------------------------------------------------
 
 
-def _s3_client(config: SourceConfig, uri: str) -> S3Client:
-    """A client with our credentials and endpoint and botocore's own retries off (we retry)."""
-    values = {name: _read_secret(config.credentials_dir, name) for name in S3_CREDENTIAL_FILES}
+def _s3_client(config: SourceConfig, uri: str, use_credentials: bool) -> S3Client:
+    """A client with our endpoint and botocore's own retries off (we retry).
+
+    With `use_credentials` it signs with the mounted Secret's keys (or botocore's usual
+    chain); without, it sends unsigned requests, so no identity reaches an unlisted bucket.
+    """
+    client_config = botocore.config.Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=config.timeout,
+        read_timeout=config.timeout,
+        # Custom endpoints (MinIO, Ceph, versitygw...) rarely do virtual-host buckets.
+        s3={"addressing_style": "path" if config.s3_endpoint else "auto"},
+    )
+    if not use_credentials:
+        client_config = client_config.merge(
+            botocore.config.Config(signature_version=botocore.UNSIGNED)
+        )
+    secrets = config.credentials_dir if use_credentials else None
+    values = {name: _read_secret(secrets, name) for name in S3_CREDENTIAL_FILES}
     key_id, secret, token = (values[name] for name in S3_CREDENTIAL_FILES)
     if bool(key_id) != bool(secret):
         raise AccessDenied(
@@ -264,13 +347,6 @@ def _s3_client(config: SourceConfig, uri: str) -> S3Client:
         aws_secret_access_key=secret,
         aws_session_token=token,
         region_name=region,
-    )
-    client_config = botocore.config.Config(
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=config.timeout,
-        read_timeout=config.timeout,
-        # Custom endpoints (MinIO, Ceph, versitygw...) rarely do virtual-host buckets.
-        s3={"addressing_style": "path" if config.s3_endpoint else "auto"},
     )
     try:
         return session.client("s3", endpoint_url=config.s3_endpoint, config=client_config)
@@ -312,8 +388,10 @@ _STREAM_FAILURES = (
 
 
 @contextmanager
-def _open_s3(source: S3Source, uri: str, config: SourceConfig) -> Iterator[Body]:
-    client = _s3_client(config, uri)
+def _open_s3(
+    source: S3Source, uri: str, config: SourceConfig, use_credentials: bool
+) -> Iterator[Body]:
+    client = _s3_client(config, uri, use_credentials)
     try:
         response = client.get_object(Bucket=source.bucket, Key=source.key)
     except _S3_FAILURES as exc:

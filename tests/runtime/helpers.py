@@ -111,6 +111,7 @@ class Route:
     token: str | None = None  # required bearer token, if any
     content_length: bool = True  # False: close-delimited body, size unknown up front
     stall: threading.Event | None = None  # send half the body, then wait for this event
+    redirect: str | None = None  # answer 302 with this Location instead
 
 
 @dataclass
@@ -148,7 +149,11 @@ def _handler(state: LoopbackHTTP) -> type[BaseHTTPRequestHandler]:
             ):
                 status = 401
             body = route.body if route is not None and status == 200 else b"nope\n"
+            if route is not None and route.redirect is not None and status == 200:
+                status, body = 302, b""
             self.send_response(status)
+            if status == 302 and route is not None and route.redirect is not None:
+                self.send_header("Location", route.redirect)
             for name, value in (route.headers if route else {}).items():
                 self.send_header(name, value)
             if route is not None and status == 200 and not route.content_length:
@@ -170,12 +175,15 @@ def _handler(state: LoopbackHTTP) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve_http(routes: dict[str, Route]) -> Iterator[LoopbackHTTP]:
-    """Generator for a fixture: yields the running server, shuts it down afterwards."""
+def serve_http(routes: dict[str, Route], host: str = "127.0.0.1") -> Iterator[LoopbackHTTP]:
+    """Generator for a fixture: yields the running server, shuts it down afterwards.
+
+    `host` is a loopback address (127.0.0.2 is a second host on the same machine).
+    """
     state = LoopbackHTTP(routes)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server = ThreadingHTTPServer((host, 0), _handler(state))
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    state.url = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

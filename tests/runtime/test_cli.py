@@ -12,7 +12,14 @@ from pathlib import Path
 
 from mypy_boto3_s3 import S3Client
 
-from conch_runtime.errors import DigestMismatch, HostileArchive, NotFound
+from conch_runtime.errors import (
+    CredentialsNotAllowed,
+    DigestMismatch,
+    HostileArchive,
+    InvalidArgument,
+    NotFound,
+    UnsupportedSource,
+)
 from tests.runtime.conftest import Artifact, make_artifact
 from tests.runtime.helpers import (
     MODEL_TREE,
@@ -31,9 +38,10 @@ from tests.support import eventually
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, allow_file: bool = True) -> subprocess.CompletedProcess[str]:
+    """`pull` as a child process; file:// URIs allowed (the tests' artifacts) unless told."""
     return subprocess.run(
-        [sys.executable, "-m", "conch_runtime", "pull", *args],
+        [sys.executable, "-m", "conch_runtime", "pull", *args, *["--allow-file"][:allow_file]],
         capture_output=True,
         text=True,
         timeout=120,
@@ -63,6 +71,7 @@ def test_cli_pull_s3(
     done = run_cli(
         *("--uri", "s3://conch-cli/m.tgz", "--sha256", artifact.sha256, "--dest", str(dest)),
         *("--s3-endpoint", s3_server.endpoint, "--credentials-dir", str(s3_credentials)),
+        *("--credentials-host", "conch-cli", "--credentials-host", "127.0.0.1"),
     )
     assert done.returncode == 0, done.stderr
     assert read_tree(dest) == MODEL_TREE
@@ -74,6 +83,7 @@ def test_cli_wrong_digest(artifact: Artifact, models: Path) -> None:
     assert done.returncode == DigestMismatch.exit_code == 9
     assert done.stderr.startswith("conch pull: DigestMismatch: ")
     assert done.stderr.count("\n") == 1 and wrong in done.stderr
+    assert artifact.sha256 not in done.stderr + done.stdout  # never the digest of what was read
     assert done.stdout == ""
     assert list(models.iterdir()) == []
 
@@ -94,6 +104,56 @@ def test_cli_not_found(models: Path, tmp_path: Path) -> None:
     done = run_cli("--uri", uri, "--sha256", "1" * 64, "--dest", str(models / "repo"))
     assert done.returncode == NotFound.exit_code
     assert done.stderr.startswith(f"conch pull: ArtifactNotFound: {uri}: ")
+
+
+def test_cli_file_needs_allow_file(artifact: Artifact, models: Path) -> None:
+    args = ("--uri", artifact.uri, "--sha256", artifact.sha256, "--dest", str(models / "repo"))
+    done = run_cli(*args, allow_file=False)
+    assert done.returncode == UnsupportedSource.exit_code == 4
+    assert done.stderr.startswith("conch pull: UnsupportedSource: ")
+    assert "needs --allow-file" in done.stderr
+    assert list(models.iterdir()) == []
+
+
+def test_cli_credentials_for_an_unlisted_host_exit_14(models: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("s3cr3t\n")
+    uri = "http://127.0.0.2:9/model.tgz"  # refused before any connection is tried
+    done = run_cli(
+        *("--uri", uri, "--sha256", "1" * 64, "--dest", str(models / "repo")),
+        *("--credentials-dir", str(secret), "--credentials-host", "127.0.0.1"),
+    )
+    assert done.returncode == CredentialsNotAllowed.exit_code == 14
+    assert done.stderr.startswith(f"conch pull: CredentialsNotAllowed: {uri}: ")
+    assert "s3cr3t" not in done.stderr
+    assert list(models.iterdir()) == []
+
+
+def test_cli_credentials_host_lets_the_token_through(
+    artifact: Artifact, models: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("s3cr3t\n")
+    server = contextmanager(serve_http)({"/m.tgz": Route(artifact.data, token="s3cr3t")})
+    with server as http:
+        done = run_cli(
+            *("--uri", f"{http.url}/m.tgz", "--sha256", artifact.sha256),
+            *("--dest", str(models / "repo"), "--credentials-dir", str(secret)),
+            *("--credentials-host", "example.com", "--credentials-host", "127.0.0.1"),
+        )
+    assert done.returncode == 0, done.stderr
+    assert read_tree(models / "repo") == MODEL_TREE
+
+
+def test_cli_malformed_credentials_host_exit_3(artifact: Artifact, models: Path) -> None:
+    done = run_cli(
+        *("--uri", artifact.uri, "--sha256", artifact.sha256, "--dest", str(models / "repo")),
+        *("--credentials-host", "https://example.com/"),
+    )
+    assert done.returncode == InvalidArgument.exit_code == 3
+    assert done.stderr.startswith("conch pull: InvalidArgument: --credentials-host ")
 
 
 def test_cli_usage_error_is_exit_2(models: Path) -> None:
@@ -147,7 +207,7 @@ def test_pull_writes_serving_settings_into_config(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "conch_runtime", "pull",
-            "--uri", f"file://{artifact}", "--sha256", sha256(artifact.read_bytes()),
+            "--uri", f"file://{artifact}", "--sha256", sha256(artifact.read_bytes()), "--allow-file",
             "--dest", str(dest),
             "--instance-count", "4", "--instance-kind", "KIND_GPU",
             "--max-queue-delay-us", "250", "--preferred-batch-size", "4", "--preferred-batch-size", "8",

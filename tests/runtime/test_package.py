@@ -24,6 +24,7 @@ from conch_runtime.package import PackageResult, package
 from conch_runtime.pull import pull
 from conch_runtime.repository import ServingOptions, config_signature, read_config
 from conch_runtime.signature import Signature, TensorSpec
+from conch_runtime.sources import SourceConfig
 from conch_runtime.tool_errors import (
     InvalidData,
     InvalidModel,
@@ -153,7 +154,7 @@ def test_artifact_is_plain_and_round_trips_through_pull(
     assert all(m.isreg() or m.isdir() for m in members)
     assert all(m.mtime == 0 and m.uid == 0 and not m.name.startswith("/") for m in members)
     dest = tmp_path / "models" / "repo"
-    pulled = pull(fp32.uri, fp32.sha256, dest)
+    pulled = pull(fp32.uri, fp32.sha256, dest, config=SourceConfig(allow_file=True))
     assert pulled.files == 3  # config.pbtxt, model.py, model.pt2
     assert read_tree(dest) == read_tree(fp32.repository)  # byte for byte
 

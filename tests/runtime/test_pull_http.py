@@ -1,13 +1,25 @@
-"""Pull over HTTP from a real stdlib server on 127.0.0.1: retries, 404, tokens, size limits."""
+"""Pull over HTTP from real stdlib servers on loopback: retries, 404, tokens, size limits.
+
+Credentials: a token goes only to a host the admin listed, and never across a redirect to
+another origin; 127.0.0.1 and 127.0.0.2 are two different hosts of this machine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conch_runtime.errors import AccessDenied, NotFound, SourceUnavailable, TooLarge
+from conch_runtime.errors import (
+    AccessDenied,
+    CredentialsNotAllowed,
+    InvalidArgument,
+    NotFound,
+    SourceUnavailable,
+    TooLarge,
+)
 from conch_runtime.pull import pull
 from conch_runtime.retry import RetryPolicy
 from conch_runtime.sources import SourceConfig
@@ -96,12 +108,10 @@ def test_bearer_token_from_a_mounted_secret(
         pull(url, artifact.sha256, models / "repo", retry=FAST)
     assert http.count("/private.tgz") == 1  # a 401 is not retried
 
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    (secret / "token").write_text("s3cr3t\n")
-    pull(
-        url, artifact.sha256, models / "repo", config=SourceConfig.from_env(credentials_dir=secret)
+    config = SourceConfig.from_env(
+        credentials_dir=token_secret(tmp_path), credentials_hosts=["127.0.0.1"]
     )
+    pull(url, artifact.sha256, models / "repo", config=config)
     assert read_tree(models / "repo") == MODEL_TREE
     assert http.requests[-1][1].get("Authorization") == "Bearer s3cr3t"
 
@@ -110,7 +120,127 @@ def test_bearer_token_from_the_environment(
     http: LoopbackHTTP, artifact: Artifact, models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONCH_HTTP_TOKEN", "s3cr3t")
-    pull(f"{http.url}/private.tgz", artifact.sha256, models / "repo")
+    config = SourceConfig.from_env(credentials_hosts=[f"127.0.0.1:{port_of(http)}"])
+    pull(f"{http.url}/private.tgz", artifact.sha256, models / "repo", config=config)
+    assert read_tree(models / "repo") == MODEL_TREE
+
+
+def token_secret(tmp_path: Path) -> Path:
+    """A directory shaped like a mounted Secret holding a bearer token."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("s3cr3t\n")
+    return secret
+
+
+def port_of(server: LoopbackHTTP) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        [],  # credentials configured, no host allowed
+        ["127.0.0.2"],  # another host
+        ["127.0.0.1:1"],  # the host, another port
+        ["*.0.0.1"],  # a wildcard matches subdomains only
+    ],
+)
+def test_credentials_refused_for_unlisted_host_before_connecting(
+    http: LoopbackHTTP, artifact: Artifact, models: Path, tmp_path: Path, hosts: list[str]
+) -> None:
+    config = SourceConfig.from_env(credentials_dir=token_secret(tmp_path), credentials_hosts=hosts)
+    with pytest.raises(CredentialsNotAllowed, match=r"'127\.0\.0\.1' is not allowed") as caught:
+        pull(f"{http.url}/private.tgz", artifact.sha256, models / "repo", config=config)
+    assert (caught.value.reason, caught.value.exit_code) == ("CredentialsNotAllowed", 14)
+    assert http.requests == []  # not even a connection that could carry anything
+    assert list(models.iterdir()) == []
+
+
+def test_a_token_in_the_environment_counts_as_credentials(
+    http: LoopbackHTTP, artifact: Artifact, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCH_HTTP_TOKEN", "s3cr3t")
+    with pytest.raises(CredentialsNotAllowed):
+        pull(f"{http.url}/ok.tgz", artifact.sha256, models / "repo")
+    assert http.requests == []
+
+
+def test_without_credentials_any_host_is_fine(
+    http: LoopbackHTTP, artifact: Artifact, models: Path
+) -> None:
+    config = SourceConfig.from_env(credentials_hosts=["models.example.com"])
+    pull(f"{http.url}/ok.tgz", artifact.sha256, models / "repo", config=config)
+    assert read_tree(models / "repo") == MODEL_TREE
+    assert "Authorization" not in http.requests[0][1]
+
+
+def test_a_malformed_credentials_host_is_an_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="credentials-host"):
+        SourceConfig.from_env(credentials_hosts=["https://host/path"])
+
+
+@pytest.fixture
+def elsewhere(artifact: Artifact) -> Iterator[LoopbackHTTP]:
+    """A second host (127.0.0.2) that serves the artifact to anyone and records headers."""
+    yield from serve_http({"/ok.tgz": Route(artifact.data)}, host="127.0.0.2")
+
+
+@contextmanager
+def redirecting(target: str) -> Iterator[LoopbackHTTP]:
+    """127.0.0.1: /moved.tgz answers 302 to `target`, for token holders only."""
+    routes = {"/moved.tgz": Route(redirect=target, token="s3cr3t")}
+    yield from serve_http(routes)
+
+
+@pytest.mark.parametrize("also_allowed", [[], ["127.0.0.2"]])
+def test_a_redirect_to_another_host_never_carries_the_token(
+    elsewhere: LoopbackHTTP,
+    artifact: Artifact,
+    models: Path,
+    tmp_path: Path,
+    also_allowed: list[str],
+) -> None:
+    with redirecting(f"{elsewhere.url}/ok.tgz") as origin:
+        config = SourceConfig.from_env(
+            credentials_dir=token_secret(tmp_path),
+            credentials_hosts=["127.0.0.1", *also_allowed],
+        )
+        pull(f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", config=config)
+    assert read_tree(models / "repo") == MODEL_TREE
+    assert origin.requests[0][1].get("Authorization") == "Bearer s3cr3t"
+    [(path, headers)] = elsewhere.requests
+    assert path == "/ok.tgz"
+    # even where the admin allows the other host: credentials follow the URI, not a redirect
+    assert "Authorization" not in headers and "s3cr3t" not in str(headers)
+
+
+def test_a_redirect_to_another_port_never_carries_the_token(
+    artifact: Artifact, models: Path, tmp_path: Path
+) -> None:
+    other = contextmanager(serve_http)({"/ok.tgz": Route(artifact.data)})
+    with other as same_host, redirecting(f"{same_host.url}/ok.tgz") as origin:
+        config = SourceConfig.from_env(
+            credentials_dir=token_secret(tmp_path), credentials_hosts=["127.0.0.1"]
+        )
+        pull(f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", config=config)
+        assert "Authorization" not in same_host.requests[0][1]
+    assert read_tree(models / "repo") == MODEL_TREE
+
+
+def test_a_redirect_within_the_origin_keeps_the_token(
+    artifact: Artifact, models: Path, tmp_path: Path
+) -> None:
+    routes = {
+        "/moved.tgz": Route(redirect="/private.tgz", token="s3cr3t"),
+        "/private.tgz": Route(artifact.data, token="s3cr3t"),
+    }
+    with contextmanager(serve_http)(routes) as origin:
+        config = SourceConfig.from_env(
+            credentials_dir=token_secret(tmp_path), credentials_hosts=["127.0.0.1"]
+        )
+        pull(f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", config=config)
+        assert [p for p, _ in origin.requests] == ["/moved.tgz", "/private.tgz"]
     assert read_tree(models / "repo") == MODEL_TREE
 
 

@@ -32,6 +32,9 @@ from tests.runtime.helpers import (
     zero_bomb,
 )
 
+FILES = SourceConfig(allow_file=True)
+"""file:// is refused unless allowed: these tests read the artifacts they wrote."""
+
 
 def assert_left_nothing(models: Path, dest: Path) -> None:
     """No dest, no staging directory, no temp file: the volume is as empty as before."""
@@ -41,7 +44,7 @@ def assert_left_nothing(models: Path, dest: Path) -> None:
 
 def test_file_pull_installs_the_tree_byte_for_byte(artifact: Artifact, models: Path) -> None:
     dest = models / "repo"
-    result = pull(artifact.uri, artifact.sha256, dest)
+    result = pull(artifact.uri, artifact.sha256, dest, config=FILES)
     assert read_tree(dest) == MODEL_TREE
     assert installed_digest(dest) == artifact.sha256
     assert (result.skipped, result.files, result.attempts) == (False, len(MODEL_TREE), 1)
@@ -55,17 +58,17 @@ def test_file_pull_installs_the_tree_byte_for_byte(artifact: Artifact, models: P
 def test_every_tar_compression_unpacks(tmp_path: Path, models: Path, mode: str) -> None:
     data = pack_dir(write_tree(tmp_path / "src", MODEL_TREE), mode)
     art = make_artifact(tmp_path / "a", data)
-    pull(art.uri, art.sha256, models / "repo")
+    pull(art.uri, art.sha256, models / "repo", config=FILES)
     assert read_tree(models / "repo") == MODEL_TREE
 
 
 def test_second_pull_is_a_no_op(artifact: Artifact, models: Path) -> None:
     dest = models / "repo"
-    pull(artifact.uri, artifact.sha256, dest)
+    pull(artifact.uri, artifact.sha256, dest, config=FILES)
     weights = dest / "mlp" / "1" / "weights.bin"
     before = weights.stat()
     artifact.path.unlink()  # a fetch would now fail: a no-op must not fetch
-    again = pull(artifact.uri, artifact.sha256.upper(), dest)
+    again = pull(artifact.uri, artifact.sha256.upper(), dest, config=FILES)
     assert again.skipped
     assert again.downloaded_bytes == 0
     assert (weights.stat().st_ino, weights.stat().st_mtime_ns) == (
@@ -78,10 +81,10 @@ def test_new_digest_replaces_an_earlier_pull(
     artifact: Artifact, models: Path, tmp_path: Path
 ) -> None:
     dest = models / "repo"
-    pull(artifact.uri, artifact.sha256, dest)
+    pull(artifact.uri, artifact.sha256, dest, config=FILES)
     newer_tree = {"mlp/config.pbtxt": b'name: "mlp"\n', "mlp/2/model.py": b"v2\n"}
     newer = make_artifact(tmp_path / "v2", pack_dir(write_tree(tmp_path / "v2src", newer_tree)))
-    result = pull(newer.uri, newer.sha256, dest)
+    result = pull(newer.uri, newer.sha256, dest, config=FILES)
     assert not result.skipped
     assert read_tree(dest) == newer_tree
     assert installed_digest(dest) == newer.sha256
@@ -93,7 +96,7 @@ def test_foreign_destination_is_never_replaced(artifact: Artifact, models: Path)
     (dest / "precious").mkdir(parents=True)
     (dest / "precious" / "data").write_text("keep me")
     with pytest.raises(DestinationError, match="not written by conch pull"):
-        pull(artifact.uri, artifact.sha256, dest)
+        pull(artifact.uri, artifact.sha256, dest, config=FILES)
     assert (dest / "precious" / "data").read_text() == "keep me"
     assert sorted(p.name for p in models.iterdir()) == ["repo"]
 
@@ -101,7 +104,7 @@ def test_foreign_destination_is_never_replaced(artifact: Artifact, models: Path)
 def test_empty_existing_destination_is_filled(artifact: Artifact, models: Path) -> None:
     dest = models / "repo"
     dest.mkdir()
-    pull(artifact.uri, artifact.sha256, dest)
+    pull(artifact.uri, artifact.sha256, dest, config=FILES)
     assert read_tree(dest) == MODEL_TREE
 
 
@@ -109,22 +112,42 @@ def test_wrong_digest_leaves_nothing_behind(artifact: Artifact, tmp_path: Path) 
     dest = tmp_path / "models" / "nested" / "repo"  # parents it creates are removed too
     wrong = "0" * 64
     with pytest.raises(DigestMismatch) as caught:
-        pull(artifact.uri, wrong, dest)
+        pull(artifact.uri, wrong, dest, config=FILES)
     assert caught.value.reason == "DigestMismatch"
-    assert artifact.sha256 in caught.value.message and wrong in caught.value.message
+    assert wrong in caught.value.message  # what the user wrote
+    assert artifact.sha256 not in caught.value.message  # never what was read: no oracle
+    assert "does not match" in caught.value.message
     assert not (tmp_path / "models").exists()
+
+
+def test_file_uri_needs_allow_file(artifact: Artifact, models: Path) -> None:
+    with pytest.raises(UnsupportedSource, match="needs --allow-file") as caught:
+        pull(artifact.uri, artifact.sha256, models / "repo")
+    assert caught.value.reason == "UnsupportedSource"
+    assert "sandbox and tests" in caught.value.message
+    assert_left_nothing(models, models / "repo")
+    # refused before reading: even a no-op pull over an installed tree is refused
+    pull(artifact.uri, artifact.sha256, models / "repo", config=FILES)
+    with pytest.raises(UnsupportedSource, match="needs --allow-file"):
+        pull(artifact.uri, artifact.sha256, models / "repo")
+
+
+def test_pvc_needs_no_allow_file(artifact: Artifact, models: Path, pvc_root: Path) -> None:
+    config = SourceConfig(pvc_root=pvc_root, allow_file=False)
+    pull("pvc://model-store/mlp/1.tgz", artifact.sha256, models / "repo", config=config)
+    assert read_tree(models / "repo") == MODEL_TREE
 
 
 def test_digest_is_checked_before_anything_is_unpacked(models: Path, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "a", pack_members([Member("../evil", data=b"pwned")]))
     with pytest.raises(DigestMismatch):  # not HostileArchive: the archive was never opened
-        pull(art.uri, "e" * 64, models / "repo")
+        pull(art.uri, "e" * 64, models / "repo", config=FILES)
     assert_left_nothing(models, models / "repo")
 
 
 def test_missing_file_is_not_found(models: Path, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="no such file"):
-        pull((tmp_path / "absent.tgz").as_uri(), "a" * 64, models / "repo")
+        pull((tmp_path / "absent.tgz").as_uri(), "a" * 64, models / "repo", config=FILES)
     assert_left_nothing(models, models / "repo")
 
 
@@ -132,7 +155,7 @@ def test_a_fifo_source_is_refused_without_hanging(models: Path, tmp_path: Path) 
     fifo = tmp_path / "pipe.tgz"
     os.mkfifo(fifo)
     with pytest.raises(UnsupportedSource, match="not a regular file"):
-        pull(fifo.as_uri(), "a" * 64, models / "repo")
+        pull(fifo.as_uri(), "a" * 64, models / "repo", config=FILES)
     assert_left_nothing(models, models / "repo")
 
 
@@ -162,7 +185,7 @@ def test_hostile_archive_is_refused_and_leaves_nothing(
     art = make_artifact(tmp_path / "a", pack_members(HOSTILE[case]))
     dest = models / "repo"
     with pytest.raises(HostileArchive) as caught:
-        pull(art.uri, art.sha256, dest)
+        pull(art.uri, art.sha256, dest, config=FILES)
     assert caught.value.reason == "HostileArchive"
     assert "member" in caught.value.message
     assert_left_nothing(models, dest)
@@ -171,7 +194,13 @@ def test_hostile_archive_is_refused_and_leaves_nothing(
 
 def test_oversize_artifact_is_refused_before_reading(artifact: Artifact, models: Path) -> None:
     with pytest.raises(TooLarge, match="over the limit") as caught:
-        pull(artifact.uri, artifact.sha256, models / "repo", max_bytes=len(artifact.data) - 1)
+        pull(
+            artifact.uri,
+            artifact.sha256,
+            models / "repo",
+            max_bytes=len(artifact.data) - 1,
+            config=FILES,
+        )
     assert caught.value.reason == "ArtifactTooLarge"
     assert_left_nothing(models, models / "repo")
 
@@ -180,7 +209,9 @@ def test_gzip_bomb_is_stopped_at_the_unpacked_limit(models: Path, tmp_path: Path
     art = make_artifact(tmp_path / "a", zero_bomb(64 << 20))
     assert len(art.data) < 1 << 20  # a small download...
     with pytest.raises(TooLarge, match="unpacked size would exceed") as caught:
-        pull(art.uri, art.sha256, models / "repo", max_bytes=1 << 20)  # ...over 2 MiB unpacked
+        pull(
+            art.uri, art.sha256, models / "repo", max_bytes=1 << 20, config=FILES
+        )  # ...over 2 MiB unpacked
     assert caught.value.reason == "ArtifactTooLarge"
     assert_left_nothing(models, models / "repo")
 
@@ -189,7 +220,7 @@ def test_too_many_members_is_refused(models: Path, tmp_path: Path) -> None:
     members = [Member(f"mlp/f{i}", data=b"x") for i in range(50)]
     art = make_artifact(tmp_path / "a", pack_members(members))
     with pytest.raises(TooLarge, match="more than 20 members"):
-        pull(art.uri, art.sha256, models / "repo", max_members=20)
+        pull(art.uri, art.sha256, models / "repo", max_members=20, config=FILES)
     assert_left_nothing(models, models / "repo")
 
 
@@ -199,7 +230,7 @@ def test_too_many_members_is_refused(models: Path, tmp_path: Path) -> None:
 def test_garbage_is_an_invalid_archive(data: bytes, models: Path, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "a", data)
     with pytest.raises(InvalidArchive) as caught:
-        pull(art.uri, art.sha256, models / "repo")
+        pull(art.uri, art.sha256, models / "repo", config=FILES)
     assert caught.value.reason == "InvalidArchive"
     assert_left_nothing(models, models / "repo")
 
@@ -207,7 +238,7 @@ def test_garbage_is_an_invalid_archive(data: bytes, models: Path, tmp_path: Path
 def test_truncated_archive_is_invalid(artifact: Artifact, models: Path, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "cut", artifact.data[: len(artifact.data) // 2])
     with pytest.raises(PullError) as caught:
-        pull(art.uri, art.sha256, models / "repo")
+        pull(art.uri, art.sha256, models / "repo", config=FILES)
     assert type(caught.value) is InvalidArchive
     assert_left_nothing(models, models / "repo")
 
@@ -249,6 +280,6 @@ def test_pvc_claim_not_mounted(artifact: Artifact, models: Path, pvc_root: Path)
 
 def test_marker_is_the_only_addition(artifact: Artifact, models: Path) -> None:
     dest = models / "repo"
-    pull(artifact.uri, artifact.sha256, dest)
+    pull(artifact.uri, artifact.sha256, dest, config=FILES)
     added = set(read_tree(dest, skip=())) - set(MODEL_TREE)
     assert added == {MARKER}

@@ -1,22 +1,45 @@
-"""Pull from a real S3-compatible server (versitygw, built from source) on 127.0.0.1."""
+"""Pull from a real S3-compatible server (versitygw, built from source) on 127.0.0.1.
+
+Credentials are used only for buckets (and an endpoint host) the admin listed; a loopback
+HTTP server standing in as the endpoint shows what would have been sent otherwise.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mypy_boto3_s3 import S3Client
 
-from conch_runtime.errors import AccessDenied, DigestMismatch, NotFound, SourceUnavailable
+from conch_runtime.errors import (
+    AccessDenied,
+    CredentialsNotAllowed,
+    DigestMismatch,
+    NotFound,
+    SourceUnavailable,
+)
 from conch_runtime.pull import pull
 from conch_runtime.retry import RetryPolicy
 from conch_runtime.sources import SourceConfig
+from conch_runtime.uri import S3Source, parse_uri
 from tests.runtime.conftest import Artifact
-from tests.runtime.helpers import MODEL_TREE, read_tree
+from tests.runtime.helpers import MODEL_TREE, LoopbackHTTP, Route, read_tree, serve_http
 from tests.runtime.s3server import S3Server, free_port
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
+
+
+def allowed(uri: str, endpoint: str, credentials: Path | None) -> SourceConfig:
+    """A config that lets credentials reach `uri`'s bucket on `endpoint` (loopback)."""
+    source = parse_uri(uri)
+    assert isinstance(source, S3Source)
+    return SourceConfig.from_env(
+        s3_endpoint=endpoint,
+        credentials_dir=credentials,
+        credentials_hosts=[source.bucket, "127.0.0.1"],
+    )
 
 
 @pytest.fixture
@@ -31,7 +54,7 @@ def uploaded(s3_client: S3Client, artifact: Artifact) -> str:
 def test_s3_pull_with_a_mounted_secret(
     uploaded: str, artifact: Artifact, s3_server: S3Server, s3_credentials: Path, models: Path
 ) -> None:
-    config = SourceConfig.from_env(s3_endpoint=s3_server.endpoint, credentials_dir=s3_credentials)
+    config = allowed(uploaded, s3_server.endpoint, s3_credentials)
     result = pull(uploaded, artifact.sha256, models / "repo", config=config)
     assert read_tree(models / "repo") == MODEL_TREE
     assert (result.attempts, result.downloaded_bytes) == (1, len(artifact.data))
@@ -47,14 +70,15 @@ def test_s3_pull_with_environment_credentials_and_endpoint(
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
-    pull(uploaded, artifact.sha256, models / "repo", config=SourceConfig.from_env())
+    config = allowed(uploaded, s3_server.endpoint, None)
+    pull(uploaded, artifact.sha256, models / "repo", config=config)
     assert read_tree(models / "repo") == MODEL_TREE
 
 
 def test_s3_missing_key_is_not_found(
     uploaded: str, artifact: Artifact, s3_server: S3Server, s3_credentials: Path, models: Path
 ) -> None:
-    config = SourceConfig.from_env(s3_endpoint=s3_server.endpoint, credentials_dir=s3_credentials)
+    config = allowed(uploaded, s3_server.endpoint, s3_credentials)
     waits: list[float] = []
     with pytest.raises(NotFound, match="NoSuchKey") as caught:
         pull(
@@ -72,9 +96,10 @@ def test_s3_missing_key_is_not_found(
 def test_s3_missing_bucket_is_not_found(
     artifact: Artifact, s3_server: S3Server, s3_credentials: Path, models: Path
 ) -> None:
-    config = SourceConfig.from_env(s3_endpoint=s3_server.endpoint, credentials_dir=s3_credentials)
+    uri = "s3://no-such-bucket-here/a.tgz"
+    config = allowed(uri, s3_server.endpoint, s3_credentials)
     with pytest.raises(NotFound, match="NoSuchBucket"):
-        pull("s3://no-such-bucket-here/a.tgz", artifact.sha256, models / "repo", config=config)
+        pull(uri, artifact.sha256, models / "repo", config=config)
 
 
 def test_s3_wrong_secret_is_access_denied(
@@ -84,7 +109,7 @@ def test_s3_wrong_secret_is_access_denied(
     secret.mkdir()
     (secret / "AWS_ACCESS_KEY_ID").write_text(s3_server.access_key)
     (secret / "AWS_SECRET_ACCESS_KEY").write_text("not-the-secret")
-    config = SourceConfig.from_env(s3_endpoint=s3_server.endpoint, credentials_dir=secret)
+    config = allowed(uploaded, s3_server.endpoint, secret)
     waits: list[float] = []
     with pytest.raises(AccessDenied, match="SignatureDoesNotMatch") as caught:
         pull(uploaded, artifact.sha256, models / "repo", config=config, sleep=waits.append)
@@ -96,9 +121,10 @@ def test_s3_wrong_secret_is_access_denied(
 def test_s3_wrong_digest_leaves_nothing(
     uploaded: str, artifact: Artifact, s3_server: S3Server, s3_credentials: Path, models: Path
 ) -> None:
-    config = SourceConfig.from_env(s3_endpoint=s3_server.endpoint, credentials_dir=s3_credentials)
-    with pytest.raises(DigestMismatch):
+    config = allowed(uploaded, s3_server.endpoint, s3_credentials)
+    with pytest.raises(DigestMismatch) as caught:
         pull(uploaded, "f" * 64, models / "repo", config=config)
+    assert artifact.sha256 not in caught.value.message
     assert list(models.iterdir()) == []
 
 
@@ -106,7 +132,7 @@ def test_s3_endpoint_down_is_transient(
     artifact: Artifact, s3_credentials: Path, models: Path
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    config = SourceConfig.from_env(s3_endpoint=down, credentials_dir=s3_credentials)
+    config = allowed("s3://bucket/a.tgz", down, s3_credentials)
     waits: list[float] = []
     with pytest.raises(SourceUnavailable, match="gave up after 3 attempts"):
         pull(
@@ -118,3 +144,83 @@ def test_s3_endpoint_down_is_transient(
             sleep=waits.append,
         )
     assert len(waits) == 2
+
+
+# -- credentials go only where the admin allows ------------------------------------------------
+
+
+@pytest.fixture
+def endpoint(artifact: Artifact) -> Iterator[LoopbackHTTP]:
+    """A loopback HTTP server posing as an S3 endpoint (path style): records every request."""
+    yield from serve_http({"/models/m.tgz": Route(artifact.data)})
+
+
+@pytest.mark.parametrize(
+    ("hosts", "named"),
+    [
+        ([], "'models'"),
+        (["127.0.0.1"], "'models'"),  # the endpoint alone is not enough
+        (["models"], "'127.0.0.1'"),  # nor the bucket alone
+        (["models", "127.0.0.2"], "'127.0.0.1'"),
+    ],
+)
+def test_s3_credentials_refused_for_unlisted_targets_before_connecting(
+    endpoint: LoopbackHTTP,
+    artifact: Artifact,
+    s3_credentials: Path,
+    models: Path,
+    hosts: list[str],
+    named: str,
+) -> None:
+    config = SourceConfig.from_env(
+        s3_endpoint=endpoint.url, credentials_dir=s3_credentials, credentials_hosts=hosts
+    )
+    with pytest.raises(CredentialsNotAllowed, match=named) as caught:
+        pull("s3://models/m.tgz", artifact.sha256, models / "repo", config=config)
+    assert caught.value.exit_code == 14
+    assert endpoint.requests == []
+    assert list(models.iterdir()) == []
+
+
+def test_s3_environment_keys_count_as_credentials(
+    endpoint: LoopbackHTTP,
+    artifact: Artifact,
+    s3_server: S3Server,
+    models: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    config = SourceConfig.from_env(s3_endpoint=endpoint.url)
+    with pytest.raises(CredentialsNotAllowed):
+        pull("s3://models/m.tgz", artifact.sha256, models / "repo", config=config)
+    assert endpoint.requests == []
+
+
+def test_s3_ambient_identity_reaches_only_listed_buckets(
+    endpoint: LoopbackHTTP,
+    artifact: Artifact,
+    models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An identity botocore would find by itself (a shared credentials file here, the node's
+    instance profile in a cluster) is not configured by us: an unlisted bucket is read with
+    an unsigned request, a listed one with the identity."""
+    shared = tmp_path / "aws-credentials"
+    shared.write_text("[default]\naws_access_key_id = AMBIENTKEY\naws_secret_access_key = s\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+
+    pull("s3://models/m.tgz", artifact.sha256, models / "a", config=allowed_none(endpoint))
+    assert read_tree(models / "a") == MODEL_TREE
+    [(path, headers)] = endpoint.requests
+    assert path == "/models/m.tgz"
+    assert "Authorization" not in headers and "AMBIENTKEY" not in str(headers)
+
+    config = allowed("s3://models/m.tgz", endpoint.url, None)
+    pull("s3://models/m.tgz", artifact.sha256, models / "b", config=config)
+    assert "Credential=AMBIENTKEY/" in endpoint.requests[-1][1]["Authorization"]
+
+
+def allowed_none(endpoint: LoopbackHTTP) -> SourceConfig:
+    return SourceConfig.from_env(s3_endpoint=endpoint.url, credentials_hosts=["other-bucket"])
