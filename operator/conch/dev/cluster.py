@@ -24,12 +24,20 @@ import yaml
 from conch.dev import pki as pkimod
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
+from conch.policy import PodPolicy
 
 SERVICE_CIDR = "10.96.0.0/16"  # virtual ClusterIPs: allocated, never dialled
 POD_CIDR = "127.1.0.0/16"
 NODE_IP = "127.0.0.1"
 GPU_RESOURCE = "nvidia.com/gpu"
 STATE_FILE = "cluster.json"
+SANDBOX_IMAGES = "conch.dev/sandbox/"
+"""Images the sandbox builds and imports into its real node itself (never pulled)."""
+SANDBOX_POLICY_ARGS = tuple(
+    f"--allowed-triton-image={entry}"
+    for entry in (*PodPolicy().allowed_triton_images, SANDBOX_IMAGES)
+)
+"""The operator's default PodPolicy, plus the sandbox's own Triton images."""
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,12 @@ class Cluster:
         for name, text in files().items():
             (crd_dir / name).write_text(text)
         self.install_crds(tc, crd_dir, *tc.extra_crds)
-        operator = OperatorProcess(self.kubeconfig, self.directory / "conch-operator.log").start()
+        operator = OperatorProcess(
+            self.kubeconfig,
+            self.directory / "conch-operator.log",
+            "--all-namespaces",
+            *SANDBOX_POLICY_ARGS,
+        ).start()
         assert operator.proc is not None
         self.pids["conch-operator"] = operator.proc.pid
         self._save()
