@@ -48,3 +48,32 @@ def test_cache_key_covers_the_wrapper_module(
     assert toolchain.toolchain_key() == before
     (copy / "go.sum").write_text((copy / "go.sum").read_text() + "example.com/x v1.0.0 h1:x=\n")
     assert toolchain.toolchain_key() != before
+
+
+def test_node_wrapper_pins_the_same_kubernetes() -> None:
+    """kubelet must match the control plane: same k8s.io/kubernetes and staging replaces."""
+    node_mod = (toolchain.NODE_WRAPPER_DIR / "go.mod").read_text()
+    main_mod = (toolchain.WRAPPER_DIR / "go.mod").read_text()
+    pin = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\S+)$", node_mod, re.M)
+    assert pin and pin.group(1) == versions.KUBERNETES
+    replace = re.compile(r"^\s*(k8s\.io/\S+ => \S+ v\S+)$", re.M)
+    assert set(replace.findall(node_mod)) == set(replace.findall(main_mod))
+
+
+def test_node_cache_key_is_apart_from_the_control_plane(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node pin change rebuilds the node only; the control plane's key stays."""
+    from conch.dev import node_toolchain
+
+    control, node = toolchain.toolchain_key(), node_toolchain.node_toolchain_key()
+    monkeypatch.setattr(versions, "CONTAINERD", "v2.99.0")
+    assert toolchain.toolchain_key() == control
+    assert node_toolchain.node_toolchain_key() != node
+    monkeypatch.undo()
+    copy = tmp_path / "node"
+    shutil.copytree(toolchain.NODE_WRAPPER_DIR, copy)
+    monkeypatch.setattr(node_toolchain, "NODE_WRAPPER_DIR", copy)
+    assert node_toolchain.node_toolchain_key() == node
+    (copy / "go.sum").write_text((copy / "go.sum").read_text() + "example.com/x v1.0.0 h1:x=\n")
+    assert node_toolchain.node_toolchain_key() != node

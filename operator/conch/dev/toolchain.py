@@ -197,8 +197,13 @@ def ensure_toolchain() -> Toolchain:
     )
 
 
+NODE_WRAPPER_DIR = WRAPPER_DIR / "node"
+"""The kubelet's own wrapper module: same Kubernetes pin and replaces, its own go.sum, so
+adding the node never changes the control plane's cache key."""
+
+
 def write_go_mod() -> None:
-    """Regenerate the wrapper go.mod from versions.py (needs the Go module proxy)."""
+    """Regenerate both wrapper go.mod files from versions.py (needs the Go module proxy)."""
     kube = versions.KUBERNETES
     staging_version = "v0." + kube.lstrip("v").split(".", 1)[1]
     mod_file = json.loads(_go(["mod", "download", "-json", f"k8s.io/kubernetes@{kube}"]))["GoMod"]
@@ -208,10 +213,14 @@ def write_go_mod() -> None:
         if line.strip().startswith("k8s.io/") and line.split()[-1] == "v0.0.0"
     ]
     replaces = "\n".join(f"\t{m} => {m} {staging_version}" for m in sorted(set(staged)))
-    (WRAPPER_DIR / "go.mod").write_text(
-        "module conch.dev/toolchain\n\ngo 1.26.0\n\n"
-        f"require (\n\tgo.etcd.io/etcd/server/v3 {versions.ETCD}\n\tk8s.io/kubernetes {kube}\n)\n\n"
-        f"replace (\n{replaces}\n)\n"
-    )
-    (WRAPPER_DIR / "go.sum").unlink(missing_ok=True)
-    _go(["mod", "tidy"], cwd=WRAPPER_DIR)
+    for directory, module, requires in (
+        (WRAPPER_DIR, "conch.dev/toolchain", f"go.etcd.io/etcd/server/v3 {versions.ETCD}\n\t"),
+        (NODE_WRAPPER_DIR, "conch.dev/toolchain/node", ""),
+    ):
+        (directory / "go.mod").write_text(
+            f"module {module}\n\ngo 1.26.0\n\n"
+            f"require (\n\t{requires}k8s.io/kubernetes {kube}\n)\n\n"
+            f"replace (\n{replaces}\n)\n"
+        )
+        (directory / "go.sum").unlink(missing_ok=True)
+        _go(["mod", "tidy"], cwd=directory)
