@@ -2,10 +2,14 @@
 
 A model repository is plain directories and regular files, so that is all we accept: every
 link, device, FIFO or other special member is refused, as are absolute names, `..`, names
+with control characters, names deeper or longer than `MAX_DEPTH` / `MAX_NAME_BYTES`, names
 that collide with an earlier member, and archives over the member-count or unpacked-size
 limit. We write each file ourselves (never `extractall`), with `O_EXCL | O_NOFOLLOW`, so even
 a check we forgot cannot make us write outside `dest`. Permissions are reduced to rwx for the
 owner and r-x for the rest: no setuid, no world-writable files.
+
+Messages name a member by its position and a short, escaped form of its name (`shown`):
+never raw bytes of the archive, never a terminal escape.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import lzma
 import os
 import tarfile
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,9 +31,16 @@ from conch_runtime.errors import (
     TooLarge,
 )
 
-__all__ = ["UnpackLimits", "UnpackResult", "member_path", "unpack"]
+__all__ = ["MAX_DEPTH", "MAX_NAME_BYTES", "UnpackLimits", "UnpackResult", "member_path", "unpack"]
 
 _COPY_CHUNK = 1 << 20
+MAX_DEPTH = 32
+"""Most path components a member may have (a model repository is a few levels deep)."""
+MAX_NAME_BYTES = 1024
+"""Longest member name (UTF-8 bytes); each component also stays within NAME_MAX (255)."""
+_MAX_COMPONENT_BYTES = 255
+_SHOWN_CHARS = 60
+_REFUSED_CATEGORIES = {"Cc", "Zl", "Zp"}  # C0/C1 controls, DEL, line/paragraph separators
 
 
 @dataclass(frozen=True)
@@ -50,27 +62,48 @@ class UnpackResult:
     bytes: int
 
 
+def shown(name: str) -> str:
+    """A member name fit for a one-line message: escaped (repr) and cut short."""
+    if len(name) <= _SHOWN_CHARS:
+        return repr(name)
+    return f"{name[:_SHOWN_CHARS]!r}... ({len(name)} chars)"
+
+
 def member_path(name: str) -> PurePosixPath | None:
     """The safe relative path of a member name; None for the archive root (`.`, `./`).
 
-    Pure; raises HostileArchive for absolute names, `..` components and NUL bytes.
+    Pure; raises HostileArchive for absolute names, `..` components, control characters,
+    and names deeper than MAX_DEPTH or longer than MAX_NAME_BYTES.
     """
-    if "\x00" in name:
-        raise HostileArchive(f"member {name!r}: NUL byte in name")
+    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in name):
+        raise HostileArchive(f"member {shown(name)}: control character in name")
     if name.startswith("/"):
-        raise HostileArchive(f"member {name!r}: absolute path")
+        raise HostileArchive(f"member {shown(name)}: absolute path")
+    encoded = len(name.encode("utf-8", "surrogateescape"))
+    if encoded > MAX_NAME_BYTES:
+        raise HostileArchive(
+            f"member {shown(name)}: name longer than {MAX_NAME_BYTES} bytes ({encoded})"
+        )
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise HostileArchive(f"member {name!r}: '..' component escapes the destination")
+        raise HostileArchive(f"member {shown(name)}: '..' component escapes the destination")
+    if len(parts) > MAX_DEPTH:
+        raise HostileArchive(
+            f"member {shown(name)}: {len(parts)} levels deep, over the limit of {MAX_DEPTH}"
+        )
+    if any(len(p.encode("utf-8", "surrogateescape")) > _MAX_COMPONENT_BYTES for p in parts):
+        raise HostileArchive(
+            f"member {shown(name)}: a path component is longer than {_MAX_COMPONENT_BYTES} bytes"
+        )
     return PurePosixPath(*parts) if parts else None
 
 
 def _kind(member: tarfile.TarInfo) -> str:
     """Plain-words member type for messages."""
     if member.issym():
-        return f"symlink to {member.linkname!r}"
+        return f"symlink to {shown(member.linkname)}"
     if member.islnk():
-        return f"hardlink to {member.linkname!r}"
+        return f"hardlink to {shown(member.linkname)}"
     if member.ischr() or member.isblk():
         return "device file"
     if member.isfifo():
@@ -96,15 +129,17 @@ def unpack(archive: BinaryIO, dest: Path, limits: UnpackLimits) -> UnpackResult:
                 rel = member_path(member.name)
                 if not (member.isreg() or member.isdir()):
                     raise HostileArchive(
-                        f"member {member.name!r}: {_kind(member)} not allowed "
+                        f"member {shown(member.name)}: {_kind(member)} not allowed "
                         "(only regular files and directories)"
                     )
                 if rel is None:
                     if member.isreg():
-                        raise HostileArchive(f"member {member.name!r}: a file named like the root")
+                        raise HostileArchive(
+                            f"member {shown(member.name)}: a file named like the root"
+                        )
                     continue
                 if rel in seen:
-                    raise HostileArchive(f"member {member.name!r}: duplicate entry")
+                    raise HostileArchive(f"member {shown(member.name)}: duplicate entry")
                 seen.add(rel)
                 target = dest.joinpath(*rel.parts)
                 if member.isdir():
@@ -114,19 +149,20 @@ def unpack(archive: BinaryIO, dest: Path, limits: UnpackLimits) -> UnpackResult:
                 total += member.size
                 if total > limits.max_bytes:
                     raise TooLarge(
-                        f"member {member.name!r}: unpacked size would exceed "
+                        f"member {shown(member.name)}: unpacked size would exceed "
                         f"{limits.max_bytes} bytes"
                     )
                 if rel.parent.parts:
                     _make_dirs(dest, rel.parent, member.name)
                 source = tar.extractfile(member)
                 if source is None:  # pragma: no cover - isreg() members always have data
-                    raise InvalidArchive(f"member {member.name!r}: no data")
+                    raise InvalidArchive(f"member {shown(member.name)}: no data")
                 _write_file(source, target, member.mode, member.size, member.name)
                 files += 1
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         # Only reading is left unguarded here: writes raise DestinationError themselves.
-        raise InvalidArchive(f"not a readable tar archive: {exc}") from None
+        # tarfile's, zlib's and lzma's messages are fixed texts, never the archive's bytes
+        raise InvalidArchive(f"not a readable tar archive: {shown(str(exc))}") from None
     return UnpackResult(files, directories, total)
 
 
@@ -139,7 +175,9 @@ def _make_dirs(dest: Path, rel: PurePosixPath, name: str) -> None:
             os.mkdir(current, 0o755)
         except FileExistsError:
             if current.is_symlink() or not current.is_dir():
-                raise HostileArchive(f"member {name!r}: {part!r} is already a file") from None
+                raise HostileArchive(
+                    f"member {shown(name)}: {shown(part)} is already a file"
+                ) from None
         except OSError as exc:
             raise DestinationError(f"cannot create {current}: {exc.strerror}") from None
 
@@ -150,7 +188,9 @@ def _write_file(source: IO[bytes], target: Path, mode: int, size: int, name: str
     try:
         fd = os.open(target, flags, 0o755 if mode & 0o111 else 0o644)
     except FileExistsError:
-        raise HostileArchive(f"member {name!r}: path already taken by another member") from None
+        raise HostileArchive(
+            f"member {shown(name)}: path already taken by another member"
+        ) from None
     except OSError as exc:
         raise DestinationError(f"cannot create {target}: {exc.strerror}") from None
     written = 0
@@ -162,4 +202,4 @@ def _write_file(source: IO[bytes], target: Path, mode: int, size: int, name: str
             except OSError as exc:  # write errors: the destination's (ENOSPC, EIO)
                 raise DestinationError(f"cannot write {target}: {exc.strerror}") from None
     if written != size:
-        raise InvalidArchive(f"member {name!r}: truncated ({written} of {size} bytes)")
+        raise InvalidArchive(f"member {shown(name)}: truncated ({written} of {size} bytes)")

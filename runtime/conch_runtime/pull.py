@@ -3,7 +3,8 @@
 The order is the point: download to a staging directory beside `dest` (hashing and counting
 as the bytes arrive), compare the sha256, and only then unpack, still inside staging, and
 rename the finished tree onto `dest`. Triton therefore sees either no repository or a
-complete, verified one, and any failure leaves neither `dest` nor staging behind. A `dest`
+complete, verified one, and any failure leaves neither `dest` nor staging behind; staging
+left by a pull that was killed outright is swept by the next one (`conch_runtime.cleanup`). A `dest`
 that already records the same digest (the `.conch-sha256` marker written inside it) is left
 alone, so a restarted init container does no work.
 
@@ -19,14 +20,13 @@ import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from conch_runtime.archive import UnpackLimits, unpack
+from conch_runtime.cleanup import Staging, sweep_stale
 from conch_runtime.errors import (
     DestinationError,
     DigestMismatch,
@@ -117,6 +117,7 @@ def pull(
     config = config or SourceConfig.from_env()
     check_access(source, uri, config)  # before touching dest or the network
     dest = Path(os.path.abspath(dest))
+    sweep_stale(dest)
     if installed_digest(dest) == digest:
         log.info("%s already holds %s; nothing to do", dest, digest)
         return PullResult(uri, digest, dest, skipped=True)
@@ -125,9 +126,10 @@ def pull(
     missing_parents = [p for p in dest.parents if not p.exists()]
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.conch-pull-", dir=dest.parent))
+        lock = Staging.create(dest)
     except OSError as exc:
         raise DestinationError(f"cannot create a staging directory beside {dest}: {exc}") from None
+    staging = lock.path
     done = False
     try:
         artifact = staging / "artifact"
@@ -150,7 +152,7 @@ def pull(
     except OSError as exc:  # our own staging I/O; fetchers and unpack translate theirs
         raise DestinationError(f"{dest}: {exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        lock.close()  # never raises, however deep the tree
         if not done:
             for parent in missing_parents:  # innermost first
                 with contextlib.suppress(OSError):

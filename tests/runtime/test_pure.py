@@ -11,7 +11,7 @@ import pytest
 import conch_runtime
 import conch_runtime.__main__ as cli
 from conch_runtime import errors
-from conch_runtime.archive import member_path
+from conch_runtime.archive import member_path, shown
 from conch_runtime.errors import (
     AccessDenied,
     HostileArchive,
@@ -83,6 +83,9 @@ def test_parse_uri_refuses(uri: str, says: str) -> None:
         (".", None),
         ("./", None),
         ("..foo/bar..", PurePosixPath("..foo/bar..")),
+        ("mlp/labels-zéro.txt", PurePosixPath("mlp/labels-zéro.txt")),
+        ("/".join(["d"] * 32), PurePosixPath(*["d"] * 32)),  # exactly MAX_DEPTH
+        ("m/" + "x" * 255, PurePosixPath("m/" + "x" * 255)),
     ],
 )
 def test_member_path_accepts(name: str, expected: PurePosixPath | None) -> None:
@@ -97,12 +100,31 @@ def test_member_path_accepts(name: str, expected: PurePosixPath | None) -> None:
         ("./..", "'..'"),
         ("/etc/passwd", "absolute"),
         ("//etc/passwd", "absolute"),
-        ("mlp/\x00x", "NUL"),
+        ("mlp/\x00x", "control character"),
+        ("mlp/\x1b[31mred", "control character"),
+        ("mlp/a\nb", "control character"),
+        ("mlp/a\rb", "control character"),
+        ("mlp/a\x7fb", "control character"),
+        ("mlp/a\x9bb", "control character"),  # C1 CSI
+        ("mlp/a\u2028b", "control character"),  # line separator
+        ("/".join(["d"] * 33), "33 levels deep, over the limit of 32"),
+        ("a/" * 2100 + "f", "longer than 1024 bytes (4201)"),
+        ("a/" * 40 + "f", "41 levels deep"),
+        ("m/" + "x" * 256, "longer than 255 bytes"),
+        ("/".join(["x" * 200] * 6), "longer than 1024 bytes"),
     ],
 )
 def test_member_path_refuses(name: str, says: str) -> None:
-    with pytest.raises(HostileArchive, match=re.escape(says)):
+    with pytest.raises(HostileArchive, match=re.escape(says)) as caught:
         member_path(name)
+    message = caught.value.message
+    assert len(message) < 200  # a hostile name is shown short...
+    assert all(c.isprintable() for c in message)  # ...and escaped
+
+
+def test_shown_escapes_and_shortens() -> None:
+    assert shown("mlp/\x1b[2J") == "'mlp/\\x1b[2J'"
+    assert shown("x" * 100) == "'" + "x" * 60 + "'... (100 chars)"
 
 
 @pytest.mark.parametrize(
