@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from conch_runtime.errors import InvalidArchive
+from conch_runtime.modeltree import CONFIG, parse_config
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,8 @@ def apply(tree: Path, overrides: ServingOverrides) -> list[Path]:
     from tritonclient.grpc import model_config_pb2 as mc
 
     changed = []
-    for path in sorted(tree.glob("*/config.pbtxt")):
-        try:
-            config = text_format.Parse(path.read_text(), mc.ModelConfig())
-        except text_format.ParseError as exc:
-            raise InvalidArchive(f"{path.parent.name}/config.pbtxt: {exc}") from None
+    for path in sorted(tree.glob(f"*/{CONFIG}")):
+        config = parse_config(path)
         if overrides.instance_count is not None or overrides.instance_kind is not None:
             group = mc.ModelInstanceGroup(count=overrides.instance_count or 1)
             group.kind = getattr(mc.ModelInstanceGroup, overrides.instance_kind or "KIND_AUTO")

@@ -34,6 +34,7 @@ from conch_runtime.errors import (
     SourceUnavailable,
     TooLarge,
 )
+from conch_runtime.modeltree import check_repository
 from conch_runtime.overrides import ServingOverrides
 from conch_runtime.overrides import apply as apply_overrides
 from conch_runtime.retry import RetryPolicy, with_retries
@@ -144,6 +145,7 @@ def pull(
         with artifact.open("rb") as archive:
             unpacked = unpack(archive, tree, limits)
         artifact.unlink()
+        check_repository(tree)
         if overrides is not None:
             apply_overrides(tree, overrides)
         (tree / MARKER).write_text(digest + "\n")

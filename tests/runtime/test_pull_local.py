@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tarfile
 from pathlib import Path
@@ -240,6 +241,46 @@ def test_truncated_archive_is_invalid(artifact: Artifact, models: Path, tmp_path
     with pytest.raises(PullError) as caught:
         pull(art.uri, art.sha256, models / "repo", config=FILES)
     assert type(caught.value) is InvalidArchive
+    assert_left_nothing(models, models / "repo")
+
+
+NOT_A_REPOSITORY = {
+    "empty": ([], "holds no model"),
+    "root-only": ([Member(".", tarfile.DIRTYPE)], "holds no model"),
+    "files-only": ([Member("README", data=b"hi")], "holds no model"),
+    "no-config": (
+        [Member("mlp/1/model.py", data=b"x = 1\n")],
+        "model folder 'mlp' has no config.pbtxt",
+    ),
+    "one-model-without-config": (
+        [Member("a/config.pbtxt", data=b'backend: "python"\n'), Member("b/1/m.py", data=b"")],
+        "model folder 'b' has no config.pbtxt",
+    ),
+    "garbage-config": (
+        [Member("mlp/config.pbtxt", data=b"this is { not a model config")],
+        "'mlp/config.pbtxt' is not a Triton model configuration",
+    ),
+    "unknown-field": (
+        [Member("mlp/config.pbtxt", data=b"nmae: 'x'\n")],
+        "is not a Triton model configuration",
+    ),
+    "not-utf8": (
+        [Member("mlp/config.pbtxt", data=b"name: '\xff\xfe'\n")],
+        "is not a Triton model configuration",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_REPOSITORY))
+def test_an_archive_that_is_no_model_repository_is_refused(
+    case: str, models: Path, tmp_path: Path
+) -> None:
+    members, says = NOT_A_REPOSITORY[case]
+    art = make_artifact(tmp_path / "a", pack_members(members))
+    with pytest.raises(InvalidArchive, match=re.escape(says)) as caught:
+        pull(art.uri, art.sha256, models / "repo", config=FILES)
+    assert caught.value.reason == "InvalidArchive"
+    assert "\n" not in caught.value.message
     assert_left_nothing(models, models / "repo")
 
 
