@@ -23,7 +23,7 @@ so the operator can read a pod's termination state without parsing logs:
     5   ArtifactNotFound    404, NoSuchKey, missing file or claim
     6   AccessDenied        401/403, missing or refused credentials
     7   SourceRejected      another permanent refusal by the source
-    8   SourceUnavailable   still failing after the retries (transient)
+    8   SourceUnavailable   still failing after the retries or past --deadline (transient)
     9   DigestMismatch      bytes do not match --sha256
     10  ArtifactTooLarge    over --max-bytes, or unpacks to too much
     11  HostileArchive      a member is a link, device, absolute or escapes dest
@@ -53,7 +53,7 @@ from types import FrameType
 
 from conch_runtime.errors import PullError
 from conch_runtime.overrides import ServingOverrides
-from conch_runtime.pull import DEFAULT_MAX_BYTES, Progress, pull
+from conch_runtime.pull import DEFAULT_DEADLINE_S, DEFAULT_MAX_BYTES, Progress, pull
 from conch_runtime.sources import DEFAULT_PVC_ROOT, SourceConfig
 from conch_runtime.tool_errors import ToolError
 from conch_runtime.tools_cli import add_tool_commands, run_tool_command
@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         "--pvc-root", type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
     )
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="artifact size limit")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help="longest the download may take, retries included (default: %(default)g)",
+    )
     serving = p.add_argument_group("serving settings written into every config.pbtxt")
     serving.add_argument("--instance-count", type=int, help="model instances per server")
     serving.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"])
@@ -145,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.dest,
                 max_bytes=args.max_bytes,
                 max_unpacked_bytes=args.max_unpacked_bytes,
+                deadline=args.deadline,
                 config=config,
                 progress=progress,
                 overrides=ServingOverrides(

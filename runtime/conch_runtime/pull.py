@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 20 << 30
 """Largest artifact accepted by default (20 GiB); unpacked, twice that."""
 DEFAULT_MAX_MEMBERS = 100_000
+DEFAULT_DEADLINE_S = 3600.0
+"""Longest a download may take, all tries and waits included (the per-read timeout aside)."""
 MARKER = ".conch-sha256"
 """File inside `dest` recording the digest of the artifact it was unpacked from."""
 
@@ -102,6 +104,8 @@ def pull(
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
     overrides: ServingOverrides | None = None,
+    deadline: float | None = DEFAULT_DEADLINE_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PullResult:
     """Install the artifact at `uri`, whose sha256 must be `sha256`, as the directory `dest`.
 
@@ -110,6 +114,8 @@ def pull(
     digest = normalize_digest(sha256)
     if max_bytes < 0:
         raise InvalidArgument(f"max_bytes must be >= 0, got {max_bytes}")
+    if deadline is not None and deadline <= 0:
+        raise InvalidArgument(f"deadline must be > 0 seconds, got {deadline}")
     limits = UnpackLimits(
         max_bytes=2 * max_bytes if max_unpacked_bytes is None else max_unpacked_bytes,
         max_members=max_members,
@@ -134,11 +140,14 @@ def pull(
     done = False
     try:
         artifact = staging / "artifact"
+        timer = _Deadline(deadline, clock)
         downloaded, attempts = with_retries(
-            lambda: _download(source, uri, config, artifact, digest, max_bytes, progress),
+            lambda: _download(source, uri, config, artifact, digest, max_bytes, progress, timer),
             retry or RetryPolicy(),
             sleep=sleep,
             on_retry=lambda n, exc, wait: log.info("retry %d in %.1fs: %s", n, wait, exc),
+            give_up_at=timer.at,
+            clock=clock,
         )
         tree = staging / "tree"
         tree.mkdir(mode=0o755)
@@ -188,6 +197,23 @@ def _check_replaceable(dest: Path) -> None:
         )
 
 
+class _Deadline:
+    """When the download must be over, as a `clock()` time; `at` None means never."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float]) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.at = None if seconds is None else clock() + seconds
+
+    def check(self, uri: str, received: int) -> None:
+        """SourceUnavailable once past the deadline: a server trickling bytes cannot hold us."""
+        if self.at is not None and self.clock() > self.at:
+            raise SourceUnavailable(
+                f"{uri}: download did not finish within {self.seconds:g} s "
+                f"({received} bytes received)"
+            )
+
+
 def _download(
     source: Source,
     uri: str,
@@ -196,11 +222,14 @@ def _download(
     digest: str,
     max_bytes: int,
     progress: Progress | None,
+    deadline: _Deadline,
 ) -> int:
     """One attempt: stream the whole artifact into `artifact`, hashing; return its size."""
     hasher = hashlib.sha256()
     received = 0
+    deadline.check(uri, received)
     with open_source(source, uri, config) as body, artifact.open("wb") as out:
+        deadline.check(uri, received)
         if body.length is not None and body.length > max_bytes:
             raise TooLarge(
                 f"{uri}: the source announces a size over the limit of {max_bytes} bytes"
@@ -211,6 +240,7 @@ def _download(
                 raise TooLarge(f"{uri}: more than {max_bytes} bytes, over the limit")
             hasher.update(chunk)
             out.write(chunk)
+            deadline.check(uri, received)
             if progress is not None:
                 progress(received, body.length)
         if body.length is not None and received != body.length:

@@ -53,11 +53,14 @@ def with_retries(
     *,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[int, SourceUnavailable, float], None] | None = None,
+    give_up_at: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[T, int]:
     """Run `attempt` until it succeeds or fails permanently; return (result, tries used).
 
-    The last `SourceUnavailable` is re-raised once the attempts are spent; every other
-    exception passes through at once.
+    The last `SourceUnavailable` is re-raised once the attempts are spent, or when the next
+    try would start after `give_up_at` (a `clock()` time); every other exception passes
+    through at once.
     """
     failures = 0
     while True:
@@ -70,6 +73,10 @@ def with_retries(
                 exc.args = (exc.message,)
                 raise
             wait = policy.delay(failures, exc.retry_after, random.random())
+            if give_up_at is not None and clock() + wait >= give_up_at:
+                exc.message = f"{exc.message} (gave up after {failures} attempt(s): out of time)"
+                exc.args = (exc.message,)
+                raise
             if on_retry is not None:
                 on_retry(failures, exc, wait)
             sleep(wait)

@@ -303,7 +303,9 @@ def _open_http(url: str, uri: str, config: SourceConfig, token: str | None) -> I
 
 def _read_http(response: httpx.Response, uri: str) -> Iterator[bytes]:
     try:
-        yield from response.iter_raw(CHUNK)
+        # as the bytes arrive (no chunk size: httpx would hold them until one is full), so
+        # the caller's deadline is checked even when a server sends a byte at a time
+        yield from response.iter_raw()
     except httpx.TransportError as exc:
         raise SourceUnavailable(f"{uri}: download interrupted: {type(exc).__name__}") from None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -112,6 +114,7 @@ class Route:
     content_length: bool = True  # False: close-delimited body, size unknown up front
     stall: threading.Event | None = None  # send half the body, then wait for this event
     redirect: str | None = None  # answer 302 with this Location instead
+    trickle: float | None = None  # send the body one byte per this many seconds
 
 
 @dataclass
@@ -164,6 +167,14 @@ def _handler(state: LoopbackHTTP) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if route is not None and route.trickle is not None and status == 200:
+                with contextlib.suppress(OSError):  # the client gave up: done
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(route.trickle)
+                self.close_connection = True
+                return
             if route is not None and route.stall is not None and status == 200:
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()

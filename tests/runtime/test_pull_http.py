@@ -6,6 +6,7 @@ another origin; 127.0.0.1 and 127.0.0.2 are two different hosts of this machine.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -253,6 +254,24 @@ def test_size_limit_without_content_length(
     assert list(models.iterdir()) == []
     pull(f"{http.url}/unsized.tgz", artifact.sha256, models / "repo")  # and without a limit
     assert read_tree(models / "repo") == MODEL_TREE
+
+
+def test_a_trickling_server_cannot_hold_the_pull_past_its_deadline(
+    artifact: Artifact, models: Path
+) -> None:
+    """One byte every 50 ms keeps every read under the 30 s read timeout; the whole
+    artifact would take minutes. The deadline ends it, and no retry starts after it."""
+    assert len(artifact.data) * 0.05 > 30
+    routes = {"/slow.tgz": Route(artifact.data, trickle=0.05)}
+    with contextmanager(serve_http)(routes) as slow:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match=r"did not finish within 1\.5 s") as caught:
+            pull(f"{slow.url}/slow.tgz", artifact.sha256, models / "repo", retry=FAST, deadline=1.5)
+        elapsed = time.monotonic() - started
+        assert slow.count("/slow.tgz") == 1
+    assert 1.5 <= elapsed < 10
+    assert "out of time" in caught.value.message
+    assert list(models.iterdir()) == []
 
 
 def test_connection_refused_is_transient(artifact: Artifact, models: Path) -> None:

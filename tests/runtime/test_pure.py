@@ -212,6 +212,27 @@ def test_backoff_delays(failures: int, hint: float | None, rand: float, expected
     assert RetryPolicy().delay(failures, hint, rand) == pytest.approx(expected)
 
 
+def test_with_retries_stops_when_the_next_try_would_start_past_the_deadline() -> None:
+    now = [0.0]
+    tries: list[float] = []
+
+    def attempt() -> None:
+        tries.append(now[0])
+        now[0] += 1.0
+        raise SourceUnavailable("down")
+
+    policy = RetryPolicy(attempts=100, base_delay=1.0, factor=1.0, jitter=0.0)
+    with pytest.raises(SourceUnavailable, match=r"gave up after 3 attempt\(s\): out of time"):
+        with_retries(
+            attempt,
+            policy,
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+            give_up_at=5.5,
+            clock=lambda: now[0],
+        )
+    assert tries == [0.0, 2.0, 4.0]  # a 4th would start at 6.0, past 5.5
+
+
 def test_with_retries_gives_up_after_attempts_and_passes_permanent_errors() -> None:
     calls: list[int] = []
     waits: list[float] = []
