@@ -122,9 +122,17 @@ def _progress() -> Iterator[Progress | None]:
         yield update
 
 
+class _Terminated(SystemExit):
+    """The kubelet's SIGTERM, raised where the main thread is, so `finally` blocks run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Turn the kubelet's SIGTERM into SystemExit so `pull` removes its staging directory."""
-    raise SystemExit(128 + signum)
+    """Turn SIGTERM into SystemExit so `pull` removes its staging directory on the way out."""
+    raise _Terminated(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,6 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.message.replace("\n", " ")  # one line, whatever a library said
         print(f"conch pull: {exc.reason}: {message}", file=sys.stderr)
         return exc.exit_code
+    except _Terminated as exc:  # staging is already gone: pull's `finally` ran
+        print(
+            f"conch pull: Terminated: stopped by {exc.signal_name}; nothing installed",
+            file=sys.stderr,
+        )
+        return int(exc.code or 1)
     if result.skipped:
         print(f"{result.dest}: already holds sha256 {result.sha256}")
     else:

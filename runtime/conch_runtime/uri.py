@@ -73,6 +73,12 @@ def parse_uri(uri: str) -> Source:
     except ValueError as exc:
         raise UnsupportedSource(f"{uri}: not a valid URI ({exc})") from None
     scheme = parts.scheme.lower()
+    if "@" in parts.netloc:  # user:password@host: never echoed, never used
+        redacted = uri.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1], 1)
+        raise UnsupportedSource(
+            f"{redacted}: credentials in the URI are not allowed; put them in a Secret "
+            "(credentialsSecretRef)"
+        )
     if scheme not in SCHEMES:
         raise UnsupportedSource(
             f"{uri}: unsupported scheme {parts.scheme or '(none)'!r}; use one of {', '.join(SCHEMES)}"

@@ -184,6 +184,11 @@ def test_cli_sigterm_mid_download_leaves_nothing(models: Path, tmp_path: Path) -
             )
             os.kill(child.pid, signal.SIGTERM)
             assert child.wait(timeout=30) == 128 + signal.SIGTERM
+            assert child.stderr is not None
+            assert (
+                child.stderr.read()
+                == b"conch pull: Terminated: stopped by SIGTERM; nothing installed\n"
+            )
         finally:
             release.set()
             if child.poll() is None:

@@ -65,12 +65,16 @@ def test_parse_uri_accepts(uri: str, expected: object) -> None:
         ("pvc://claim/a/%2e%2e/b", "'..'"),
         ("pvc://claim/", "must be relative"),
         ("pvc://claim//etc/passwd", "must be relative"),
+        ("https://user:hunter2@h.example/a.tgz", "https://***@h.example/a.tgz: credentials"),
+        ("http://hunter2@h.example/a.tgz", "credentials in the URI are not allowed"),
+        ("s3://AKIA:hunter2@bucket/key", "s3://***@bucket/key: credentials"),
     ],
 )
 def test_parse_uri_refuses(uri: str, says: str) -> None:
     with pytest.raises(UnsupportedSource, match=re.escape(says)) as caught:
         parse_uri(uri)
     assert caught.value.reason == "UnsupportedSource"
+    assert "hunter2" not in caught.value.message
 
 
 @pytest.mark.parametrize(
