@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CLUSTER ?= dev
 
-.PHONY: install system-deps toolchain toolchain-pin crds lint test test-unit test-integration demo down bench clean
+.PHONY: install system-deps image-deps images toolchain toolchain-pin crds lint test test-unit test-integration demo down bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -21,6 +21,16 @@ system-deps:                ## Debian packages the tests start: a real Prometheu
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+image-deps:                 ## Debian packages that build and run images without Docker
+	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null && command -v runc >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "install mmdebstrap, umoci and runc"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mmdebstrap umoci runc >/dev/null; }
+
+images: install image-deps  ## OCI archives of the operator, runtime and CPU Triton images (cached; docs/images.md)
+	$(BIN)/conch dev images build
 
 toolchain: install          ## build the pinned control-plane binaries once (cached outside the checkout)
 	$(BIN)/conch dev toolchain build

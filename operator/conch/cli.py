@@ -78,6 +78,22 @@ def _toolchain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from conch.dev import imagebuild, images
+
+    if args.action == "lock":
+        base, recipes = images.load()
+        for argv in images.lock_commands(base, recipes.values(), uv=args.uv):
+            subprocess.run(argv, check=True, cwd=images.REPO_ROOT)
+        return 0
+    for built in imagebuild.build(args.names or None):
+        mb = built.compressed_bytes / 1e6
+        print(f"{built.name}\t{built.archive}\t{built.digest}\t{mb:.1f} MB compressed")
+    return 0
+
+
 def _operator_run(args: argparse.Namespace) -> int:
     from conch.operator_main import run
 
@@ -131,6 +147,15 @@ def parser() -> argparse.ArgumentParser:
         help="build: print the bin directory; pin: regenerate go.mod",
     )
     tools.set_defaults(func=_toolchain)
+    imgs = dev_sub.add_parser("images", help="build the OCI images without Docker (images/)")
+    imgs.add_argument(
+        "action",
+        choices=["build", "lock"],
+        help="build: print each archive, digest and size; lock: rewrite the lock files (uv)",
+    )
+    imgs.add_argument("names", nargs="*", help="recipes to build (default: all)")
+    imgs.add_argument("--uv", default="uv", help="the uv executable, for `lock`")
+    imgs.set_defaults(func=_images)
     return root
 
 
