@@ -53,7 +53,13 @@ from types import FrameType
 
 from conch_runtime.errors import PullError
 from conch_runtime.overrides import ServingOverrides
-from conch_runtime.pull import DEFAULT_DEADLINE_S, DEFAULT_MAX_BYTES, Progress, pull
+from conch_runtime.pull import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_RATIO,
+    Progress,
+    pull,
+)
 from conch_runtime.sources import DEFAULT_PVC_ROOT, SourceConfig
 from conch_runtime.tool_errors import ToolError
 from conch_runtime.tools_cli import add_tool_commands, run_tool_command
@@ -82,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "--pvc-root", type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
     )
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="artifact size limit")
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=DEFAULT_MAX_RATIO,
+        help="unpacked size limit as a multiple of the artifact's size (default: %(default)g)",
+    )
     p.add_argument(
         "--deadline",
         type=float,
@@ -161,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_bytes=args.max_bytes,
                 max_unpacked_bytes=args.max_unpacked_bytes,
                 deadline=args.deadline,
+                max_ratio=args.max_ratio,
                 config=config,
                 progress=progress,
                 overrides=ServingOverrides(

@@ -49,6 +49,8 @@ class UnpackLimits:
 
     max_bytes: int = 40 << 30
     max_members: int = 100_000
+    why: str = ""
+    """What set `max_bytes`, for the message (e.g. a compression-ratio cap)."""
 
     def __post_init__(self) -> None:
         if self.max_bytes < 0 or self.max_members < 1:
@@ -150,7 +152,7 @@ def unpack(archive: BinaryIO, dest: Path, limits: UnpackLimits) -> UnpackResult:
                 if total > limits.max_bytes:
                     raise TooLarge(
                         f"member {shown(member.name)}: unpacked size would exceed "
-                        f"{limits.max_bytes} bytes"
+                        f"{limits.max_bytes} bytes{limits.why}"
                     )
                 if rel.parent.parts:
                     _make_dirs(dest, rel.parent, member.name)

@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from conch_runtime.archive import UnpackLimits, unpack
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 20 << 30
 """Largest artifact accepted by default (20 GiB); unpacked, twice that."""
 DEFAULT_MAX_MEMBERS = 100_000
+DEFAULT_MAX_RATIO = 100.0
+"""Most an artifact may grow when unpacked, as a multiple of its size (a gzip bomb is ~1000)."""
 DEFAULT_DEADLINE_S = 3600.0
 """Longest a download may take, all tries and waits included (the per-read timeout aside)."""
 MARKER = ".conch-sha256"
@@ -106,6 +108,7 @@ def pull(
     overrides: ServingOverrides | None = None,
     deadline: float | None = DEFAULT_DEADLINE_S,
     clock: Callable[[], float] = time.monotonic,
+    max_ratio: float | None = DEFAULT_MAX_RATIO,
 ) -> PullResult:
     """Install the artifact at `uri`, whose sha256 must be `sha256`, as the directory `dest`.
 
@@ -116,6 +119,8 @@ def pull(
         raise InvalidArgument(f"max_bytes must be >= 0, got {max_bytes}")
     if deadline is not None and deadline <= 0:
         raise InvalidArgument(f"deadline must be > 0 seconds, got {deadline}")
+    if max_ratio is not None and max_ratio < 1:
+        raise InvalidArgument(f"max_ratio must be >= 1, got {max_ratio}")
     limits = UnpackLimits(
         max_bytes=2 * max_bytes if max_unpacked_bytes is None else max_unpacked_bytes,
         max_members=max_members,
@@ -152,7 +157,7 @@ def pull(
         tree = staging / "tree"
         tree.mkdir(mode=0o755)
         with artifact.open("rb") as archive:
-            unpacked = unpack(archive, tree, limits)
+            unpacked = unpack(archive, tree, _ratio_capped(limits, downloaded, max_ratio))
         artifact.unlink()
         check_repository(tree)
         if overrides is not None:
@@ -177,6 +182,17 @@ def pull(
         attempts=attempts,
         files=unpacked.files,
         unpacked_bytes=unpacked.bytes,
+    )
+
+
+def _ratio_capped(limits: UnpackLimits, downloaded: int, max_ratio: float | None) -> UnpackLimits:
+    """`limits` with the unpacked size also capped at `max_ratio` times the download."""
+    if max_ratio is None or downloaded * max_ratio >= limits.max_bytes:
+        return limits
+    return replace(
+        limits,
+        max_bytes=int(downloaded * max_ratio),
+        why=f" ({max_ratio:g} times the {downloaded}-byte artifact; see --max-ratio)",
     )
 
 

@@ -217,6 +217,19 @@ def test_gzip_bomb_is_stopped_at_the_unpacked_limit(models: Path, tmp_path: Path
     assert_left_nothing(models, models / "repo")
 
 
+def test_a_bomb_within_the_size_limits_is_stopped_by_the_ratio_cap(
+    models: Path, tmp_path: Path
+) -> None:
+    art = make_artifact(tmp_path / "a", zero_bomb(64 << 20))  # 64 MiB, far under 40 GiB
+    with pytest.raises(TooLarge, match="100 times the") as caught:
+        pull(art.uri, art.sha256, models / "repo", config=FILES)
+    assert f"{len(art.data)}-byte artifact" in caught.value.message
+    assert "--max-ratio" in caught.value.message
+    assert_left_nothing(models, models / "repo")
+    with pytest.raises(InvalidArchive, match=r"no config\.pbtxt"):  # unpacked: cap raised
+        pull(art.uri, art.sha256, models / "repo", config=FILES, max_ratio=10_000)
+
+
 def test_too_many_members_is_refused(models: Path, tmp_path: Path) -> None:
     members = [Member(f"mlp/f{i}", data=b"x") for i in range(50)]
     art = make_artifact(tmp_path / "a", pack_members(members))
