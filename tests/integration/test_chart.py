@@ -4,6 +4,7 @@ admission, and what the operator's ServiceAccount can and cannot do)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import uuid
@@ -16,9 +17,11 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from conch import operator_main
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain
+from conch.policy import PodPolicy
 from tests.support import create_service, create_version, eventually, wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "conch"
 KUBE_VERSION = "1.36.3"  # for `helm template`, which has no cluster to ask
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+POLICY_FLAGS = ("--allowed-", "--require-image-digest")
 
 WRITE = {"get", "list", "watch", "create", "update", "patch", "delete"}
 EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
@@ -328,6 +332,19 @@ def test_lint_passes(offline_helm: Helm, strict: bool, values: tuple[str, ...]) 
             "at '/metrics/serviceMonitor/interval': 'often' does not match",
         ),
         ("serviceAccount.create=maybe", "at '/serviceAccount/create': got string, want boolean"),
+        (
+            "policy.requireImageDigest=yes",
+            "at '/policy/requireImageDigest': got string, want boolean",
+        ),
+        (
+            "policy.allowedTritonFlags={-v}",
+            "at '/policy/allowedTritonFlags/0': '-v' does not match",
+        ),
+        (
+            "policy.allowedNodeSelectorKeys={Example.com/pool}",
+            "at '/policy/allowedNodeSelectorKeys/0': 'Example.com/pool' does not match",
+        ),
+        ("policy.allowEverything=true", "additional properties 'allowEverything' not allowed"),
     ],
 )
 def test_schema_rejects_invalid_values(offline_helm: Helm, setting: str, message: str) -> None:
@@ -430,7 +447,7 @@ def test_deployment_is_one_standalone_restricted_replica(offline_helm: Helm) -> 
         "capabilities": {"drop": ["ALL"]},
     }
     assert c["image"] == "conch-operator:0.1.0"
-    assert c["args"] == [
+    assert [a for a in c["args"] if not a.startswith(POLICY_FLAGS)] == [
         "--all-namespaces",
         "--metrics-bind-address=0.0.0.0:8080",
         "--health-bind-address=0.0.0.0:8081",
@@ -475,6 +492,40 @@ def test_values_reach_the_pod(offline_helm: Helm) -> None:
     assert (c["image"], c["imagePullPolicy"]) == ("registry.example/conch:v9", "Always")
     assert c["args"][-1] == "--verbose"
     assert only(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
+
+
+def operator_policy(objects: list[dict[str, Any]]) -> PodPolicy:
+    """The PodPolicy the operator builds from the rendered container's arguments."""
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    operator_main.add_arguments(parser)
+    return operator_main.pod_policy(parser.parse_args(container(objects)["args"]))
+
+
+def test_policy_defaults_are_the_operator_defaults(offline_helm: Helm) -> None:
+    assert operator_policy(offline_helm.render()) == PodPolicy()
+
+
+def test_policy_values_reach_the_operator(offline_helm: Helm, tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    policy = {
+        "allowedTritonImages": ["registry.example/ml/", f"nvcr.io/nvidia/tritonserver@{digest}"],
+        "requireImageDigest": True,
+        "allowedPriorityClasses": ["serving"],
+        "allowedTolerationKeys": [],  # none at all, not the default
+        "allowedNodeSelectorKeys": ["*"],
+        "allowedTritonFlags": ["--log-file", "log-verbose"],
+    }
+    values = tmp_path / "policy.yaml"
+    values.write_text(yaml.safe_dump({"policy": policy}))
+    objects = offline_helm.render(f"--values={values}")
+    assert operator_policy(objects) == PodPolicy(
+        allowed_triton_images=("registry.example/ml/", f"nvcr.io/nvidia/tritonserver@{digest}"),
+        require_image_digest=True,
+        allowed_priority_classes=("serving",),
+        allowed_toleration_keys=(),
+        allowed_node_selector_keys=("*",),
+        allowed_triton_flags=("--log-file", "--log-verbose"),
+    )
 
 
 def test_metrics_service_and_service_monitor(offline_helm: Helm) -> None:
