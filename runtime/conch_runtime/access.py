@@ -7,9 +7,11 @@ tenant's choosing, nor read the runtime container's own files:
 - Credentials (a bearer token, S3 keys, anything from `--credentials-dir` or the
   environment) are used only when every place they would reach is on the admin's list: the
   host of an http(s) URI; for s3, the bucket name and, when an endpoint is set, its host.
-  When credentials are configured and the target is not listed, the pull is refused
-  (`CredentialsNotAllowed`); with none configured it goes ahead without any (an anonymous,
-  unsigned S3 request, so no ambient identity of the node is used either).
+  Configured means a `--credentials-dir` for any remote source, else a token for http(s)
+  or an AWS identity in the environment for s3. When credentials are configured and the
+  target is not listed, the pull is refused (`CredentialsNotAllowed`); with none it goes
+  ahead without any: an unlisted bucket gets an unsigned request, so no identity that
+  botocore would find by itself (a node's instance profile) reaches it either.
 - `file://` is for the sandbox and tests: refused unless `--allow-file` is given.
 
 A pattern is a host (or bucket) name, case-insensitive, with an optional `:port`; a leading

@@ -105,10 +105,16 @@ class SourceConfig:
     env_credentials: bool = False
     """Whether the environment holds an AWS identity that botocore would use by itself."""
 
-    @property
-    def has_credentials(self) -> bool:
-        """Whether anything could authenticate us: a credentials dir, a token, AWS env."""
-        return bool(self.credentials_dir is not None or self.http_token or self.env_credentials)
+    def has_credentials(self, source: Source) -> bool:
+        """Whether something would authenticate us to `source`: a mounted Secret for any
+        remote source, else a token for http(s) or an AWS identity in the environment for s3."""
+        match source:
+            case HttpSource():
+                return self.credentials_dir is not None or bool(self.http_token)
+            case S3Source():
+                return self.credentials_dir is not None or self.env_credentials
+            case _:
+                return False
 
     @classmethod
     def from_env(
@@ -154,7 +160,7 @@ def check_access(source: Source, uri: str, config: SourceConfig) -> bool:
         uri,
         allow_file=config.allow_file,
         credentials_hosts=config.credentials_hosts,
-        has_credentials=config.has_credentials,
+        has_credentials=config.has_credentials(source),
         s3_endpoint=config.s3_endpoint,
     )
 

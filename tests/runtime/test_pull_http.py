@@ -167,6 +167,15 @@ def test_a_token_in_the_environment_counts_as_credentials(
     assert http.requests == []
 
 
+def test_an_aws_identity_is_no_credential_for_http(
+    http: LoopbackHTTP, artifact: Artifact, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    pull(f"{http.url}/ok.tgz", artifact.sha256, models / "repo")  # nothing of it is sent
+    assert "Authorization" not in http.requests[0][1]
+
+
 def test_without_credentials_any_host_is_fine(
     http: LoopbackHTTP, artifact: Artifact, models: Path
 ) -> None:

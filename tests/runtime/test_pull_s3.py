@@ -197,6 +197,15 @@ def test_s3_environment_keys_count_as_credentials(
     assert endpoint.requests == []
 
 
+def test_s3_an_http_token_is_no_credential_for_s3(
+    endpoint: LoopbackHTTP, artifact: Artifact, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCH_HTTP_TOKEN", "s3cr3t")
+    pull("s3://models/m.tgz", artifact.sha256, models / "repo", config=allowed_none(endpoint))
+    assert "s3cr3t" not in str(endpoint.requests)
+    assert "Authorization" not in endpoint.requests[0][1]
+
+
 def test_s3_ambient_identity_reaches_only_listed_buckets(
     endpoint: LoopbackHTTP,
     artifact: Artifact,
