@@ -15,12 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-system-deps:                ## Debian packages the tests start: a real Prometheus for rollout analysis
-	@command -v prometheus >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "install Prometheus 2.x (the prometheus binary) on PATH"; exit 1; }; \
+SYSTEM_DEPS := prometheus runc umoci  # each package's command has its name
+
+system-deps:                ## Debian packages the tests start: Prometheus (rollout analysis); runc and umoci (the real node)
+	@missing=$$(for dep in $(SYSTEM_DEPS); do command -v $$dep >/dev/null || test -x /usr/sbin/$$dep || echo $$dep; done); \
+	[ -z "$$missing" ] || { \
+	  command -v apt-get >/dev/null || { echo "install on PATH: $$missing"; exit 1; }; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 image-deps:                 ## Debian packages that build and run images without Docker
 	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null && command -v runc >/dev/null || { \
@@ -32,8 +35,8 @@ image-deps:                 ## Debian packages that build and run images without
 images: install image-deps  ## OCI archives of the operator, runtime and CPU Triton images (cached; docs/images.md)
 	$(BIN)/conch dev images build
 
-toolchain: install          ## build the pinned control-plane binaries once (cached outside the checkout)
-	$(BIN)/conch dev toolchain build
+toolchain: install system-deps  ## build the pinned control-plane and real-node binaries once (cached outside the checkout)
+	$(BIN)/conch dev toolchain build --node
 
 toolchain-pin: install      ## regenerate operator/conch/dev/toolchain/go.mod from versions.py
 	$(BIN)/conch dev toolchain pin

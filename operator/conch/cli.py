@@ -43,9 +43,13 @@ def _cluster_up(args: argparse.Namespace) -> int:
         return 1
     toolchain = ensure_toolchain()
     cluster = Cluster(directory)
-    with err.status("starting etcd, kube-apiserver, controller-manager, scheduler, kwok"):
-        cluster.start(toolchain)
+    parts = "etcd, kube-apiserver, controller-manager, scheduler, kwok"
+    with err.status(f"starting {parts}" + (", a real node" if args.real_node else "")):
+        cluster.start(toolchain, real_node=args.real_node)
     err.print(f"control plane up at {cluster.server}; binaries in {toolchain.bin_dir}")
+    node = cluster.real_node
+    if node is not None:
+        err.print(f"real node up: bridge {node.bridge}, pod subnet {node.subnet}, in {node.root}")
     if args.operator:
         with err.status("installing CRDs and starting the operator"):
             metrics = cluster.start_operator(toolchain)
@@ -66,6 +70,16 @@ def _cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_import(args: argparse.Namespace) -> int:
+    from conch.dev.cluster import Cluster, default_directory
+
+    directory = Path(args.dir) if args.dir else default_directory(args.name)
+    names = Cluster.load(directory).import_images([Path(a) for a in args.archives])
+    for name in names:
+        print(name)
+    return 0
+
+
 def _toolchain(args: argparse.Namespace) -> int:
     from conch.dev import toolchain
 
@@ -74,6 +88,10 @@ def _toolchain(args: argparse.Namespace) -> int:
         err.print(f"regenerated {toolchain.WRAPPER_DIR / 'go.mod'}")
         return 0
     tc = toolchain.ensure_toolchain()
+    if args.node:
+        from conch.dev.node_toolchain import ensure_node_toolchain
+
+        err.print(f"node binaries in {ensure_node_toolchain().bin_dir}")
     print(tc.bin_dir)
     return 0
 
@@ -127,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     for action, func, text in (
         ("up", _cluster_up, "start it and print the kubeconfig path"),
         ("down", _cluster_down, "stop every process it started and remove its files"),
+        ("import", _cluster_import, "import OCI image archives into its real node"),
     ):
         p = cluster_sub.add_parser(action, help=text)
         p.add_argument("--name", default="dev", help="cluster name (state under the cache)")
@@ -137,6 +156,13 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="also install the CRDs and run the operator from this checkout",
             )
+            p.add_argument(
+                "--real-node",
+                action="store_true",
+                help="also run a real node (kubelet + containerd) beside the kwok nodes",
+            )
+        if action == "import":
+            p.add_argument("archives", nargs="+", help="OCI image archives (.tar)")
         p.set_defaults(func=func)
     tools = dev_sub.add_parser("toolchain", help="build (once) the pinned binaries")
     tools.add_argument(
@@ -145,6 +171,9 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         default="build",
         help="build: print the bin directory; pin: regenerate go.mod",
+    )
+    tools.add_argument(
+        "--node", action="store_true", help="also build the real node's binaries and pause image"
     )
     tools.set_defaults(func=_toolchain)
     imgs = dev_sub.add_parser("images", help="build the OCI images without Docker (images/)")

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from conch.dev import pki as pkimod
+from conch.dev.node import RealNode
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
 from conch.policy import PodPolicy
@@ -38,6 +39,8 @@ SANDBOX_POLICY_ARGS = tuple(
     for entry in (*PodPolicy().allowed_triton_images, SANDBOX_IMAGES)
 )
 """The operator's default PodPolicy, plus the sandbox's own Triton images."""
+KWOK_ANNOTATION = "kwok.x-k8s.io/node=fake"
+"""kwok manages only nodes carrying it (every FakeNode), never the real node."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ class FakeNode:
             "metadata": {
                 "name": self.name,
                 "labels": labels,
-                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "annotations": {
+                    KWOK_ANNOTATION.split("=")[0]: KWOK_ANNOTATION.split("=")[1],
+                    "node.alpha.kubernetes.io/ttl": "0",
+                },
             },
             "spec": {"taints": taints, "podCIDR": f"127.1.{index}.0/24"},
             "status": {"capacity": resources, "allocatable": resources},
@@ -114,6 +120,7 @@ class Cluster:
     pids: dict[str, int] = field(default_factory=dict)
     api_port: int = 0
     etcd_url: str = ""
+    bin_dir: str = ""
 
     @property
     def kubeconfig(self) -> Path:
@@ -125,10 +132,20 @@ class Cluster:
 
     # -- lifecycle ---------------------------------------------------------------
 
+    @property
+    def node_directory(self) -> Path:
+        return self.directory / "node"
+
     def start(
-        self, toolchain: Toolchain | None = None, nodes: tuple[FakeNode, ...] = DEFAULT_NODES
+        self,
+        toolchain: Toolchain | None = None,
+        nodes: tuple[FakeNode, ...] = DEFAULT_NODES,
+        real_node: bool = False,
     ) -> None:
+        """The control plane and the kwok nodes; with `real_node`, also a kubelet +
+        containerd node (see conch.dev.node), waited for until Ready."""
         tc = toolchain or ensure_toolchain()
+        self.bin_dir = str(tc.bin_dir)
         self.directory.mkdir(parents=True, exist_ok=True)
         certs = pkimod.create(self.directory)
         self.api_port = free_port()
@@ -141,12 +158,42 @@ class Cluster:
             self._start_kwok(tc)
             self._save()
             self._register_nodes(tc, nodes)
+            if real_node:
+                self._start_real_node(tc, certs)
         except BaseException:
             self.stop()
             raise
 
+    def _start_real_node(self, tc: Toolchain, certs: pkimod.Pki) -> None:
+        from conch.dev.node_toolchain import ensure_node_toolchain
+
+        node_tc = ensure_node_toolchain()
+        RealNode(self.node_directory).start(
+            node_tc, certs, self.server, lambda *args: self.kubectl(tc, *args)
+        )
+
+    @property
+    def real_node(self) -> RealNode | None:
+        """The real node, when this cluster has one (read from its state file)."""
+        return RealNode.load(self.node_directory)
+
+    def import_images(self, archives: list[Path]) -> list[str]:
+        """Import image archives into the real node; returns the image names they carry."""
+        node = self.real_node
+        if node is None:
+            raise RuntimeError("this cluster has no real node (start it with real_node=True)")
+        return node.import_images(archives)
+
     def stop(self, remove: bool = True) -> None:
-        """End every process this cluster started (by pid, whole process group) and clean up."""
+        """End every process this cluster started (by pid, whole process group) and clean up:
+        the real node first, then the control plane, then what the node left on the host."""
+        node = self.real_node
+        errors: list[str] = []
+        if node is not None:
+            kubectl = Path(self.bin_dir) / "kubectl"
+            errors += node.stop(
+                self._raw_kubectl if kubectl.exists() and self.pids.get("kube-apiserver") else None
+            )
         pids = list(reversed(self.pids.values()))
         for pid in pids:  # all at once, then wait for each
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -154,17 +201,36 @@ class Cluster:
         for pid in pids:
             stop_pid(pid)
         self.pids.clear()
-        if remove:
+        if node is not None:
+            errors += node.clean_host()
+        if remove and not errors:
             shutil.rmtree(self.directory, ignore_errors=True)
+        if errors:
+            raise RuntimeError(
+                f"the real node left something behind ({self.directory} kept):\n  "
+                + "\n  ".join(errors)
+            )
 
     @classmethod
     def load(cls, directory: Path) -> Cluster:
         state = json.loads((directory / STATE_FILE).read_text())
-        return cls(directory=directory, pids=state["pids"], api_port=state["apiPort"])
+        return cls(
+            directory=directory,
+            pids=state["pids"],
+            api_port=state["apiPort"],
+            bin_dir=state.get("binDir", ""),
+        )
 
     def _save(self) -> None:
         (self.directory / STATE_FILE).write_text(
-            json.dumps({"pids": self.pids, "apiPort": self.api_port, "server": self.server})
+            json.dumps(
+                {
+                    "pids": self.pids,
+                    "apiPort": self.api_port,
+                    "server": self.server,
+                    "binDir": self.bin_dir,
+                }
+            )
         )
 
     # -- components --------------------------------------------------------------
@@ -209,7 +275,11 @@ class Cluster:
                 f"--tls-cert-file={certs.serving_cert}",
                 f"--tls-private-key-file={certs.serving_key}",
                 f"--client-ca-file={certs.ca_cert}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC",
+                f"--kubelet-client-certificate={certs.kubelet_client_cert}",
+                f"--kubelet-client-key={certs.kubelet_client_key}",
+                f"--kubelet-certificate-authority={certs.ca_cert}",
+                "--kubelet-preferred-address-types=Hostname",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={certs.sa_pub}",
                 f"--service-account-signing-key-file={certs.sa_key}",
@@ -287,7 +357,7 @@ class Cluster:
             [
                 tc.binary("kwok"),
                 f"--kubeconfig={self.kubeconfig}",
-                "--manage-all-nodes=true",
+                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}",
                 f"--node-ip={NODE_IP}",
                 f"--cidr={POD_CIDR}",
                 "--node-lease-duration-seconds=40",
@@ -347,8 +417,14 @@ class Cluster:
         wait_until(f"CRDs {', '.join(names)} Established", established, timeout)
 
     def kubectl(self, tc: Toolchain, *args: str) -> str:
+        return self._kubectl_at(tc.binary("kubectl"), *args)
+
+    def _raw_kubectl(self, *args: str) -> str:
+        return self._kubectl_at(str(Path(self.bin_dir) / "kubectl"), *args)
+
+    def _kubectl_at(self, binary: str, *args: str) -> str:
         result = subprocess.run(
-            [tc.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            [binary, f"--kubeconfig={self.kubeconfig}", *args],
             capture_output=True,
             text=True,
             check=False,

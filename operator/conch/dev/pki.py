@@ -33,6 +33,40 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    usage: ObjectIdentifier,
+    sans: list[x509.GeneralName],
+    now: dt.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _host_names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
 @dataclass(frozen=True)
 class Pki:
     """File paths of everything the control plane's components read."""
@@ -45,6 +79,9 @@ class Pki:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+    kubelet_client_cert: Path
+    """The API server's identity towards kubelets (logs, exec, proxy)."""
+    kubelet_client_key: Path
 
 
 def create(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Pki:
@@ -81,46 +118,25 @@ def create(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"))
     def leaf(
         subject: x509.Name, usage: ObjectIdentifier, sans: list[x509.GeneralName]
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(ca_key, hashes.SHA256()), key
+        return _leaf(ca_cert, ca_key, subject, usage, sans, now)
 
     sans: list[x509.GeneralName] = [
         x509.DNSName(name)
         for name in ("kubernetes", "kubernetes.default", "kubernetes.default.svc")
     ]
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
+    sans += _host_names(hosts)
     serving, serving_key = leaf(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
     admin, admin_key = leaf(
         _name("conch-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, []
     )
+    kubelet_client, kubelet_client_key = leaf(
+        _name("kube-apiserver-kubelet-client", "system:masters"),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        [],
+    )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    pki = Pki(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        admin_cert=directory / "admin.crt",
-        admin_key=directory / "admin.key",
-        sa_key=directory / "sa.key",
-        sa_pub=directory / "sa.pub",
-    )
+    pki = load(directory)
     pem = serialization.Encoding.PEM
     pki.ca_cert.write_bytes(ca_cert.public_bytes(pem))
     _write_key(pki.ca_key, ca_key)
@@ -129,7 +145,48 @@ def create(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"))
     pki.admin_cert.write_bytes(admin.public_bytes(pem))
     _write_key(pki.admin_key, admin_key)
     _write_key(pki.sa_key, sa_key)
+    pki.kubelet_client_cert.write_bytes(kubelet_client.public_bytes(pem))
+    _write_key(pki.kubelet_client_key, kubelet_client_key)
     pki.sa_pub.write_bytes(
         sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
+
+
+def issue(
+    pki: Pki,
+    out: Path,
+    common_name: str,
+    organization: str | None = None,
+    server_hosts: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """A leaf certificate signed by the cluster's CA, written as `out`.crt/.key: a serving
+    cert when `server_hosts` are given, else a client cert (CN = user, O = group)."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_hosts else ExtendedKeyUsageOID.CLIENT_AUTH
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert, key = _leaf(
+        ca_cert, ca_key, _name(common_name, organization), usage, _host_names(server_hosts), now
+    )
+    cert_path, key_path = out.with_suffix(".crt"), out.with_suffix(".key")
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
+def load(directory: Path) -> Pki:
+    """The file paths `create` wrote in `directory`."""
+    return Pki(
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        admin_cert=directory / "admin.crt",
+        admin_key=directory / "admin.key",
+        sa_key=directory / "sa.key",
+        sa_pub=directory / "sa.pub",
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
+    )
