@@ -3,8 +3,8 @@
 The order is the point: download to a staging directory beside `dest` (hashing and counting
 as the bytes arrive), compare the sha256, and only then unpack, still inside staging, and
 rename the finished tree onto `dest`. Triton therefore sees either no repository or a
-complete, verified one, and any failure leaves neither `dest` nor staging behind; staging
-left by a pull that was killed outright is swept by the next one (`conch_runtime.cleanup`). A `dest`
+complete, verified one, and any failure leaves neither `dest` nor staging behind (staging
+left by a pull killed outright is swept by the next one: `conch_runtime.cleanup`). A `dest`
 that already records the same digest (the `.conch-sha256` marker written inside it) is left
 alone, so a restarted init container does no work.
 
@@ -41,7 +41,16 @@ from conch_runtime.retry import RetryPolicy, with_retries
 from conch_runtime.sources import SourceConfig, check_access, open_source
 from conch_runtime.uri import Source, parse_uri
 
-__all__ = ["DEFAULT_MAX_BYTES", "MARKER", "Progress", "PullResult", "installed_digest", "pull"]
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_RATIO",
+    "MARKER",
+    "Progress",
+    "PullResult",
+    "installed_digest",
+    "pull",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +147,10 @@ def pull(
     missing_parents = [p for p in dest.parents if not p.exists()]
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        lock = Staging.create(dest)
+        stage = Staging.create(dest)
     except OSError as exc:
         raise DestinationError(f"cannot create a staging directory beside {dest}: {exc}") from None
-    staging = lock.path
+    staging = stage.path
     done = False
     try:
         artifact = staging / "artifact"
@@ -168,7 +177,7 @@ def pull(
     except OSError as exc:  # our own staging I/O; fetchers and unpack translate theirs
         raise DestinationError(f"{dest}: {exc}") from None
     finally:
-        lock.close()  # never raises, however deep the tree
+        stage.close()  # never raises, however deep the tree
         if not done:
             for parent in missing_parents:  # innermost first
                 with contextlib.suppress(OSError):

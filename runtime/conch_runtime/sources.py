@@ -44,7 +44,7 @@ from conch_runtime.uri import FileSource, HttpSource, PvcSource, S3Source, Sourc
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["CHUNK", "Body", "SourceConfig", "open_source"]
+__all__ = ["CHUNK", "Body", "SourceConfig", "bearer_hook", "check_access", "open_source"]
 
 CHUNK = 1 << 20
 DEFAULT_PVC_ROOT = Path("/mnt/pvc")
