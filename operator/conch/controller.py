@@ -14,14 +14,21 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conch import builders, reasons, rollout, routers, status
+from conch import artifacts, builders, policy, reasons, rollout, routers, status
 from conch.api import ModelService, ModelServiceStatus, ModelVersion
 from conch.builders import Capabilities, PodSettings, Served
 from conch.builders.deployment import name as deployment_name
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
-from conch.errors import ApiError, ConchError, InvalidSpec, ModelVersionNotFound
-from conch.kube import MODEL_SERVICE, MODEL_VERSION, OWNED, POD, Applied, Kube
+from conch.errors import (
+    ApiError,
+    ConchError,
+    InvalidSpec,
+    ModelVersionNotFound,
+    NameConflict,
+    PolicyViolation,
+)
+from conch.kube import MODEL_SERVICE, MODEL_VERSION, OWNED, POD, SECRET, Applied, Kube
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
 from conch.routers.gateway import API_VERSION as HTTP_ROUTE_API
@@ -43,6 +50,11 @@ WARNING_REASONS = {
     reasons.INSUFFICIENT_GPU,
     reasons.UNSCHEDULABLE,
     reasons.PROGRESS_DEADLINE_EXCEEDED,
+    reasons.NAME_CONFLICT,
+    reasons.POLICY_VIOLATION,
+    reasons.CREDENTIALS_NOT_ALLOWED,
+    reasons.SOURCE_NOT_ALLOWED,
+    reasons.STATUS_REBUILT,
     *status.PULL_REASONS.values(),
 }
 
@@ -81,7 +93,7 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
-        self.serving: dict[tuple[str, str], str] = {}  # (namespace, service) -> ModelVersion
+        self.serving: dict[tuple[str, str], set[str]] = {}  # (ns, service) -> versions used
         metrics.watch_services(lambda: dict(self.ready))
 
     def reconcile(self, key: Key) -> Outcome:
@@ -106,25 +118,39 @@ class Controller:
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.ready.pop((namespace, name), None)
             self.kube.forget(namespace, name)
-            self.serving.pop((namespace, name), None)
-            # the garbage collector removes what we owned; the handler that saw the
-            # deletion queues the ModelVersion that lost a user
-            return Outcome()
+            lost = self.serving.pop((namespace, name), set())
+            # the garbage collector removes what we owned; the versions it ran lost a user
+            # (the handler that saw the deletion also queues its spec.modelVersion)
+            return Outcome(touch=tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(lost)))
         try:
             svc = ModelService.model_validate(raw)
         except ValidationError as error:
-            # The CRD schema should make this impossible; report it rather than crash.
-            self._write_invalid(raw, str(error))
-            return Outcome()
+            try:  # status is our output, never input: one that does not parse is rebuilt
+                svc = ModelService.model_validate({**raw, "status": None})
+                log.warning("%s/%s: ignoring a status that does not parse", namespace, name)
+            except ValidationError:
+                # The CRD schema should make this impossible; report it rather than crash.
+                self._write_invalid(raw, str(error))
+                return Outcome()
         now = _now()
+        live = self._deployments(svc)
         plan: Plan | None = None
         try:
-            plan = self._converge(svc, raw, now)
+            plan = self._converge(svc, raw, live, now)
             observation = plan.serving
         except ApiError:
             raise  # temporary: the work queue retries with backoff, status is left alone
         except ConchError as error:
-            observation = status.Observation(version=svc.spec.model_version, error=error)
+            # Nothing was changed; what already serves keeps serving and is reported as such.
+            recorded = rollout.from_status(svc.status).stable
+            version = recorded if recorded in live else svc.spec.model_version
+            deployment = live.get(version)
+            observation = status.Observation(
+                version=version,
+                error=error,
+                deployment=deployment,
+                desired_replicas=int((deployment or {}).get("spec", {}).get("replicas", 1)),
+            )
         decision = plan.decision if plan else None
         new = status.compute(svc, observation, now, decision, plan.seen if plan else None)
         for event in decision.events if decision else ():
@@ -137,13 +163,10 @@ class Controller:
         before_analysis = svc.status.last_analysis if svc.status else None
         if new.last_analysis and new.last_analysis != before_analysis:
             self.metrics.analyses.labels(verdict=new.last_analysis.verdict).inc()
-        before = self.serving.get((namespace, name))
-        self.serving[(namespace, name)] = svc.spec.model_version
-        touch = tuple(
-            (MODEL_VERSION.kind, namespace, v)
-            for v in {before, svc.spec.model_version}
-            if v and before != svc.spec.model_version
-        )
+        before = self.serving.get((namespace, name), set())
+        used = _versions_used({"spec": raw.get("spec"), "status": status.to_wire(new)})
+        self.serving[(namespace, name)] = used
+        touch = tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(before ^ used))
         requeue = 0.0 if ready.status == "True" else NOT_READY_POLL
         if decision and decision.phase != "Stable":
             requeue = min(requeue or ROLLOUT_POLL, ROLLOUT_POLL)
@@ -161,8 +184,7 @@ class Controller:
         used_by = sorted(
             s["metadata"]["name"]
             for s in services
-            if s.get("spec", {}).get("modelVersion") == name
-            and not s["metadata"].get("deletionTimestamp")
+            if name in _versions_used(s) and not s["metadata"].get("deletionTimestamp")
         )
         current = raw.get("status") or {}
         wanted = {
@@ -183,9 +205,14 @@ class Controller:
         except ValidationError as error:
             raise InvalidSpec(f"ModelVersion {name!r}: {error}") from None
 
-    def _converge(self, svc: ModelService, raw: Manifest, now: dt.datetime) -> Plan:
-        """Observe, decide the rollout step, apply what it implies, and say what serves."""
+    def _converge(
+        self, svc: ModelService, raw: Manifest, live: dict[str, Manifest], now: dt.datetime
+    ) -> Plan:
+        """Decide the rollout step, apply what it implies, and say what serves. `live` are
+        the Deployments this service controls, by version."""
         namespace = svc.metadata.namespace or ""
+        if refused := policy.violations(svc.spec, self.settings.policy):
+            raise PolicyViolation(refused)
         target = self._model_version(namespace, svc.spec.model_version)
         if target is None:
             raise ModelVersionNotFound(
@@ -197,11 +224,14 @@ class Controller:
         )
         if svc.spec.rollout.router == "gatewayAPI" and not capabilities.http_route:
             raise InvalidSpec("router gatewayAPI needs the Gateway API CRDs (HTTPRoute)")
-        live = self._deployments(svc)
         ready = {v: int(d.get("status", {}).get("readyReplicas", 0)) for v, d in live.items()}
-        state = rollout.from_status(svc.status)
+        state, rebuilt = rollout.reconcile_with_live(
+            rollout.from_status(svc.status), ready, target.metadata.name
+        )
+        if rebuilt:
+            self._record(raw, "Warning", reasons.STATUS_REBUILT, f"{rebuilt}: acting on what runs")
         stable_live = live.get(state.stable or target.metadata.name)
-        policy = rollout.Policy.from_spec(svc.spec, self._desired_replicas(svc, stable_live))
+        plan_policy = rollout.Policy.from_spec(svc.spec, self._desired_replicas(svc, stable_live))
         annotations = raw["metadata"].get("annotations") or {}
         seen = rollout.Observation(
             ready=ready,
@@ -211,18 +241,23 @@ class Controller:
             retry_requested=RETRY_ANNOTATION in annotations,
         )
         samples = None
-        if state.canary and rollout.analysis_due(policy, state, now):
+        if state.canary and rollout.analysis_due(plan_policy, state, now):
             samples = self._samples(svc, state.canary)
-        decision = rollout.decide(policy, state, seen, samples, now)
+        decision = rollout.decide(plan_policy, state, seen, samples, now)
 
         versions = {target.metadata.name: target}
         served: list[Served] = []
+        missing: list[str] = []
         for version, replicas in decision.replicas.items():
             mv = versions.get(version) or self._model_version(namespace, version)
             if mv is None:
-                continue  # deleted while still recorded: nothing to run it from
+                # Deleted while still served: its Deployment is left exactly as it is (never
+                # scaled down or removed because a ModelVersion is gone) and reported.
+                missing.append(version)
+                continue
             hpa_owned = svc.spec.autoscaling is not None and version == decision.state.stable
-            served.append(Served(mv, None if hpa_owned else replicas))
+            hosts = self._credentials_hosts(mv)
+            served.append(Served(mv, None if hpa_owned else replicas, tuple(hosts)))
         router = routers.create(svc.spec.rollout.router)
         routing = router.objects(
             svc, decision.state.stable, decision.state.canary, decision.weights
@@ -235,11 +270,14 @@ class Controller:
             self.settings,
             capabilities,
         )
-        applied = self._apply(raw, wanted)
-        self._prune(svc, raw, wanted, capabilities, list(live.values()))
+        applied = self._apply(svc, raw, wanted)
+        kept = [d for v, d in live.items() if v not in missing]
+        self._prune(svc, raw, wanted, capabilities, kept)
 
         serving_version = decision.state.stable or target.metadata.name
         deployment = applied.get(("Deployment", deployment_name(svc, serving_version)))
+        if deployment is None:
+            deployment = live.get(serving_version)
         pods: list[Manifest] = []
         counts = (deployment or {}).get("status", {})
         if int(counts.get("replicas", 0)) > int(counts.get("readyReplicas", 0)):
@@ -250,9 +288,18 @@ class Controller:
             deployment=deployment,
             pods=pods,
             # mid-rollout the stable version may be asked for fewer replicas than the service
-            desired_replicas=decision.replicas.get(serving_version, policy.desired_replicas),
+            desired_replicas=decision.replicas.get(serving_version, plan_policy.desired_replicas),
+            missing=tuple(missing),
         )
         return Plan(serving=serving, decision=decision, seen=seen)
+
+    def _credentials_hosts(self, mv: ModelVersion) -> list[str]:
+        """Where `mv`'s credentials may go, checked against its Secret's metadata only."""
+        ref = mv.spec.source.credentials_secret_ref
+        secret = (
+            self.kube.get_metadata(SECRET, mv.metadata.namespace or "", ref.name) if ref else None
+        )
+        return artifacts.check(mv, secret, self.settings.access)
 
     def _deployments(self, svc: ModelService) -> dict[str, Manifest]:
         """This service's Deployments by the ModelVersion they run."""
@@ -263,6 +310,7 @@ class Controller:
             d["metadata"]["labels"][VERSION_LABEL]: d
             for d in found
             if VERSION_LABEL in d["metadata"].get("labels", {})
+            and builders.controlled_by(d, svc.metadata.uid)
         }
 
     def _unschedulable(self, svc: ModelService, deployment: Manifest | None) -> str | None:
@@ -302,8 +350,32 @@ class Controller:
             log.warning("analysis of %s/%s: %s", svc.metadata.namespace, canary, error)
             return rollout.Samples()
 
-    def _apply(self, raw: Manifest, wanted: list[Manifest]) -> dict[tuple[str, str], Manifest]:
-        """Server-side apply every wanted object; one Event per reconcile for what changed."""
+    def _apply(
+        self, svc: ModelService, raw: Manifest, wanted: list[Manifest]
+    ) -> dict[tuple[str, str], Manifest]:
+        """Server-side apply every wanted object; one Event per reconcile for what changed.
+
+        Every name is checked first: if any is held by an object this service does not
+        control, nothing at all is applied (NameConflict), so a ModelService can never
+        adopt, rewrite or, through the garbage collector, delete someone else's object.
+        """
+        held = [
+            f"{obj['kind']} {obj['metadata']['name']}"
+            for obj in wanted
+            if (
+                found := self.kube.get(
+                    OWNED[obj["kind"]], obj["metadata"]["namespace"], obj["metadata"]["name"]
+                )
+            )
+            is not None
+            and not builders.controlled_by(found, svc.metadata.uid)
+        ]
+        if held:
+            raise NameConflict(
+                f"{', '.join(held)} already exist(s) and belong(s) to someone else; "
+                "Conch does not take over objects it did not create: rename the ModelService "
+                "or remove those objects"
+            )
         live: dict[tuple[str, str], Manifest] = {}
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
         for obj in wanted:
@@ -368,13 +440,7 @@ class Controller:
                     OWNED[kind], namespace, {SERVICE_LABEL: svc.metadata.name}
                 )
             ]
-        observed = [
-            obj
-            for obj in observed
-            if any(
-                o.get("uid") == svc.metadata.uid for o in obj["metadata"].get("ownerReferences", [])
-            )
-        ]
+        observed = [obj for obj in observed if builders.controlled_by(obj, svc.metadata.uid)]
         for obj in builders.stale(wanted, observed):
             self.kube.delete(obj)
             self._record(
@@ -424,6 +490,22 @@ class Controller:
             log.warning(
                 "could not post Event for %s/%s: %s", meta["namespace"], meta["name"], error
             )
+
+
+def _versions_used(service: Manifest) -> set[str]:
+    """The ModelVersions a ModelService asks for or still runs (stable and canary)."""
+    recorded = service.get("status") or {}
+    return {
+        v
+        for v in (
+            service.get("spec", {}).get("modelVersion"),
+            (recorded.get("stable") or {}).get("version"),
+            (recorded.get("canary") or {}).get("version")
+            if recorded.get("phase") != "RolledBack"
+            else None,
+        )
+        if isinstance(v, str)
+    }
 
 
 def _now() -> dt.datetime:

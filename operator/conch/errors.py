@@ -4,6 +4,9 @@
     ├── ModelVersionNotFound    the referenced ModelVersion does not exist (yet)   permanent*
     ├── InvalidSpec             the objects the spec implies were refused          permanent
     ├── PolicyViolation         the spec asks for what the admin's PodPolicy bars  permanent
+    ├── NameConflict            a child's name is held by someone else's object    permanent
+    ├── CredentialsNotAllowed   the Secret or the artifact host is not allowed     permanent
+    ├── SourceNotAllowed        the artifact URI is refused (file://, malformed)   permanent
     └── ApiError                a Kubernetes API call failed                       temporary
 
 *permanent for this spec: retried when the ModelVersion appears, not on a timer.
@@ -32,6 +35,18 @@ class ModelVersionNotFound(ConchError):
 
 class InvalidSpec(ConchError):
     reason = reasons.INVALID_SPEC
+
+
+class NameConflict(ConchError):
+    reason = reasons.NAME_CONFLICT
+
+
+class CredentialsNotAllowed(ConchError):
+    reason = reasons.CREDENTIALS_NOT_ALLOWED
+
+
+class SourceNotAllowed(ConchError):
+    reason = reasons.SOURCE_NOT_ALLOWED
 
 
 class PolicyViolation(ConchError):

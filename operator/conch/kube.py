@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -34,18 +35,27 @@ class Kind:
     plural: str
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        """The request path; every caller-given segment is escaped, so a name can never
+        climb out of its namespace (`../../other/...` stays one segment)."""
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        parts = [prefix, "namespaces", namespace, self.plural]
+        parts = [prefix, "namespaces", _segment(namespace), self.plural]
         if name:
-            parts.append(name)
+            parts.append(_segment(name))
         if subresource:
             parts.append(subresource)
         return "/".join(parts)
 
 
+def _segment(value: str) -> str:
+    if value in ("", ".", ".."):
+        raise InvalidSpec(f"{value!r} is not an object name")
+    return quote(value, safe="")
+
+
 MODEL_SERVICE = Kind(f"{GROUP}/{VERSION}", "ModelService", "modelservices")
 MODEL_VERSION = Kind(f"{GROUP}/{VERSION}", "ModelVersion", "modelversions")
 POD = Kind("v1", "Pod", "pods")
+SECRET = Kind("v1", "Secret", "secrets")
 OWNED = {
     k.kind: k
     for k in (
@@ -113,13 +123,14 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
         with_status: bool = False,
+        accept: str = "application/json",
     ) -> Any:
         try:
             response = self.api.call_api(
                 path,
                 method,
                 query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                header_params={"Content-Type": content_type, "Accept": accept},
                 body=body,
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
@@ -140,6 +151,23 @@ class Kube:
     def get(self, kind: Kind, namespace: str, name: str) -> Manifest | None:
         try:
             return dict(self._call("get", "GET", kind.path(namespace, name)))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def get_metadata(self, kind: Kind, namespace: str, name: str) -> Manifest | None:
+        """Only the object's metadata (PartialObjectMetadata): how Secrets are read, so
+        their data never reaches the operator."""
+        try:
+            return dict(
+                self._call(
+                    "get",
+                    "GET",
+                    kind.path(namespace, name),
+                    accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                )
+            )
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -262,6 +290,6 @@ class Kube:
         self._call(
             "event",
             "POST",
-            f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events",
+            f"/apis/events.k8s.io/v1/namespaces/{_segment(meta['namespace'])}/events",
             body=body,
         )

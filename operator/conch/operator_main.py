@@ -9,11 +9,14 @@ from typing import Any
 import kopf
 
 from conch import providers
+from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.controller import Controller
 from conch.kube import Kube, load_api_client
 from conch.metrics import OperatorMetrics
 from conch.policy import PodPolicy, image_rule
+from conch_runtime.access import HostPattern
+from conch_runtime.errors import PullError
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -152,6 +155,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     parser.add_argument("--verbose", "-v", action="store_true")
     _add_policy_arguments(parser)
+    _add_source_arguments(parser)
+
+
+def _host_entry(value: str) -> str:
+    try:
+        HostPattern.parse(value)
+    except PullError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return value
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that bound artifact sources and where credentials may go (conch.artifacts)."""
+    group = parser.add_argument_group(
+        "artifact sources", "where models come from and where credentials go (docs/security.md)"
+    )
+    group.add_argument(
+        "--credentials-host",
+        action="append",
+        type=_host_entry,
+        default=[],
+        metavar="HOST",
+        help="a host[:port], *.domain or S3 bucket any opted-in credentials Secret may be "
+        "sent to (repeatable); a Secret adds its own with the "
+        "serving.conch.dev/credentials-hosts annotation",
+    )
+    group.add_argument(
+        "--s3-endpoint", metavar="URL", help="S3 endpoint the pull step uses (default: AWS)"
+    )
+    group.add_argument(
+        "--allow-file-sources",
+        action="store_true",
+        help="serve file:// artifacts (the sandbox and tests only: they read the runtime "
+        "container's own files)",
+    )
+
+
+def artifact_access(args: argparse.Namespace) -> ArtifactAccess:
+    return ArtifactAccess(
+        credentials_hosts=tuple(args.credentials_host),
+        allow_file=args.allow_file_sources,
+        s3_endpoint=args.s3_endpoint,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = OperatorMetrics()
     kube = Kube(load_api_client(pool_size=args.workers * 2), on_error=metrics.api_error)
     provider = providers.create("prometheus", args.prometheus_url) if args.prometheus_url else None
-    settings = PodSettings(runtime_image=args.runtime_image, policy=pod_policy(args))
+    settings = PodSettings(
+        runtime_image=args.runtime_image, policy=pod_policy(args), access=artifact_access(args)
+    )
     controller = Controller(kube, settings, metrics, provider)
     metrics.serve(*args.metrics_bind_address)
     health_host, health_port = args.health_bind_address

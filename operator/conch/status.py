@@ -42,6 +42,8 @@ class Observation:
     deployment: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
     desired_replicas: int = 1
+    missing: tuple[str, ...] = ()
+    """Versions still served whose ModelVersion is gone: kept running as they are."""
 
 
 @dataclass(frozen=True)
@@ -96,15 +98,29 @@ def _deadline_exceeded(deployment: dict[str, Any]) -> bool:
 
 
 def judge(obs: Observation) -> Verdict:
-    """Decide the conditions. Order matters: the first problem found is the one reported."""
-    if obs.error is not None:
-        failed = ("False", obs.error.reason, obs.error.message)
-        return Verdict(failed, failed, ("True", obs.error.reason, obs.error.message))
+    """Decide the conditions. Order matters: the first problem found is the one reported.
+
+    A spec that cannot be acted on (`obs.error`) changes nothing that runs, so when the
+    live Deployment still serves, Ready stays True and Degraded says what is wrong."""
     status = (obs.deployment or {}).get("status", {})
     ready = int(status.get("readyReplicas", 0))
     desired = obs.desired_replicas
     counts = f"{ready}/{desired} replicas of {obs.version} ready"
     healthy = ("False", reasons.AS_EXPECTED, "")
+    if obs.missing and obs.error is None:
+        gone = ", ".join(obs.missing)
+        healthy = (
+            "True",
+            reasons.MODEL_VERSION_NOT_FOUND,
+            f"ModelVersion {gone} was deleted while served: its Deployment keeps running as it is",
+        )
+    if obs.error is not None:
+        failed = ("False", obs.error.reason, obs.error.message)
+        degraded = ("True", obs.error.reason, obs.error.message)
+        if obs.deployment is not None and desired > 0 and ready >= desired:
+            up = ("True", reasons.AVAILABLE, f"{counts}; the spec is not applied: {obs.error}")
+            return Verdict(up, failed, degraded)
+        return Verdict(failed, failed, degraded)
     if desired == 0:
         idle = ("False", reasons.SCALED_TO_ZERO, f"{obs.version} is scaled to zero")
         return Verdict(idle, ("False", reasons.SCALED_TO_ZERO, ""), healthy)

@@ -47,11 +47,11 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("monitoring.coreos.com", "servicemonitors"): WRITE,
     ("gateway.networking.k8s.io", "httproutes"): WRITE,
     ("", "pods"): {"get", "list", "watch"},
+    ("", "secrets"): {"get"},  # metadata only: has a credentials Secret opted in?
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 FORBIDDEN_RESOURCES = {
-    "secrets",
     "configmaps",
     "nodes",
     "customresourcedefinitions",
@@ -81,13 +81,14 @@ ALLOWED = [
     ("patch", "httproutes.gateway.networking.k8s.io", ()),
     ("list", "pods", ()),
     ("watch", "pods", ()),
+    ("get", "secrets", ()),
     ("create", "events", ()),
     ("create", "events.events.k8s.io", ()),
 ]
 # ... and must be denied.
 DENIED = [
-    ("get", "secrets", ()),
     ("list", "secrets", ()),
+    ("watch", "secrets", ()),
     ("list", "configmaps", ()),
     ("create", "pods", ()),
     ("delete", "pods", ()),
@@ -385,6 +386,8 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
         "Deployment",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",  # an in-use ModelVersion cannot be deleted
+        "ValidatingAdmissionPolicyBinding",
     ]
     assert_least_privilege(only(objects, "ClusterRole")["rules"])
     binding = only(objects, "ClusterRoleBinding")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from conch.builders.meta import version_child_name
 from conch.dev.operator import OperatorProcess
 from tests.support import (
     create_service,
@@ -63,7 +64,7 @@ def test_example_becomes_ready_with_its_objects(
     kubectl("wait", "--for=condition=Ready", "msvc/digits", "-n", namespace, "--timeout=90s")
     objects = owned(kubectl, namespace)
     assert set(objects) == {
-        "Deployment/digits-digits-v1",
+        "Deployment/" + version_child_name("digits", "digits-v1"),
         "Service/digits",
         "HorizontalPodAutoscaler/digits",
         "PodDisruptionBudget/digits",
@@ -152,11 +153,11 @@ def test_drift_is_repaired(api: client.ApiClient, namespace: str) -> None:
             }
         }
     }
-    apps.patch_namespaced_deployment("digits-digits-v1", namespace, patch)
+    apps.patch_namespaced_deployment(version_child_name("digits", "digits-v1"), namespace, patch)
     core.delete_namespaced_service("digits", namespace)
 
     def repaired() -> bool:
-        dep = apps.read_namespaced_deployment("digits-digits-v1", namespace)
+        dep = apps.read_namespaced_deployment(version_child_name("digits", "digits-v1"), namespace)
         images = [c.image for c in dep.spec.template.spec.containers]
         services = core.list_namespaced_service(
             namespace, field_selector="metadata.name=digits"
@@ -191,7 +192,9 @@ def test_dropping_autoscaling_deletes_the_hpa(api: client.ApiClient, namespace: 
         lambda: not autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items,
         what="HPA deleted",
     )
-    dep = client.AppsV1Api(api).read_namespaced_deployment("digits-digits-v1", namespace)
+    dep = client.AppsV1Api(api).read_namespaced_deployment(
+        version_child_name("digits", "digits-v1"), namespace
+    )
     assert dep.spec.replicas == 3
     cond = wait_for(api, namespace, "Ready", "True", timeout=90)
     assert cond["observedGeneration"] == 2

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from conch.builders.meta import version_child_name
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.prometheus import PrometheusProcess
@@ -238,24 +239,33 @@ def test_gateway_api_router_sets_route_weights(
         refs = route["spec"]["rules"][0]["backendRefs"]
         return {r["name"]: r.get("weight", 1) for r in refs}
 
-    assert route_weights() == {"digits-digits-v1": 100}
+    assert route_weights() == {version_child_name("digits", "digits-v1"): 100}
     with traffic(api, namespace, backends):
         start_rollout(api, namespace, "digits-v2")
         eventually(
-            lambda: route_weights() == {"digits-digits-v1": 70, "digits-digits-v2": 30},
+            lambda: (
+                route_weights()
+                == {
+                    version_child_name("digits", "digits-v1"): 70,
+                    version_child_name("digits", "digits-v2"): 30,
+                }
+            ),
             60,
             what="first step on the route",
         )
         eventually(
             lambda: (
                 phase(api, namespace).get("phase") == "Stable"
-                and route_weights() == {"digits-digits-v2": 100}
+                and route_weights() == {version_child_name("digits", "digits-v2"): 100}
             ),
             120,
             what="promotion on the route",
         )
     services = client.CoreV1Api(api).list_namespaced_service(namespace).items
-    assert {s.metadata.name for s in services} == {"digits", "digits-digits-v2"}
+    assert {s.metadata.name for s in services} == {
+        "digits",
+        version_child_name("digits", "digits-v2"),
+    }
 
 
 def annotate(api: client.ApiClient, ns: str, key: str) -> None:

@@ -135,7 +135,7 @@ def test_replicas_are_left_to_the_hpa() -> None:
     assert "replicas" not in autoscaled["Deployment"]["spec"]
     assert (
         autoscaled["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"]
-        == "digits-digits-v1"
+        == autoscaled["Deployment"]["metadata"]["name"]
     )
     fixed = by_kind(objects({"autoscaling": None, "replicas": 3}))
     assert fixed["Deployment"]["spec"]["replicas"] == 3
@@ -196,23 +196,34 @@ def test_credentials_and_pvc_sources_are_mounted() -> None:
     ]
 
 
-def test_child_names_fit_in_63_characters() -> None:
-    assert meta.child_name("digits", "digits-v1") == "digits-digits-v1"
-    long = meta.child_name("a" * 40, "b" * 40)
-    assert len(long) == 63 and long == meta.child_name("a" * 40, "b" * 40)
-    assert long != meta.child_name("a" * 40, "b" * 39 + "c")
+def test_version_child_names_fit_and_never_collide() -> None:
+    name = meta.version_child_name("digits", "digits-v1")
+    assert name.startswith("digits-digits-v1-") and len(name) == len("digits-digits-v1") + 9
+    # the plain join is ambiguous; the hash of the pair is not
+    assert meta.version_child_name("a-b", "c") != meta.version_child_name("a", "b-c")
+    long = meta.version_child_name("a" * 40, "b" * 200)
+    assert len(long) == 63 and long == meta.version_child_name("a" * 40, "b" * 200)
+    assert long != meta.version_child_name("a" * 40, "b" * 199 + "c")
+    # dots (legal in ModelVersion names) never reach a Service name
+    assert "." not in meta.version_child_name("svc", "digits.v1")
 
 
 def test_stale_objects_are_those_no_longer_wanted() -> None:
     wanted = objects({"autoscaling": None})
     observed = [
         {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "digits"}},
-        {"kind": "Deployment", "metadata": {"name": "digits-digits-v1"}},
-        {"kind": "Deployment", "metadata": {"name": "digits-digits-v0"}},
+        {
+            "kind": "Deployment",
+            "metadata": {"name": meta.version_child_name("digits", "digits-v1")},
+        },
+        {
+            "kind": "Deployment",
+            "metadata": {"name": meta.version_child_name("digits", "digits-v0")},
+        },
     ]
     assert [o["metadata"]["name"] for o in builders.stale(wanted, observed)] == [
         "digits",
-        "digits-digits-v0",
+        meta.version_child_name("digits", "digits-v0"),
     ]
 
 

@@ -18,6 +18,7 @@ from conch.rollout import (
     Weights,
     accuracy_drop,
     from_status,
+    reconcile_with_live,
     to_status,
 )
 from conch.rollout.duration import parse_duration
@@ -116,3 +117,99 @@ def test_gate_tolerates_float_noise_and_unknown_drops() -> None:
     assert refusal(0.05, None, "v2") is None
     assert refusal(None, 0.5, "v2") is None
     assert refusal(0.01, 0.02, "v2") is not None
+
+
+LIVE_CASES = [
+    # (case, recorded state, live version -> ready replicas, target, acted-on state, rebuilt?)
+    ("agrees", RolloutState(stable="v1"), {"v1": 2}, "v1", RolloutState(stable="v1"), False),
+    ("first reconcile", RolloutState(), {}, "v1", RolloutState(), False),
+    (
+        "made-up stable while v1 serves",
+        RolloutState(stable="ghost"),
+        {"v1": 2},
+        "v1",
+        RolloutState(stable="v1"),
+        True,
+    ),
+    (
+        "status names versions but nothing runs",
+        RolloutState(phase="Progressing", stable="v1", canary="v2", step=1),
+        {},
+        "v2",
+        RolloutState(),
+        True,
+    ),
+    (
+        "status lost mid-rollout: the version with most ready pods is stable",
+        RolloutState(),
+        {"v1": 3, "v2": 1},
+        "v2",
+        RolloutState(stable="v1"),
+        True,
+    ),
+    (
+        "equal ready: the target wins",
+        RolloutState(),
+        {"v1": 1, "v2": 1},
+        "v2",
+        RolloutState(stable="v2"),
+        True,
+    ),
+    (
+        "a canary that runs nowhere is dropped",
+        RolloutState(phase="Progressing", stable="v1", canary="ghost", step=0),
+        {"v1": 2},
+        "v2",
+        RolloutState(stable="v1"),
+        True,
+    ),
+    (
+        "a live canary is kept",
+        RolloutState(phase="Progressing", stable="v1", canary="v2", step=0),
+        {"v1": 2, "v2": 0},
+        "v2",
+        RolloutState(phase="Progressing", stable="v1", canary="v2", step=0),
+        False,
+    ),
+    (
+        "rolled back: the canary is a record, not a running version",
+        RolloutState(phase="RolledBack", stable="v1", canary="v2"),
+        {"v1": 2},
+        "v2",
+        RolloutState(phase="RolledBack", stable="v1", canary="v2"),
+        False,
+    ),
+    (
+        "canary equal to stable",
+        RolloutState(phase="Progressing", stable="v1", canary="v1", step=0),
+        {"v1": 2},
+        "v1",
+        RolloutState(stable="v1"),
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "ready", "target", "expected", "rebuilt"),
+    [c[1:] for c in LIVE_CASES],
+    ids=[c[0] for c in LIVE_CASES],
+)
+def test_live_children_win_over_status(
+    recorded: RolloutState,
+    ready: dict[str, int],
+    target: str,
+    expected: RolloutState,
+    rebuilt: bool,
+) -> None:
+    state, why = reconcile_with_live(recorded, ready, target)
+    assert state == expected
+    assert (why is not None) == rebuilt
+
+
+@pytest.mark.parametrize(
+    "forged", ["../../other/modelversions/x", "a/b", "UPPER", "x" * 254, "..", "a..b"]
+)
+def test_status_version_names_pass_the_spec_name_check(forged: str) -> None:
+    with pytest.raises(ValueError, match="version"):
+        ModelServiceStatus.model_validate({"stable": {"version": forged}})

@@ -9,7 +9,7 @@ import pytest
 
 from conch import reasons, rollout, status
 from conch.api import ModelService
-from conch.errors import InvalidSpec, ModelVersionNotFound
+from conch.errors import InvalidSpec, ModelVersionNotFound, NameConflict
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(minutes=5)
@@ -129,6 +129,41 @@ CASES = [
         status.Observation("v1", error=ModelVersionNotFound("ModelVersion 'v1' not found")),
         ("False", reasons.MODEL_VERSION_NOT_FOUND),
         ("False", reasons.MODEL_VERSION_NOT_FOUND),
+        ("True", reasons.MODEL_VERSION_NOT_FOUND),
+    ),
+    (
+        "version deleted while its deployment serves",
+        status.Observation(
+            "v1",
+            error=ModelVersionNotFound("ModelVersion 'v1' not found"),
+            deployment=deployment(2),
+            desired_replicas=2,
+        ),
+        ("True", reasons.AVAILABLE),
+        ("False", reasons.MODEL_VERSION_NOT_FOUND),
+        ("True", reasons.MODEL_VERSION_NOT_FOUND),
+    ),
+    (
+        "name held by someone else, nothing served yet",
+        status.Observation("v1", error=NameConflict("Service digits belongs to someone else")),
+        ("False", reasons.NAME_CONFLICT),
+        ("False", reasons.NAME_CONFLICT),
+        ("True", reasons.NAME_CONFLICT),
+    ),
+    (
+        "refused spec while the deployment is short of replicas",
+        status.Observation(
+            "v1", error=NameConflict("x"), deployment=deployment(1), desired_replicas=2
+        ),
+        ("False", reasons.NAME_CONFLICT),
+        ("False", reasons.NAME_CONFLICT),
+        ("True", reasons.NAME_CONFLICT),
+    ),
+    (
+        "stable version deleted mid-rollout: kept running",
+        status.Observation("v1", deployment=deployment(2), desired_replicas=2, missing=("v0",)),
+        ("True", reasons.AVAILABLE),
+        ("False", reasons.AVAILABLE),
         ("True", reasons.MODEL_VERSION_NOT_FOUND),
     ),
     (

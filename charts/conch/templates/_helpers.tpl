@@ -91,6 +91,11 @@ per watched namespace. Nothing else: no Secrets, ConfigMaps, Nodes, RBAC or CRD 
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Read-only, metadata only: whether a ModelVersion's credentials Secret opted in and where
+# its credentials may go (labels and annotations; the operator never requests Secret data).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # Read-only: pod scheduling conditions (InsufficientGPU).
 - apiGroups: [""]
   resources: ["pods"]

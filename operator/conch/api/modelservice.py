@@ -260,8 +260,8 @@ class ModelServiceSpec(ApiModel):
 class VersionStatus(ApiModel):
     """One served version and the traffic it gets."""
 
-    version: str
-    """ModelVersion name."""
+    version: str = Field(max_length=253, pattern=DNS_SUBDOMAIN)
+    """ModelVersion name (checked like spec.modelVersion: status is never trusted as input)."""
     replicas: int = 0
     ready_replicas: int = 0
     weight: int = Field(default=0, ge=0, le=100)
@@ -282,8 +282,8 @@ class AnalysisResult(ApiModel):
 class RolloutRecord(ApiModel):
     """One finished rollout."""
 
-    from_version: str | None = None
-    to_version: str
+    from_version: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    to_version: str = Field(max_length=253, pattern=DNS_SUBDOMAIN)
     result: Literal["Promoted", "RolledBack", "Aborted"]
     reason: str = ""
     started_at: datetime | None = None

@@ -7,9 +7,19 @@ from dataclasses import dataclass
 from conch.api import ModelService, ModelVersion
 from conch.builders import deployment, hpa, networkpolicy, pdb, service, servicemonitor
 from conch.builders.deployment import PodSettings
-from conch.builders.meta import Manifest
+from conch.builders.meta import Manifest, controlled_by
 
-__all__ = ["Capabilities", "Manifest", "PodSettings", "Served", "desired", "key", "single", "stale"]
+__all__ = [
+    "Capabilities",
+    "Manifest",
+    "PodSettings",
+    "Served",
+    "controlled_by",
+    "desired",
+    "key",
+    "single",
+    "stale",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,8 @@ class Served:
 
     mv: ModelVersion
     replicas: int | None
+    credentials_hosts: tuple[str, ...] = ()
+    """Where the pull may send the artifact credentials (checked by `conch.artifacts`)."""
 
 
 def desired(
@@ -40,7 +52,9 @@ def desired(
     Deployment per served version, then the objects shared by all versions. `autoscaled`
     names the version whose Deployment the HPA scales."""
     objects = list(routing)
-    objects += [deployment.build(svc, s.mv, settings, s.replicas) for s in served]
+    objects += [
+        deployment.build(svc, s.mv, settings, s.replicas, s.credentials_hosts) for s in served
+    ]
     objects += [pdb.build(svc), networkpolicy.build(svc)]
     if autoscaled is not None and (autoscaler := hpa.build(svc, deployment.name(svc, autoscaled))):
         objects.append(autoscaler)

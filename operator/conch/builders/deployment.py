@@ -13,7 +13,8 @@ from typing import Any
 
 from conch.api import ModelService, ModelVersion
 from conch.api.modelservice import Resources
-from conch.builders.meta import Manifest, child_name, metadata, selector
+from conch.artifacts import ArtifactAccess
+from conch.builders.meta import Manifest, metadata, selector, version_child_name
 from conch.builders.service import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from conch.policy import PodPolicy
 
@@ -33,12 +34,13 @@ class PodSettings:
 
     runtime_image: str = "ghcr.io/conch-serving/conch-runtime:0.1.0"
     shm_size: str = "1Gi"
+    access: ArtifactAccess = field(default_factory=ArtifactAccess)
     policy: PodPolicy = field(default_factory=PodPolicy)
     """What a ModelService may put into its pods; the controller checks it before building."""
 
 
 def name(svc: ModelService, mv_name: str) -> str:
-    return child_name(svc.metadata.name, mv_name)
+    return version_child_name(svc.metadata.name, mv_name)
 
 
 def accelerator_limits(resources: Resources) -> dict[str, str]:
@@ -75,10 +77,15 @@ def _container_security() -> dict[str, Any]:
 
 
 def _source_mounts(
-    mv: ModelVersion,
+    mv: ModelVersion, access: ArtifactAccess, credentials_hosts: tuple[str, ...]
 ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Extra pull arguments, volumes and mounts for where the artifact comes from."""
+    """Extra pull arguments, volumes and mounts for where the artifact comes from.
+    `credentials_hosts` are the places the operator checked the credentials may go."""
     args: list[str] = []
+    if access.s3_endpoint:
+        args += ["--s3-endpoint", access.s3_endpoint]
+    if access.allow_file and mv.spec.source.uri.startswith("file:"):
+        args.append("--allow-file")
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     uri = mv.spec.source.uri
@@ -96,6 +103,8 @@ def _source_mounts(
         )
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
         args += ["--credentials-dir", CREDENTIALS_DIR]
+        for host in credentials_hosts:
+            args += ["--credentials-host", host]
     return args, volumes, mounts
 
 
@@ -157,10 +166,16 @@ def fixed_replicas(svc: ModelService) -> int:
 
 
 def build(
-    svc: ModelService, mv: ModelVersion, settings: PodSettings, replicas: int | None
+    svc: ModelService,
+    mv: ModelVersion,
+    settings: PodSettings,
+    replicas: int | None,
+    credentials_hosts: tuple[str, ...] = (),
 ) -> Manifest:
     """The Deployment serving `mv` for `svc`; `replicas` None leaves the count to the HPA."""
-    source_args, source_volumes, source_mounts = _source_mounts(mv)
+    source_args, source_volumes, source_mounts = _source_mounts(
+        mv, settings.access, credentials_hosts
+    )
     pod_labels = metadata(svc, "", mv)["labels"]
     pull = {
         "name": "pull-model",

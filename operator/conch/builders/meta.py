@@ -16,13 +16,16 @@ FIELD_MANAGER = "conch"
 Manifest = dict[str, Any]
 
 
-def child_name(*parts: str, limit: int = 63) -> str:
-    """`a-b`, shortened with a stable hash suffix when it would exceed `limit` characters."""
-    name = "-".join(parts)
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: limit - 9].rstrip('-.')}-{digest}"
+def version_child_name(service: str, version: str) -> str:
+    """The name of a per-version child (Deployment, per-version Service) of `service`.
+
+    `service-version` alone is ambiguous (`a-b`+`c` and `a`+`b-c` meet), so a hash of the
+    unambiguous pair `service/version` always ends it; dots become dashes so the same name
+    is valid for a Service (DNS-1035) as well as a Deployment.
+    """
+    digest = hashlib.sha256(f"{service}/{version}".encode()).hexdigest()[:8]
+    readable = f"{service}-{version}".replace(".", "-")[: 63 - 9].rstrip("-")
+    return f"{readable}-{digest}"
 
 
 def label_value(value: str) -> str:
@@ -75,3 +78,12 @@ def metadata(
         "ownerReferences": [owner_reference(svc)],
         **extra,
     }
+
+
+def controlled_by(obj: Manifest, uid: str | None) -> bool:
+    """Whether `obj`'s controller owner reference is the object with `uid`: the one test
+    of "ours" before Conch writes or deletes anything."""
+    return uid is not None and any(
+        ref.get("controller") and ref.get("uid") == uid
+        for ref in obj.get("metadata", {}).get("ownerReferences") or []
+    )

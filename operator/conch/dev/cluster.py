@@ -388,6 +388,7 @@ class Cluster:
             self.kubeconfig,
             self.directory / "conch-operator.log",
             "--all-namespaces",
+            "--allow-file-sources",  # `conch package` writes file:// URIs for local use
             *SANDBOX_POLICY_ARGS,
         ).start()
         assert operator.proc is not None

@@ -5,7 +5,7 @@ applies the decision and records `decision.state` in status (`record.to_status`)
 from conch.rollout.analysis import AnalysisVerdict, evaluate
 from conch.rollout.gate import accuracy_drop
 from conch.rollout.machine import analysis_due, decide
-from conch.rollout.record import from_status, to_status
+from conch.rollout.record import from_status, reconcile_with_live, to_status
 from conch.rollout.state import (
     AbandonCanary,
     AcknowledgeRequest,
@@ -59,6 +59,7 @@ __all__ = [
     "from_status",
     "gateway_split",
     "gateway_weights",
+    "reconcile_with_live",
     "replica_split",
     "to_status",
 ]

@@ -18,6 +18,8 @@ Conditions are not written here: the controller merges `Decision.conditions` int
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Final
 
 from conch.api.modelservice import ModelServiceStatus, RolloutRecord, VersionStatus
@@ -51,6 +53,39 @@ def from_status(status: ModelServiceStatus | None) -> RolloutState:
         last_analysis=status.last_analysis,
         rollback_reason=status.rollback_reason,
     )
+
+
+def reconcile_with_live(
+    state: RolloutState, ready: Mapping[str, int], target: str
+) -> tuple[RolloutState, str | None]:
+    """`state` checked against the versions whose Deployments this service controls
+    (`ready`: version -> ready replicas). Status is our output, never an order: a stable
+    or canary version that runs nowhere while others do is a contradiction (a forged or
+    stale status), and the live children win. Returns the state to act on and, when it was
+    rebuilt, why.
+
+    - nothing runs: whatever status says, start afresh (the target is deployed);
+    - the recorded stable runs nowhere: the live version with the most ready replicas
+      (the target first among equals) becomes stable;
+    - the recorded canary runs nowhere (outside RolledBack, where it names the version
+      that was rolled back): it is dropped, so a rollout starts again from the stable
+      version instead of trusting what status claims.
+    """
+    recorded = [v for v in (state.stable, state.canary) if v is not None]
+    if not ready:
+        if recorded:
+            return RolloutState(), f"status names {', '.join(recorded)} but none of them runs"
+        return state, None
+    notes = []
+    if state.stable not in ready:
+        best = max(sorted(ready), key=lambda v: (ready[v], v == target))
+        notes.append(f"status names stable {state.stable} but {best} is what runs")
+        state = dataclasses.replace(state, stable=best)
+    orphan = state.canary not in ready and state.phase != "RolledBack"
+    if state.canary is not None and (orphan or state.canary == state.stable):
+        notes.append(f"status names canary {state.canary}, which does not run")
+        state = RolloutState(stable=state.stable)
+    return state, ("; ".join(notes) or None)
 
 
 def history(previous: list[RolloutRecord], decision: Decision) -> list[RolloutRecord]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from conch.api import ModelService
 from conch.builders import service
-from conch.builders.meta import Manifest, child_name, metadata, selector
+from conch.builders.meta import Manifest, metadata, selector, version_child_name
 from conch.builders.service import HTTP_PORT, PORTS
 from conch.rollout import Weights
 
@@ -16,7 +16,7 @@ API_VERSION = "gateway.networking.k8s.io/v1"
 
 
 def version_service_name(svc: ModelService, version: str) -> str:
-    return child_name(svc.metadata.name, version)
+    return version_child_name(svc.metadata.name, version)
 
 
 def version_service(svc: ModelService, version: str) -> Manifest:
