@@ -18,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conch import operator_main
+from conch.artifacts import ArtifactAccess
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain
@@ -528,6 +529,25 @@ def test_policy_values_reach_the_operator(offline_helm: Helm, tmp_path: Path) ->
         allowed_toleration_keys=(),
         allowed_node_selector_keys=("*",),
         allowed_triton_flags=("--log-file", "--log-verbose"),
+    )
+
+
+def test_artifact_values_reach_the_operator(offline_helm: Helm, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    operator_main.add_arguments(parser)
+    default = operator_main.artifact_access(
+        parser.parse_args(container(offline_helm.render())["args"])
+    )
+    assert default == ArtifactAccess()  # no hosts, no endpoint, never file://
+    values = tmp_path / "artifacts.yaml"
+    artifacts = {
+        "credentialsHosts": ["models", "*.models.example"],
+        "s3Endpoint": "https://s3.example",
+    }
+    values.write_text(yaml.safe_dump({"artifacts": artifacts}))
+    args = container(offline_helm.render(f"--values={values}"))["args"]
+    assert operator_main.artifact_access(parser.parse_args(args)) == ArtifactAccess(
+        credentials_hosts=("models", "*.models.example"), s3_endpoint="https://s3.example"
     )
 
 

@@ -388,3 +388,33 @@ def test_a_model_version_that_disappears_takes_no_capacity(
         5,
         what="the stable Deployment keeps its replicas",
     )
+
+
+POD_WISHES = [
+    # (service name, spec change, words in the refusal)
+    (
+        "image",
+        {"triton": {"image": "registry.example/evil/tritonserver:latest"}},
+        "spec.triton.image",
+    ),
+    (
+        "priority",
+        {"scheduling": {"priorityClassName": "system-node-critical"}},
+        "system-node-critical",
+    ),
+    ("tolerate-all", {"scheduling": {"tolerations": [{"operator": "Exists"}]}}, "toleration"),
+    ("pin-node", {"scheduling": {"nodeSelector": {"kubernetes.io/hostname": "cpu-0"}}}, "hostname"),
+    ("repo-flag", {"triton": {"extraArgs": ["--model-repo=/etc"]}}, "--model-repository"),
+    ("load-space", {"triton": {"extraArgs": ["--load-model", "other"]}}, "--load-model"),
+]
+
+
+def test_what_reaches_a_pod_is_policy_not_wish(
+    api: client.ApiClient, tenant: client.ApiClient, namespace: str
+) -> None:
+    create_version(tenant, namespace)
+    for name, spec, _ in POD_WISHES:
+        create_service(tenant, namespace, name=name, **spec)
+    for name, _, words in POD_WISHES:
+        refused(api, namespace, "PolicyViolation", name=name)
+        assert words in ready_message(api, namespace, name), name
