@@ -15,8 +15,17 @@ import yaml
 
 from conch_runtime.tool_errors import InvalidSignature
 
-__all__ = ["API_VERSION", "KIND", "build_modelversion", "default_name", "dump_yaml"]
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "MODELVERSION",
+    "build_modelversion",
+    "default_name",
+    "dump_yaml",
+]
 
+MODELVERSION = "modelversion.yaml"
+"""Its file name in a package directory."""
 API_VERSION = "serving.conch.dev/v1alpha1"
 KIND = "ModelVersion"
 

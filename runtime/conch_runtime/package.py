@@ -49,7 +49,7 @@ from conch_runtime.data import Dataset, generate_inputs, save_npz
 from conch_runtime.export import FORMATS, Format, SavedModel, export_model, load_saved
 from conch_runtime.manifest import Manifest, file_digests, write_artifact
 from conch_runtime.models import LoadedModel, load_model
-from conch_runtime.modelversion import build_modelversion, check_identity, dump_yaml
+from conch_runtime.modelversion import MODELVERSION, build_modelversion, check_identity, dump_yaml
 from conch_runtime.progress import Reporter, SilentReporter
 from conch_runtime.repository import (
     MODEL_VERSION,
@@ -73,7 +73,6 @@ __all__ = ["PackageResult", "package"]
 
 REPOSITORY = "repository"
 VALIDATION = "validation"
-MODELVERSION = "modelversion.yaml"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The exception tree of `package` and `validate` (pull has its own, in `errors`).
+"""The exception tree of `package`, `validate` and `push` (pull has its own, in `errors`).
 
 Every failure is one of these classes, with a CamelCase `reason` (usable as a Kubernetes
 condition reason) and an exit code from 20 on, apart from pull's. A validation that runs
@@ -11,7 +11,8 @@ and finds a mismatch is not an error: it is a report with passed=False, and the 
     ├── UnsupportedCompression  reason UnsupportedCompression  exit 24  combination or format
     ├── ExportFailed            reason ExportFailed            exit 25  torch.export / ONNX
     ├── InvalidRepository       reason InvalidRepository       exit 26  config.pbtxt, manifest
-    └── ServerError             reason TritonServerFailed      exit 27  tritonserver did not serve
+    ├── ServerError             reason TritonServerFailed      exit 27  tritonserver did not serve
+    └── PushFailed              reason PushFailed              exit 28  the store refused the upload
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidModel",
     "InvalidRepository",
     "InvalidSignature",
+    "PushFailed",
     "ServerError",
     "ToolError",
     "UnsupportedCompression",
@@ -88,3 +90,10 @@ class ServerError(ToolError):
 
     reason = "TritonServerFailed"
     exit_code = 27
+
+
+class PushFailed(ToolError):
+    """The artifact store refused the upload, could not be reached, or stored other bytes."""
+
+    reason = "PushFailed"
+    exit_code = 28

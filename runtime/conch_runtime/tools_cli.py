@@ -74,11 +74,43 @@ def add_tool_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     v.add_argument("--rtol", type=float, help="relative tolerance")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    u = commands.add_parser(
+        "push", help="upload a package's artifact to S3 and point its ModelVersion at it"
+    )
+    u.add_argument("package", type=Path, help="package directory written by `package`")
+    u.add_argument("--to", required=True, metavar="s3://BUCKET[/PREFIX]", help="where to")
+    u.add_argument("--endpoint", metavar="URL", help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
+    u.add_argument(
+        "--credentials-secret",
+        metavar="NAME",
+        help="Secret the pods pull with (credentialsSecretRef)",
+    )
+
 
 def run_tool_command(args: argparse.Namespace) -> int:
     if args.command == "package":
         return _package(args)
+    if args.command == "push":
+        return _push(args)
     return _validate(args)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from conch_runtime.push import push
+
+    result = push(
+        args.package,
+        args.to,
+        endpoint=args.endpoint,
+        credentials_secret=args.credentials_secret,
+    )
+    table = Table(title=f"pushed {args.package}", show_header=False)
+    table.add_row("uri", result.uri)
+    table.add_row("sha256", result.sha256)
+    table.add_row("bytes", str(result.size_bytes))
+    table.add_row("ModelVersion", f"{result.modelversion} (kubectl apply -f)")
+    Console(stderr=True).print(table)
+    return 0
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
