@@ -11,8 +11,8 @@ import botocore.config
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
 from tests.runtime.helpers import MODEL_TREE, pack_dir, sha256, write_tree
-from tests.runtime.s3server import REGION, S3Server, ensure_versitygw, start_versitygw
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 _AWS_VARS = (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mypy_boto3_s3 import S3Client
 
+from conch.dev.s3 import S3Server
 from conch_runtime.errors import (
     CredentialsNotAllowed,
     DigestMismatch,
@@ -32,7 +33,6 @@ from tests.runtime.helpers import (
     sha256,
     write_tree,
 )
-from tests.runtime.s3server import S3Server
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -284,7 +284,7 @@ def test_a_trickling_server_cannot_hold_the_pull_past_its_deadline(
 
 
 def test_connection_refused_is_transient(artifact: Artifact, models: Path) -> None:
-    from tests.runtime.s3server import free_port
+    from conch.dev.process import free_port
 
     url = f"http://127.0.0.1:{free_port()}/a.tgz"  # nothing listens there
     waits: list[float] = []

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from conch.dev.process import free_port
+from conch.dev.s3 import S3Server
 from conch_runtime.errors import (
     AccessDenied,
     CredentialsNotAllowed,
@@ -26,7 +28,6 @@ from conch_runtime.sources import SourceConfig
 from conch_runtime.uri import S3Source, parse_uri
 from tests.runtime.conftest import Artifact
 from tests.runtime.helpers import MODEL_TREE, LoopbackHTTP, Route, read_tree, serve_http
-from tests.runtime.s3server import S3Server, free_port
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from mypy_boto3_s3 import S3Client
 
+from conch.dev.s3 import S3Server
 from conch_runtime.__main__ import main
 from conch_runtime.manifest import Manifest
 from conch_runtime.modelversion import MODELVERSION, dump_yaml
@@ -19,7 +20,6 @@ from conch_runtime.sources import SourceConfig
 from conch_runtime.tool_errors import InvalidData, PushFailed
 from tests.runtime.conftest import Artifact
 from tests.runtime.helpers import MODEL_TREE, read_tree
-from tests.runtime.s3server import S3Server
 
 
 @pytest.fixture

@@ -22,3 +22,5 @@ CRI_TOOLS = "v1.37.0"
 PAUSE = "3.10.2"
 """The TAG of the Kubernetes module's build/pause (checked at build time): the sandbox image.
 runc is not pinned here: it is Debian's package (`make system-deps`)."""
+VERSITYGW = "v1.8.0"
+"""The S3-compatible store of the sandbox and tests (module github.com/versity/versitygw)."""
