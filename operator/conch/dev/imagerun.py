@@ -67,16 +67,20 @@ def container_config(
     command: list[str] | None = None,
     mounts: tuple[Mount, ...] = (),
     host_network: bool = False,
+    user: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The runtime config of one run: the image's own (user, env, entrypoint) with a
     read-only root, a tmpfs /tmp, the given mounts and, if asked, the host's network.
-    `command` replaces the whole argv (entrypoint and cmd)."""
+    `command` replaces the whole argv (entrypoint and cmd); `user` (uid, gid) the image's
+    user, as a pod's runAsUser/runAsGroup would."""
     config = copy.deepcopy(image_config)
     config["root"] = {"path": str(rootfs), "readonly": True}
     process = config["process"]
     process["terminal"] = False
     if command is not None:
         process["args"] = command
+    if user is not None:
+        process["user"] = {"uid": user[0], "gid": user[1]}
     extra = [
         {
             "destination": "/tmp",
@@ -116,6 +120,7 @@ class Container:
         args: list[str] | None = None,
         mounts: tuple[Mount, ...] = (),
         host_network: bool = False,
+        user: tuple[int, int] | None = None,
         log: Path | None = None,
     ) -> None:
         source = bundle(built)
@@ -128,6 +133,7 @@ class Container:
             command=command,
             mounts=mounts,
             host_network=host_network,
+            user=user,
         )
         self.id = f"conch-{built.name}-{uuid.uuid4().hex[:8]}"
         self._dir = Path(tempfile.mkdtemp(prefix="conch-runc-"))
@@ -151,9 +157,23 @@ class Container:
             )
         return self
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def wait(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
+
+    def exec(self, argv: list[str], timeout: float = 30) -> tuple[int, str]:
+        """Run `argv` inside the running container (its namespaces, its user)."""
+        done = subprocess.run(
+            self._runc("exec", self.id, *argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return done.returncode, done.stdout + done.stderr
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -182,8 +202,14 @@ class Container:
         self.stop()
 
 
-def run(built: Built, args: list[str] | None = None, timeout: float = 120) -> tuple[int, str]:
+def run(
+    built: Built,
+    args: list[str] | None = None,
+    *,
+    user: tuple[int, int] | None = None,
+    timeout: float = 120,
+) -> tuple[int, str]:
     """Run the image to completion (its entrypoint with `args`); exit code and output."""
-    with Container(built, args=args) as container:
+    with Container(built, args=args, user=user) as container:
         code = container.wait(timeout)
         return code, container.output()
