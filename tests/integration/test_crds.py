@@ -96,6 +96,10 @@ def _svc(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     return body
 
 
+def _named(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], "name": name}}
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(spec: dict[str, Any]) -> None:
         node = spec
@@ -264,7 +268,7 @@ INVALID_AT_CREATE = [
         "unparseable interval",
         _svc(_set("rollout.analysis.interval", "5 minutes")),
         "spec.rollout.analysis.interval",
-        "duration such as",
+        "a duration from 1s to 24h",
     ),
     (
         "error rate above 1",
@@ -279,6 +283,121 @@ INVALID_AT_CREATE = [
         "should match",
     ),
     ("missing model version", _svc(_drop("modelVersion")), "spec.modelVersion", "Required value"),
+    (
+        "service name with a dot (it names a Service)",
+        _named(_svc(lambda s: None), "digits.v1"),
+        "ModelService",
+        "starts with a letter",
+    ),
+    (
+        "service name starting with a digit",
+        _named(_svc(lambda s: None), "1digits"),
+        "ModelService",
+        "starts with a letter",
+    ),
+    (
+        "version name too long for a label",
+        _named(_mv(lambda s: None), "d" * 64),
+        "ModelVersion",
+        "label value",
+    ),
+    (
+        "served version name too long for a label",
+        _svc(_set("modelVersion", "d" * 64)),
+        "spec.modelVersion",
+        "may not be more than 63",
+    ),
+    ("memory in GB", _svc(_set("resources.memory", "8GB")), "spec.resources.memory", "8Gi"),
+    (
+        "negative memory",
+        _svc(_set("resources.memory", "-1Gi")),
+        "spec.resources.memory",
+        "positive",
+    ),
+    ("zero cpu", _svc(_set("resources.cpu", 0)), "spec.resources.cpu", "positive"),
+    (
+        "cpu target with a percent sign",
+        _svc(_set("autoscaling", {"maxReplicas": 3, "metric": "cpu", "target": "70%"})),
+        "spec.autoscaling.target",
+        "no % sign",
+    ),
+    (
+        "fractional cpu target",
+        _svc(_set("autoscaling", {"maxReplicas": 3, "metric": "cpu", "target": "0.5"})),
+        "spec.autoscaling.target",
+        "whole percentage",
+    ),
+    (
+        "queue time with a unit",
+        _svc(_set("autoscaling", {"maxReplicas": 3, "metric": "queueTime", "target": "500us"})),
+        "spec.autoscaling.target",
+        "plain number of microseconds",
+    ),
+    (
+        "absurd interval",
+        _svc(_set("rollout.analysis.interval", "9999h")),
+        "spec.rollout.analysis.interval",
+        "from 1s to 24h",
+    ),
+    (
+        "zero pause",
+        _svc(_set("rollout.steps", [{"weight": 10, "pause": "0s"}])),
+        "spec.rollout.steps[0].pause",
+        "from 1s to 24h",
+    ),
+    (
+        "toleration without key or Exists",
+        _svc(_set("scheduling", {"tolerations": [{"operator": "Equal", "value": "x"}]})),
+        "spec.scheduling.tolerations[0].operator",
+        "must have operator Exists",
+    ),
+    (
+        "toleration key the Pod API refuses",
+        _svc(_set("scheduling", {"tolerations": [{"key": "bad key!", "operator": "Exists"}]})),
+        "spec.scheduling.tolerations[0].key",
+        "label key",
+    ),
+    (
+        "toleration seconds without NoExecute",
+        _svc(
+            _set(
+                "scheduling",
+                {"tolerations": [{"key": "a", "operator": "Exists", "tolerationSeconds": 5}]},
+            )
+        ),
+        "spec.scheduling.tolerations[0].tolerationSeconds",
+        "needs effect NoExecute",
+    ),
+    (
+        "node selector key the Pod API refuses",
+        _svc(_set("scheduling", {"nodeSelector": {"-bad-/x": "y"}})),
+        "spec.scheduling.nodeSelector",
+        "label keys",
+    ),
+    (
+        "node selector value too long",
+        _svc(_set("scheduling", {"nodeSelector": {"zone": "a b"}})),
+        "spec.scheduling.nodeSelector",
+        "label values",
+    ),
+    (
+        "credentials in the uri",
+        _mv(_set("source.uri", "https://user:pw@models.example.com/d.tar")),
+        "spec.source.uri",
+        "must not carry credentials",
+    ),
+    (
+        "uri message echoes the value",
+        _mv(_set("source.uri", "ftp://host/model.tar")),
+        "spec.source.uri",
+        "got ftp://host/model.tar",
+    ),
+    (
+        "sha256 with its prefix",
+        _mv(_set("source.sha256", "sha256:" + "a" * 64)),
+        "spec.source.sha256",
+        "drop the sha256: prefix",
+    ),
     (
         "unknown router",
         _svc(_set("rollout.router", "istio")),

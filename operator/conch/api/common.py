@@ -21,9 +21,14 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
-    """One `x-kubernetes-validations` entry; `field_path` makes the error name the field."""
+def cel(
+    rule: str, message: str, field_path: str | None = None, message_expression: str | None = None
+) -> JsonDict:
+    """One `x-kubernetes-validations` entry; `field_path` makes the error name the field,
+    `message_expression` (CEL) can echo the bad value, `message` stays the fallback."""
     entry: JsonDict = {"rule": rule, "message": message}
+    if message_expression:
+        entry["messageExpression"] = message_expression
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -58,7 +63,14 @@ Quantity = Annotated[
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
-            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+            "x-kubernetes-validations": [
+                cel(
+                    "type(self) == int ? self > 0"
+                    " : isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+                    "must be a positive quantity such as 2, 500m, 512Mi or 8Gi "
+                    "(binary suffixes are Ki, Mi, Gi: write 8Gi, not 8GB)",
+                )
+            ],
         }
     ),
 ]
@@ -72,8 +84,9 @@ Duration = Annotated[
             "maxLength": 32,
             "x-kubernetes-validations": [
                 cel(
-                    r"self.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$')",
-                    "must be a duration such as 500ms, 30s, 5m or 1h",
+                    r"self.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$')"
+                    " && duration(self) >= duration('1s') && duration(self) <= duration('24h')",
+                    "must be a duration from 1s to 24h, such as 30s, 5m or 1h",
                 )
             ],
         }

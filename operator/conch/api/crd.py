@@ -100,6 +100,8 @@ class Resource:
     status: type[BaseModel]
     description: str
     printer_columns: tuple[dict[str, str], ...]
+    name_rule: tuple[str, str]
+    """(CEL on metadata.name, message): what the names of the objects it becomes need."""
 
     @property
     def name(self) -> str:
@@ -113,6 +115,11 @@ MODEL_VERSION = Resource(
     spec=ModelVersionSpec,
     status=ModelVersionStatus,
     description="An immutable packaged model artifact that ModelServices serve.",
+    name_rule=(
+        "size(self.metadata.name) <= 63",
+        "a ModelVersion name is at most 63 characters: it becomes a label value of the pods "
+        "that serve it",
+    ),
     printer_columns=(
         {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
         {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
@@ -134,6 +141,11 @@ MODEL_SERVICE = Resource(
     spec=ModelServiceSpec,
     status=ModelServiceStatus,
     description="A Triton inference endpoint serving a ModelVersion, with progressive rollout.",
+    name_rule=(
+        "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "a ModelService name is a DNS label that starts with a letter (lowercase letters, digits "
+        "and '-', at most 63, no dots): it names the Service and labels the pods it becomes",
+    ),
     printer_columns=(
         {"name": "Version", "type": "string", "jsonPath": ".spec.modelVersion"},
         {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version"},
@@ -190,6 +202,9 @@ def crd(resource: Resource) -> dict[str, Any]:
                             "type": "object",
                             "description": resource.description,
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {"rule": resource.name_rule[0], "message": resource.name_rule[1]}
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

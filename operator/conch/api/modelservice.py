@@ -69,20 +69,78 @@ class Resources(ApiModel):
     """Memory request and limit per replica."""
 
 
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+"""A label key as the Pod API checks it (CEL string): optional DNS-subdomain prefix, then a
+name of at most 63 characters."""
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+
 class Toleration(ApiModel):
-    """A pod toleration (core/v1 Toleration)."""
+    """A pod toleration (core/v1 Toleration), checked as the Pod API checks it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                f"!has(self.key) || self.key.matches('{QUALIFIED_NAME}')",
+                "key must be a label key such as nvidia.com/gpu (an optional DNS prefix and '/', "
+                "then at most 63 letters, digits, '-', '_' or '.')",
+                ".key",
+            ),
+            cel(
+                "has(self.key) && self.key != '' || has(self.operator) && self.operator == 'Exists'",
+                "a toleration without a key must have operator Exists",
+                ".operator",
+            ),
+            cel(
+                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "value must be empty when operator is Exists",
+                ".value",
+            ),
+            cel(
+                f"!has(self.value) || self.value.matches('{LABEL_VALUE}')",
+                "value must be a label value: at most 63 letters, digits, '-', '_' or '.', "
+                "starting and ending alphanumeric",
+                ".value",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || has(self.effect) && self.effect == 'NoExecute'",
+                "tolerationSeconds needs effect NoExecute",
+                ".tolerationSeconds",
+            ),
+        )
+    )
 
     key: str | None = Field(default=None, max_length=316)
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = Field(default=None, max_length=63)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
 
 
 class Scheduling(ApiModel):
     """Where replicas may run, beyond the GPU constraints Conch adds itself."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        json_schema_extra={
+            "additionalProperties": {"type": "string", "maxLength": 63},  # type: ignore[dict-item]
+            **validations(
+                cel(
+                    f"self.all(k, size(k) <= 316 && k.matches('{QUALIFIED_NAME}'))",
+                    "nodeSelector keys must be label keys such as nvidia.com/gpu.product",
+                ),
+                cel(
+                    f"self.all(k, self[k].matches('{LABEL_VALUE}'))",
+                    "nodeSelector values must be label values: at most 63 letters, digits, '-', "
+                    "'_' or '.', starting and ending alphanumeric",
+                ),
+            ),
+        },
+    )
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     affinity: dict[str, Any] | None = Field(
         default=None,
@@ -140,6 +198,18 @@ class Autoscaling(ApiModel):
                 "self.minReplicas <= self.maxReplicas",
                 "minReplicas must not exceed maxReplicas",
                 ".minReplicas",
+            ),
+            cel(
+                "has(self.metric) && self.metric != 'cpu'"
+                " || type(self.target) == int && self.target >= 1 && self.target <= 1000",
+                "for metric cpu, target is a whole percentage of the CPU request, e.g. 70 "
+                "(no % sign)",
+                ".target",
+            ),
+            cel(
+                "!has(self.metric) || self.metric != 'queueTime' || type(self.target) == int",
+                "for metric queueTime, target is a plain number of microseconds, e.g. 500",
+                ".target",
             ),
         )
     )
@@ -246,7 +316,7 @@ class ModelServiceSpec(ApiModel):
         )
     )
 
-    model_version: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    model_version: str = Field(min_length=1, max_length=63, pattern=DNS_SUBDOMAIN)
     """Name of the ModelVersion (same namespace) to serve."""
     replicas: int | None = Field(default=None, ge=0, le=1000)
     """Fixed replica count when autoscaling is unset (default 1)."""

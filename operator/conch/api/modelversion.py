@@ -47,9 +47,17 @@ class ArtifactSource(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                f"self.uri.matches('{URI_SCHEMES}')",
+                "!self.uri.matches('^[A-Za-z0-9+.-]+://[^/]*@')",
+                "uri must not carry credentials (user:password@): put them in a Secret and name "
+                "it in credentialsSecretRef",
+                ".uri",
+            ),
+            cel(
+                f"self.uri.matches('^[A-Za-z0-9+.-]+://[^/]*@') || self.uri.matches('{URI_SCHEMES}')",
                 "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH or file:///PATH",
                 ".uri",
+                message_expression="'uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, "
+                "pvc://CLAIM/PATH or file:///PATH, got ' + self.uri",
             ),
             cel(
                 "!self.uri.contains('/../') && !self.uri.endsWith('/..')",
@@ -62,11 +70,14 @@ class ArtifactSource(ApiModel):
     uri: str = Field(min_length=1, max_length=2048)
     """Artifact location: s3://, http(s)://, pvc://CLAIM/PATH, or file:/// for local use."""
     sha256: str = Field(
-        max_length=64,
+        max_length=256,  # long enough that the rule's message, not a length error, is shown
         json_schema_extra=validations(
             cel(
                 "self.matches('^[a-f0-9]{64}$')",
-                "sha256 must be 64 lowercase hexadecimal characters",
+                "sha256 must be 64 lowercase hexadecimal characters, without a sha256: prefix",
+                message_expression="self.startsWith('sha256:') ? 'sha256 must be the 64 hexadecimal "
+                "characters alone: drop the sha256: prefix' : 'sha256 must be 64 lowercase "
+                "hexadecimal characters, got ' + self",
             )
         ),
     )
