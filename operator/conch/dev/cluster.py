@@ -23,6 +23,7 @@ import yaml
 
 from conch.dev import pki as pkimod
 from conch.dev.node import RealNode
+from conch.dev.node_toolchain import NodeToolchain
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
 from conch.policy import PodPolicy
@@ -141,9 +142,11 @@ class Cluster:
         toolchain: Toolchain | None = None,
         nodes: tuple[FakeNode, ...] = DEFAULT_NODES,
         real_node: bool = False,
+        node_toolchain: NodeToolchain | None = None,
     ) -> None:
         """The control plane and the kwok nodes; with `real_node`, also a kubelet +
-        containerd node (see conch.dev.node), waited for until Ready."""
+        containerd node (see conch.dev.node, built binaries unless `node_toolchain` says
+        otherwise), waited for until Ready."""
         tc = toolchain or ensure_toolchain()
         self.bin_dir = str(tc.bin_dir)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -159,15 +162,17 @@ class Cluster:
             self._save()
             self._register_nodes(tc, nodes)
             if real_node:
-                self._start_real_node(tc, certs)
+                self._start_real_node(tc, certs, node_toolchain)
         except BaseException:
             self.stop()
             raise
 
-    def _start_real_node(self, tc: Toolchain, certs: pkimod.Pki) -> None:
+    def _start_real_node(
+        self, tc: Toolchain, certs: pkimod.Pki, node_tc: NodeToolchain | None
+    ) -> None:
         from conch.dev.node_toolchain import ensure_node_toolchain
 
-        node_tc = ensure_node_toolchain()
+        node_tc = node_tc or ensure_node_toolchain()
         RealNode(self.node_directory).start(
             node_tc, certs, self.server, lambda *args: self.kubectl(tc, *args)
         )
