@@ -21,7 +21,6 @@ from conch.builders.deployment import name as deployment_name
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
 from conch.errors import (
-    ApiError,
     ConchError,
     InvalidSpec,
     ModelVersionNotFound,
@@ -37,6 +36,9 @@ log = logging.getLogger("conch.controller")
 
 NOT_READY_POLL = 10.0
 """Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""
+REFUSED_POLL = 60.0
+"""Seconds between looks at a spec that was refused (the refusal may depend on objects that
+are not watched, such as a credentials Secret's labels)."""
 ROLLOUT_POLL = 5.0
 """Seconds between looks while a rollout is under way (canary readiness, step timers)."""
 ABORT_ANNOTATION = "serving.conch.dev/abort"
@@ -136,11 +138,17 @@ class Controller:
         live = self._deployments(svc)
         plan: Plan | None = None
         try:
-            plan = self._converge(svc, raw, live, now)
+            try:
+                plan = self._converge(svc, raw, live, now)
+            except ConchError:
+                raise
+            except Exception as bug:  # pure code choked on this spec: report it, never loop
+                log.exception("%s/%s: reconcile failed", namespace, name)
+                raise InvalidSpec(f"the operator could not act on this spec: {bug!r}") from bug
             observation = plan.serving
-        except ApiError:
-            raise  # temporary: the work queue retries with backoff, status is left alone
         except ConchError as error:
+            if error.temporary:
+                raise  # the work queue retries with backoff, status is left alone
             # Nothing was changed; what already serves keeps serving and is reported as such.
             recorded = rollout.from_status(svc.status).stable
             version = recorded if recorded in live else svc.spec.model_version
@@ -168,6 +176,8 @@ class Controller:
         self.serving[(namespace, name)] = used
         touch = tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(before ^ used))
         requeue = 0.0 if ready.status == "True" else NOT_READY_POLL
+        if plan is None and ready.status != "True":
+            requeue = REFUSED_POLL  # a refused spec waits for a change (or a fixed Secret)
         if decision and decision.phase != "Stable":
             requeue = min(requeue or ROLLOUT_POLL, ROLLOUT_POLL)
         if decision and decision.next_check:
@@ -359,16 +369,16 @@ class Controller:
         control, nothing at all is applied (NameConflict), so a ModelService can never
         adopt, rewrite or, through the garbage collector, delete someone else's object.
         """
-        held = [
-            f"{obj['kind']} {obj['metadata']['name']}"
-            for obj in wanted
-            if (
-                found := self.kube.get(
-                    OWNED[obj["kind"]], obj["metadata"]["namespace"], obj["metadata"]["name"]
-                )
+        found = {
+            builders.key(obj): self.kube.get(
+                OWNED[obj["kind"]], obj["metadata"]["namespace"], obj["metadata"]["name"]
             )
-            is not None
-            and not builders.controlled_by(found, svc.metadata.uid)
+            for obj in wanted
+        }
+        held = [
+            f"{kind} {name}"
+            for (kind, name), current in found.items()
+            if current is not None and not builders.controlled_by(current, svc.metadata.uid)
         ]
         if held:
             raise NameConflict(
@@ -376,6 +386,11 @@ class Controller:
                 "Conch does not take over objects it did not create: rename the ModelService "
                 "or remove those objects"
             )
+        spec_changed = (
+            svc.status is None or svc.status.observed_generation != svc.metadata.generation
+        )
+        if spec_changed or None in found.values():
+            self._dry_run(wanted)
         live: dict[tuple[str, str], Manifest] = {}
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
         for obj in wanted:
@@ -387,6 +402,18 @@ class Controller:
             if objects:
                 self._record(raw, "Normal", result.value, f"{result.value} {', '.join(objects)}")
         return live
+
+    def _dry_run(self, wanted: list[Manifest]) -> None:
+        """All or nothing: every object the spec implies passes a server-side dry run before
+        any is written, so a refused Deployment never leaves a Service behind."""
+        refused = []
+        for obj in wanted:
+            try:
+                self.kube.dry_run(obj)
+            except InvalidSpec as error:
+                refused.append(f"{obj['kind']} {obj['metadata']['name']}: {error.message}")
+        if refused:
+            raise InvalidSpec("; ".join(refused))
 
     def _acknowledge(self, raw: Manifest, decision: rollout.Decision) -> None:
         """Remove the one-shot abort/retry annotations the decision consumed."""

@@ -7,7 +7,7 @@
     ├── NameConflict            a child's name is held by someone else's object    permanent
     ├── CredentialsNotAllowed   the Secret or the artifact host is not allowed     permanent
     ├── SourceNotAllowed        the artifact URI is refused (file://, malformed)   permanent
-    └── ApiError                a Kubernetes API call failed                       temporary
+    └── ApiError                a Kubernetes API call failed          temporary unless refused
 
 *permanent for this spec: retried when the ModelVersion appears, not on a timer.
 Foreign errors (kubernetes.client ApiException, urllib3) are translated once, in conch.kube.
@@ -60,9 +60,13 @@ class PolicyViolation(ConchError):
 
 
 class ApiError(ConchError):
-    reason = reasons.API_ERROR
-    temporary = True
+    """An API call failed; `temporary` says whether asking again can help (see
+    `conch.kube.retryable`): a refusal that will not change on retry is reported, not
+    retried with backoff for ever."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    reason = reasons.API_ERROR
+
+    def __init__(self, message: str, status: int = 0, temporary: bool = True) -> None:
         super().__init__(message)
         self.status = status
+        self.temporary = temporary

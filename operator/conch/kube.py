@@ -96,6 +96,28 @@ def _manager_time(obj: Manifest) -> str | None:
     return None
 
 
+CONTENT_ERRORS = (
+    "failed to create typed patch object",
+    "field not declared in schema",
+    "cannot convert",
+)
+"""Markers of a 500 that the object's content caused (server-side apply of an unknown field
+in a pass-through object such as affinity): asking again cannot help."""
+
+
+def refused_for_content(status: int, message: str) -> bool:
+    """Whether the API refused the object itself (400, 422, or a 500 caused by its content)."""
+    return status in (400, 422) or (
+        status == 500 and any(marker in message for marker in CONTENT_ERRORS)
+    )
+
+
+def retryable(status: int) -> bool:
+    """Whether asking again may succeed: conflicts, throttling, timeouts and server errors;
+    not the other 4xx answers (forbidden, not found, gone, too large, ...)."""
+    return status in (0, 408, 409, 425, 429) or status >= 500
+
+
 def _message(error: ApiException) -> str:
     try:
         return str(json.loads(error.body or "")["message"])
@@ -141,9 +163,12 @@ class Kube:
             return (data, response.status) if with_status else data
         except ApiException as error:
             self._on_error(verb, str(error.status))
-            if error.status in (400, 422):
-                raise InvalidSpec(_message(error)) from None
-            raise ApiError(f"{verb} {path}: {_message(error)}", error.status) from None
+            message = _message(error)
+            if refused_for_content(error.status, message):
+                raise InvalidSpec(message) from None
+            raise ApiError(
+                f"{verb} {path}: {message}", error.status, temporary=retryable(error.status)
+            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self._on_error(verb, "connection")
             raise ApiError(f"{verb} {path}: {error}") from None
@@ -182,23 +207,36 @@ class Kube:
         result = self._call("list", "GET", kind.path(namespace), query=query)
         return list(result.get("items", []))
 
+    def dry_run(self, obj: Manifest) -> None:
+        """Server-side apply with dryRun=All: everything the API server would check (schema,
+        validation, admission), nothing stored. InvalidSpec if it would refuse `obj`."""
+        self._apply_call(obj, dry_run=True)
+
+    def _apply_call(self, obj: Manifest, dry_run: bool) -> tuple[Any, int]:
+        kind = OWNED[obj["kind"]]
+        meta = obj["metadata"]
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        result, status = self._call(
+            "dry_run" if dry_run else "apply",
+            "PATCH",
+            kind.path(meta["namespace"], meta["name"]),
+            body=obj,
+            query=query,
+            content_type="application/apply-patch+yaml",
+            with_status=True,
+        )
+        return result, int(status)
+
     def apply(self, obj: Manifest) -> tuple[Applied, Manifest]:
         """Server-side apply with Conch's field manager; conflicts are forced (we own these).
 
         Created comes from the 201; Updated from our managedFields entry having moved since
         our last apply (a no-op apply writes nothing and leaves it as it was).
         """
-        kind = OWNED[obj["kind"]]
         meta = obj["metadata"]
-        result, status = self._call(
-            "apply",
-            "PATCH",
-            kind.path(meta["namespace"], meta["name"]),
-            body=obj,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-            with_status=True,
-        )
+        result, status = self._apply_call(obj, dry_run=False)
         ident = (obj["kind"], meta["namespace"], meta["name"])
         stamp = _manager_time(result)
         before = self._applied.get(ident)

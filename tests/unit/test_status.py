@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conch import reasons, rollout, status
+from conch import kube, reasons, rollout, status
 from conch.api import ModelService
 from conch.errors import InvalidSpec, ModelVersionNotFound, NameConflict
 
@@ -290,3 +290,31 @@ def test_pull_reasons_follow_the_runtime_exit_codes() -> None:
     assert status.PULL_REASONS[9] == "DigestMismatch"
     assert status.PULL_REASONS[11] == "HostileArchive"
     assert 2 not in status.PULL_REASONS  # argparse's usage error is not a pull outcome
+
+
+@pytest.mark.parametrize(
+    ("status_code", "message", "content", "retry"),
+    [
+        (422, "spec.template.spec.affinity: Invalid value", True, False),
+        (400, "bad request", True, False),
+        (
+            500,
+            "failed to create typed patch object (...): .spec.affinity.foo: field not declared in schema",
+            True,
+            False,
+        ),
+        (500, "etcdserver: request timed out", False, True),
+        (409, "the object has been modified", False, True),
+        (429, "too many requests", False, True),
+        (403, "forbidden: namespace is being terminated", False, False),
+        (404, 'namespaces "gone" not found', False, False),
+        (0, "connection refused", False, True),
+    ],
+)
+def test_api_answers_are_sorted_into_refused_and_retryable(
+    status_code: int, message: str, content: bool, retry: bool
+) -> None:
+    """A refusal that asking again cannot change is reported, never retried for ever."""
+    assert kube.refused_for_content(status_code, message) is content
+    if not content:
+        assert kube.retryable(status_code) is retry
