@@ -236,3 +236,9 @@ def test_serving_settings_reach_the_pull_step() -> None:
     assert args[args.index("--instance-kind") + 1] == "KIND_CPU"
     assert args[args.index("--max-queue-delay-us") + 1] == "500"
     assert "--preferred-batch-size" not in args
+
+
+def test_the_recorded_artifact_size_bounds_the_download() -> None:
+    pull = by_kind(objects())["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]
+    recorded = example("modelversion.yaml")["spec"]["compression"]["sizeBytes"]
+    assert pull["args"][pull["args"].index("--max-bytes") + 1] == str(recorded)

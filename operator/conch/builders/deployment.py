@@ -86,6 +86,9 @@ def _source_mounts(
         args += ["--s3-endpoint", access.s3_endpoint]
     if access.allow_file and mv.spec.source.uri.startswith("file:"):
         args.append("--allow-file")
+    if mv.spec.compression and mv.spec.compression.size_bytes:
+        # the recorded size bounds the download exactly; the pull's ratio cap bounds unpacking
+        args += ["--max-bytes", str(mv.spec.compression.size_bytes)]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     uri = mv.spec.source.uri
