@@ -211,6 +211,7 @@ class Cluster:
         if remove and not errors:
             shutil.rmtree(self.directory, ignore_errors=True)
         if errors:
+            self._save()  # no pids left to signal: a later `down` only retries the node
             raise RuntimeError(
                 f"the real node left something behind ({self.directory} kept):\n  "
                 + "\n  ".join(errors)
