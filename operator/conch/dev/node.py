@@ -123,6 +123,8 @@ class RealNode:
     def start(self, tc: NodeToolchain, certs: pkimod.Pki, server: str, kubectl: Kubectl) -> None:
         """Bring the node up and wait until it is Ready; on failure, the caller's stop()
         cleans up whatever got started (all of it is recorded in node.json first)."""
+        if os.geteuid() != 0:
+            raise PermissionError("a real node needs root (bridge, cgroups, mounts)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.bin_dir = str(tc.bin_dir)
         self.preexisting = [p for p in FIXED_PATHS if os.path.lexists(p)]
