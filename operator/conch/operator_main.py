@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -15,6 +16,7 @@ from conch.controller import Controller
 from conch.kube import Kube, load_api_client
 from conch.metrics import OperatorMetrics
 from conch.policy import PodPolicy, image_rule
+from conch.providers import Source
 from conch_runtime.access import HostPattern
 from conch_runtime.errors import PullError
 
@@ -147,15 +149,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=PodSettings.runtime_image,
         help="image of the init container that pulls and verifies artifacts",
     )
-    parser.add_argument(
-        "--prometheus-url",
-        metavar="URL",
-        help="Prometheus that scrapes Triton, for rollout analysis",
-    )
     parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     parser.add_argument("--verbose", "-v", action="store_true")
     _add_policy_arguments(parser)
     _add_source_arguments(parser)
+    _add_metrics_source_arguments(parser)
+
+
+def _header_entry(value: str) -> tuple[str, str]:
+    name, sep, content = value.partition("=")
+    if not sep or not name.strip() or any(c in name for c in " :\r\n"):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value!r}")
+    if any(c in content for c in "\r\n"):
+        raise argparse.ArgumentTypeError(f"header {name} has a line break in its value")
+    return name.strip(), content
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 300:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 300], got {value!r}")
+    return seconds
+
+
+def _add_metrics_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for the Prometheus-compatible store rollout analysis reads (Prometheus,
+    Thanos, Mimir, Cortex, managed Prometheus)."""
+    group = parser.add_argument_group(
+        "metrics source", "the Prometheus API that rollout analysis queries (docs/rollouts.md)"
+    )
+    group.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus API base URL (scrapes Triton); without it a canary that needs "
+        "analysis does not start (reason NoMetricsSource)",
+    )
+    group.add_argument(
+        "--prometheus-bearer-token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding a bearer token, read on every query (a mounted Secret rotates)",
+    )
+    group.add_argument(
+        "--prometheus-ca-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM CA bundle that signs the Prometheus server's certificate",
+    )
+    group.add_argument(
+        "--prometheus-header",
+        type=_header_entry,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra header on every query, e.g. X-Scope-OrgID=team-a (repeatable)",
+    )
+    group.add_argument(
+        "--prometheus-timeout",
+        type=_positive_seconds,
+        default=Source.timeout,
+        metavar="SECONDS",
+        help=f"timeout of one query (default {Source.timeout:g})",
+    )
+
+
+def metrics_source(args: argparse.Namespace) -> Source | None:
+    """The metrics source the command line asks for; None without --prometheus-url."""
+    if not args.prometheus_url:
+        return None
+    return Source(
+        url=args.prometheus_url,
+        bearer_token_file=args.prometheus_bearer_token_file,
+        ca_file=args.prometheus_ca_file,
+        headers=dict(args.prometheus_header),
+        timeout=args.prometheus_timeout,
+    )
 
 
 def _host_entry(value: str) -> str:
@@ -209,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
     kube = Kube(load_api_client(pool_size=args.workers * 2), on_error=metrics.api_error)
-    provider = providers.create("prometheus", args.prometheus_url) if args.prometheus_url else None
+    source = metrics_source(args)
+    provider = providers.create("prometheus", source) if source else None
     settings = PodSettings(
         runtime_image=args.runtime_image, policy=pod_policy(args), access=artifact_access(args)
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from conch.providers.errors import QueryFailed, UnknownProvider
+from conch.providers.prometheus import Prometheus, Source
 
-__all__ = ["MetricProvider", "QueryFailed", "UnknownProvider", "create"]
+__all__ = ["MetricProvider", "QueryFailed", "Source", "UnknownProvider", "create"]
 
 
 class MetricProvider(Protocol):
@@ -22,10 +23,8 @@ class MetricProvider(Protocol):
     def is_online(self) -> bool: ...
 
 
-def create(kind: str, address: str) -> MetricProvider:
+def create(kind: str, source: Source) -> MetricProvider:
     """The provider named `kind`; an unknown name is an error, never a silent fallback."""
     if kind == "prometheus":
-        from conch.providers.prometheus import Prometheus
-
-        return Prometheus(address)
+        return Prometheus(source)
     raise UnknownProvider(f"unknown metric provider {kind!r} (known: prometheus)")
