@@ -23,6 +23,7 @@ from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain
 from conch.policy import PodPolicy
+from conch.providers import Source
 from tests.support import create_service, create_version, eventually, wait_for
 
 pytestmark = pytest.mark.integration
@@ -549,6 +550,111 @@ def test_artifact_values_reach_the_operator(offline_helm: Helm, tmp_path: Path) 
     assert operator_main.artifact_access(parser.parse_args(args)) == ArtifactAccess(
         credentials_hosts=("models", "*.models.example"), s3_endpoint="https://s3.example"
     )
+
+
+def rendered_args(objects: list[dict[str, Any]]) -> argparse.Namespace:
+    """The rendered container's arguments as the operator's own parser reads them."""
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    operator_main.add_arguments(parser)
+    return parser.parse_args(container(objects)["args"])
+
+
+def test_metrics_source_values_reach_the_operator(offline_helm: Helm, tmp_path: Path) -> None:
+    assert operator_main.metrics_source(rendered_args(offline_helm.render())) is None
+    source = {
+        "url": "https://mimir.example/prometheus",
+        "bearerTokenSecret": {"name": "metrics-reader", "key": "bearer"},
+        "caBundle": {"configMap": "corp-ca", "key": "bundle.pem"},
+        "headers": {"X-Scope-OrgID": "team-a", "X-Extra": "a=b c"},
+        "timeoutSeconds": 2.5,
+    }
+    values = tmp_path / "source.yaml"
+    values.write_text(yaml.safe_dump({"metrics": {"source": source}}))
+    objects = offline_helm.render(f"--values={values}")
+    token_dir, ca_dir = "/var/run/secrets/conch/prometheus-token", "/etc/conch/prometheus-ca"
+    assert operator_main.metrics_source(rendered_args(objects)) == Source(
+        url="https://mimir.example/prometheus",
+        bearer_token_file=Path(token_dir, "token"),
+        ca_file=Path(ca_dir, "ca.crt"),
+        headers={"X-Scope-OrgID": "team-a", "X-Extra": "a=b c"},
+        timeout=2.5,
+    )
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in container(objects)["volumeMounts"]}
+    assert mounts["prometheus-token"] == {
+        "name": "prometheus-token",
+        "mountPath": token_dir,
+        "readOnly": True,
+    }
+    assert mounts["prometheus-ca"]["mountPath"] == ca_dir
+    assert not any("subPath" in m for m in mounts.values())  # subPath mounts never rotate
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["prometheus-token"]["secret"] == {
+        "secretName": "metrics-reader",
+        "items": [{"key": "bearer", "path": "token"}],
+    }
+    assert volumes["prometheus-ca"]["configMap"] == {
+        "name": "corp-ca",
+        "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+    }
+
+    in_secret = offline_helm.render(
+        "--set=metrics.source.url=https://p.example", "--set=metrics.source.caBundle.secret=ca"
+    )
+    ca = {
+        v["name"]: v for v in only(in_secret, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert ca["prometheus-ca"]["secret"] == {
+        "secretName": "ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            [
+                "metrics.source.url=https://p",
+                "metrics.source.caBundle.configMap=a",
+                "metrics.source.caBundle.secret=b",
+            ],
+            "set configMap or secret, not both",
+        ),
+        (["metrics.source.bearerTokenSecret.name=t"], "need metrics.source.url"),
+        (["metrics.source.url=ftp://p"], "at '/metrics/source/url'"),
+        (["metrics.source.headers.Bad Name=x"], "invalid propertyName 'Bad Name'"),
+        (["metrics.source.timeoutSeconds=0"], "at '/metrics/source/timeoutSeconds'"),
+        (["image.digest=latest"], "at '/image/digest'"),
+        (["extraArgs={-v}"], "at '/extraArgs/0'"),
+    ],
+)
+def test_bad_metrics_source_values_are_refused(
+    offline_helm: Helm, settings: list[str], message: str
+) -> None:
+    result = offline_helm.run(
+        "template",
+        "conch",
+        str(CHART),
+        f"--kube-version={KUBE_VERSION}",
+        *(f"--set={s}" for s in settings),
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_image_digest_and_extra_args(offline_helm: Helm) -> None:
+    digest = "sha256:" + "cd" * 32
+    objects = offline_helm.render(
+        "--set=image.repository=registry.example/conch",
+        "--set=image.tag=ignored",
+        f"--set=image.digest={digest}",
+        "--set=extraArgs={--workers=32,--verbose}",
+    )
+    c = container(objects)
+    assert c["image"] == f"registry.example/conch@{digest}"
+    assert c["args"][-2:] == ["--workers=32", "--verbose"]
+    assert rendered_args(objects).workers == 32
 
 
 def test_metrics_service_and_service_monitor(offline_helm: Helm) -> None:
