@@ -153,6 +153,10 @@ class Compression(ApiModel):
     baseline_accuracy: float | None = Field(default=None, ge=0, le=1)
     accuracy: float | None = Field(default=None, ge=0, le=1)
     """Accuracy of this version on the same validation data as baselineAccuracy."""
+    accuracy_metric: (
+        Literal["top1", "top1-agreement-with-baseline", "outputs-agreement-with-baseline"] | None
+    ) = None
+    """What accuracy is: top-1 on labels, or share agreeing with the baseline (then 1.0)."""
     size_bytes: int | None = Field(default=None, ge=0)
     """Size of the artifact in bytes."""
 
