@@ -32,6 +32,7 @@ from conch.rollout import (
     SetWeights,
     analysis_due,
     decide,
+    needs_metrics,
 )
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -457,6 +458,188 @@ CASES = [
         actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.IMMEDIATE)),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
+    ),
+    # -- no silent stalls: no metrics source, inconclusive limit, progress deadline ----------
+    Case(
+        "stable, a canary needing analysis without a metrics source does not start",
+        STABLE,
+        "Stable",
+        None,
+        {"v1": 4},
+        policy=replace(policy(), metrics_available=False),
+        conditions=(reasons.NO_METRICS_SOURCE, reasons.NO_METRICS_SOURCE),
+    ),
+    Case(
+        "stable, no metrics source but analysis disabled starts a timed canary",
+        STABLE,
+        "Progressing",
+        0,
+        {"v1": 4, "v2": 1},
+        policy=replace(policy(analysis={"enabled": False}), metrics_available=False),
+        actions=(ScaleCanary("v2", 1),),
+        events=(reasons.ROLLOUT_STARTED,),
+        conditions=(reasons.CANARY_SCALING,),
+    ),
+    Case(
+        "stable, no metrics source with strategy Immediate promotes",
+        STABLE,
+        "Promoting",
+        None,
+        {"v1": 4, "v2": 4},
+        policy=replace(policy(strategy="Immediate"), metrics_available=False),
+        actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.IMMEDIATE, NOW)),
+        events=(reasons.PROMOTING,),
+        conditions=(reasons.PROMOTING,),
+    ),
+    Case(
+        "timed step (analysis disabled) advances when its hold ends, without samples",
+        at_step(0),
+        "Progressing",
+        1,
+        {"v1": 4, "v2": 2},
+        weights=(80, 20),
+        policy=policy(analysis={"enabled": False}),
+        ready={"v1": 4, "v2": 1},
+        samples=None,
+        actions=(ScaleCanary("v2", 2),),
+        events=(reasons.ANALYSIS_PASSED,),
+        conditions=(reasons.CANARY_SCALING,),
+    ),
+    Case(
+        "timed step holds until its pause has passed, whatever the samples",
+        at_step(0),
+        "Progressing",
+        0,
+        {"v1": 4, "v2": 1},
+        weights=(80, 20),
+        policy=policy(analysis={"enabled": False}, steps=[{"weight": 10, "pause": "5m"}]),
+        ready={"v1": 4, "v2": 1},
+        samples=BAD,
+        conditions=(reasons.CANARY_STEP,),
+    ),
+    Case(
+        "step 0 inconclusive below the limit only counts",
+        at_step(0, inconclusive_analyses=8),
+        "Progressing",
+        0,
+        {"v1": 4, "v2": 1},
+        weights=(80, 20),
+        ready={"v1": 4, "v2": 1},
+        samples=THIN,
+        events=(reasons.ANALYSIS_INCONCLUSIVE,),
+        conditions=(reasons.ANALYSIS_INCONCLUSIVE,),
+    ),
+    Case(
+        "step 0 inconclusiveLimit reached pauses (onStall Pause, the default)",
+        at_step(0, inconclusive_analyses=9),
+        "Paused",
+        0,
+        {"v1": 4, "v2": 1},
+        weights=(80, 20),
+        ready={"v1": 4, "v2": 1},
+        samples=THIN,
+        events=(reasons.INCONCLUSIVE_LIMIT_REACHED,),
+        conditions=(reasons.INCONCLUSIVE_LIMIT_REACHED, reasons.INCONCLUSIVE_LIMIT_REACHED),
+    ),
+    Case(
+        "step 0 inconclusiveLimit reached rolls back with onStall RollBack",
+        at_step(0, inconclusive_analyses=2),
+        "RollingBack",
+        0,
+        {"v1": 4, "v2": 0},
+        weights=(80, 20),
+        policy=policy(on_stall="RollBack", analysis={"inconclusive_limit": 3}),
+        ready={"v1": 4, "v2": 1},
+        samples=None,
+        actions=(
+            RollBack("v2", reasons.INCONCLUSIVE_LIMIT_REACHED),
+            ScaleCanary("v2", 0),
+            ScaleStable("v1", 4),
+            history("v2", "RolledBack", reasons.INCONCLUSIVE_LIMIT_REACHED),
+        ),
+        events=(reasons.ROLLING_BACK,),
+        conditions=(reasons.ROLLING_BACK, reasons.INCONCLUSIVE_LIMIT_REACHED),
+    ),
+    Case(
+        "canary never ready within progressDeadline pauses",
+        at_step(0, started=None, progressed_at=NOW - dt.timedelta(hours=1)),
+        "Paused",
+        0,
+        {"v1": 4, "v2": 1},
+        observation={"canary_unschedulable": "0/3 nodes: Insufficient nvidia.com/gpu"},
+        events=(reasons.ROLLOUT_DEADLINE_EXCEEDED,),
+        conditions=(reasons.ROLLOUT_DEADLINE_EXCEEDED, reasons.ROLLOUT_DEADLINE_EXCEEDED),
+    ),
+    Case(
+        "no progress within a short progressDeadline rolls back with onStall RollBack",
+        at_step(1, progressed_at=NOW - dt.timedelta(minutes=5)),
+        "RollingBack",
+        1,
+        {"v1": 4, "v2": 0},
+        weights=(60, 40),
+        policy=policy(progress_deadline="5m", on_stall="RollBack"),
+        ready={"v1": 3, "v2": 2},
+        samples=THIN,
+        actions=(
+            RollBack("v2", reasons.ROLLOUT_DEADLINE_EXCEEDED),
+            ScaleCanary("v2", 0),
+            ScaleStable("v1", 4),
+            history("v2", "RolledBack", reasons.ROLLOUT_DEADLINE_EXCEEDED),
+        ),
+        events=(reasons.ANALYSIS_INCONCLUSIVE, reasons.ROLLING_BACK),
+        conditions=(reasons.ROLLING_BACK, reasons.ROLLOUT_DEADLINE_EXCEEDED),
+    ),
+    Case(
+        "a stalled rollout holds, even with good samples, until a retry",
+        at_step(
+            0,
+            phase="Paused",
+            stall_reason=reasons.INCONCLUSIVE_LIMIT_REACHED,
+            inconclusive_analyses=10,
+        ),
+        "Paused",
+        0,
+        {"v1": 4, "v2": 1},
+        weights=(80, 20),
+        ready={"v1": 4, "v2": 1},
+        conditions=(reasons.INCONCLUSIVE_LIMIT_REACHED, reasons.INCONCLUSIVE_LIMIT_REACHED),
+    ),
+    Case(
+        "a stalled rollout resumes on a retry request, its hold and deadline start again",
+        at_step(
+            0,
+            phase="Paused",
+            stall_reason=reasons.INCONCLUSIVE_LIMIT_REACHED,
+            inconclusive_analyses=10,
+        ),
+        "Progressing",
+        0,
+        {"v1": 4, "v2": 1},
+        weights=(80, 20),
+        ready={"v1": 4, "v2": 1},
+        observation={"retry_requested": True},
+        actions=(AcknowledgeRequest("retry"),),
+        events=(reasons.RESUMED,),
+        conditions=(reasons.CANARY_STEP,),
+    ),
+    Case(
+        "a stalled rollout is aborted at once",
+        at_step(0, phase="Paused", stall_reason=reasons.ROLLOUT_DEADLINE_EXCEEDED),
+        "RollingBack",
+        0,
+        {"v1": 4, "v2": 0},
+        weights=(80, 20),
+        ready={"v1": 4, "v2": 1},
+        observation={"abort_requested": True},
+        actions=(
+            RollBack("v2", reasons.ABORTED),
+            ScaleCanary("v2", 0),
+            ScaleStable("v1", 4),
+            history("v2", "Aborted", reasons.ABORTED),
+            AcknowledgeRequest("abort"),
+        ),
+        events=(reasons.ROLLING_BACK,),
+        conditions=(reasons.ROLLING_BACK,),
     ),
     # -- Progressing: the user steps in -----------------------------------------------------
     Case(
@@ -983,7 +1166,91 @@ def test_story_a_bad_canary_is_rolled_back_with_traffic_all_on_stable() -> None:
 
 
 def test_story_a_gpu_shortage_waits_and_never_fails() -> None:
-    seen = drive(policy(), BAD, ticks=200, seconds=60, stuck=True)
-    assert {d.phase for d in seen} == {"Progressing"}
-    assert seen[-1].conditions[0].reason == reasons.INSUFFICIENT_GPU
+    """It waits (InsufficientGPU) for the whole progressDeadline, then stalls loudly:
+    paused, never rolled back, no failed analysis."""
+    seen = drive(policy(progress_deadline="2h"), BAD, ticks=200, seconds=60, stuck=True)
+    waiting, stalled = seen[:120], seen[120:]
+    assert {d.phase for d in waiting} == {"Progressing"}
+    assert waiting[-1].conditions[0].reason == reasons.INSUFFICIENT_GPU
+    assert {d.phase for d in stalled} == {"Paused"}
+    assert [e for d in seen for e in d.events if e.type == "Warning"] == list(stalled[0].events)
+    assert stalled[0].events[0].reason == reasons.ROLLOUT_DEADLINE_EXCEEDED
+    assert "never became ready" in stalled[0].events[0].message
+    assert [c.reason for c in seen[-1].conditions] == [reasons.ROLLOUT_DEADLINE_EXCEEDED] * 2
     assert seen[-1].state.failed_analyses == 0
+    assert not any(isinstance(a, RollBack) for d in seen for a in d.actions)
+
+
+def test_story_no_traffic_stalls_after_the_inconclusive_limit_then_a_retry_resumes() -> None:
+    """A model with no traffic: ten Inconclusive analyses at the default 30s interval, then
+    paused with one Warning; the retry starts the count again."""
+    seen = drive(policy(), THIN, ticks=40, seconds=15)
+    paused = [d for d in seen if d.phase == "Paused"]
+    assert paused and paused[0].state.stall_reason == reasons.INCONCLUSIVE_LIMIT_REACHED
+    assert paused[0].state.inconclusive_analyses == 10
+    warnings = [e for d in seen for e in d.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == [reasons.INCONCLUSIVE_LIMIT_REACHED]
+    assert "10 inconclusive analyses in a row" in warnings[0].message
+    assert seen[-1].next_check is None  # a stall waits for a person, not for a timer
+    resumed = decide(
+        policy(),
+        seen[-1].state,
+        Observation({"v1": 4, "v2": 1}, retry_requested=True),
+        None,
+        NOW + dt.timedelta(hours=1),
+    )
+    assert resumed.phase == "Progressing"
+    assert (resumed.state.inconclusive_analyses, resumed.state.stall_reason) == (0, None)
+    assert resumed.state.progressed_at == NOW + dt.timedelta(hours=1)
+
+
+def test_a_passed_or_failed_analysis_ends_an_inconclusive_run() -> None:
+    for samples in (GOOD, BAD):
+        decision = decide(
+            policy(steps=[{"weight": 10, "pause": "5m"}]),
+            at_step(0, inconclusive_analyses=7),
+            Observation({"v1": 4, "v2": 1}),
+            samples,
+            NOW,
+        )
+        assert decision.state.inconclusive_analyses == 0
+
+
+def test_progress_deadline_counts_from_the_last_progress() -> None:
+    """A passed analysis is progress: a long hold with passing analyses never stalls."""
+    p = policy(progress_deadline="10m", steps=[{"weight": 10, "pause": "1h"}])
+    state = at_step(0, started=NOW - dt.timedelta(minutes=50), progressed_at=None)
+    decision = decide(p, state, Observation({"v1": 4, "v2": 1}), GOOD, NOW)
+    assert decision.phase == "Progressing"
+    assert decision.state.progressed_at == NOW
+    assert decision.next_check is not None and decision.next_check <= NOW + dt.timedelta(minutes=10)
+    # without progress, the check comes no later than the deadline ...
+    p = policy(progress_deadline="20m")
+    waiting = decide(p, at_step(0, started=None), Observation({"v1": 4}), None, NOW)
+    assert waiting.next_check == STARTED + dt.timedelta(minutes=20)
+    # ... where it stalls
+    late = decide(p, waiting.state, Observation({"v1": 4}), None, waiting.next_check)
+    assert late.state.stall_reason == reasons.ROLLOUT_DEADLINE_EXCEEDED
+    # a state recorded before progressedAt existed counts from its step's start
+    state = at_step(
+        0, started=NOW - dt.timedelta(minutes=15), started_at=NOW - dt.timedelta(days=1)
+    )
+    thin = decide(p, state, Observation({"v1": 4, "v2": 1}), THIN, NOW)
+    assert thin.phase == "Progressing"
+
+
+def test_needs_metrics() -> None:
+    assert needs_metrics(policy())
+    assert not needs_metrics(policy(strategy="Immediate"))
+    assert not needs_metrics(policy(analysis={"enabled": False}))
+
+
+def test_analysis_is_never_due_when_disabled() -> None:
+    assert analysis_due(policy(), at_step(0), NOW)
+    assert not analysis_due(policy(analysis={"enabled": False}), at_step(0), NOW)
+
+
+def test_no_metrics_source_message_says_what_to_set() -> None:
+    decision = decide(replace(policy(), metrics_available=False), STABLE, Observation(), None, NOW)
+    message = decision.conditions[0].message
+    assert "metrics.source.url" in message and "analysis.enabled: false" in message

@@ -43,6 +43,9 @@ def test_every_recorded_field_survives_the_api_server() -> None:
         failed_analyses=1,
         last_analysis=AnalysisResult(time=NOW, verdict="Failed", error_rate=0.2, message="x"),
         rollback_reason=None,
+        inconclusive_analyses=3,
+        progressed_at=NOW - dt.timedelta(minutes=1),
+        stall_reason="InconclusiveLimitReached",
     )
     decision = Decision(
         state=state, replicas={"v1": 4, "v2": 2}, weights=Weights(stable=67, canary=33)

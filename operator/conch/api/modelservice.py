@@ -242,6 +242,8 @@ class CustomCheck(ApiModel):
 class Analysis(ApiModel):
     """Metric checks run against the canary at every interval, from Triton's own series."""
 
+    enabled: bool = True
+    """false: no metrics are read; each step advances once its pause has passed (a timed canary), so the operator needs no metrics source."""
     interval: Duration = "30s"
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     """Highest share of failed inferences (nv_inference_request_failure / _request_success+failure)."""
@@ -253,6 +255,8 @@ class Analysis(ApiModel):
     """Failed analyses in a row that trigger a rollback."""
     min_requests: int = Field(default=20, ge=0)
     """Requests the canary must have served in the interval before a verdict."""
+    inconclusive_limit: int = Field(default=10, ge=1, le=1000)
+    """Inconclusive analyses in a row at one step (too little traffic, no data) before the rollout stalls (spec.rollout.onStall)."""
     custom: list[CustomCheck] = Field(
         default_factory=list,
         max_length=16,
@@ -301,6 +305,10 @@ class Rollout(ApiModel):
     """Refuse to start a rollout to a version whose recorded accuracy drop exceeds this."""
     paused: bool = False
     """Hold the rollout at its current step."""
+    progress_deadline: Duration = "1h"
+    """Longest time without progress (the rollout starting, a step's canary becoming ready, an analysis passing, a resume) before the rollout stalls."""
+    on_stall: Literal["Pause", "RollBack"] = "Pause"
+    """What a stall (progressDeadline passed, inconclusiveLimit reached) does: Pause holds the step until a retry request; RollBack returns to the stable version."""
 
 
 class ModelServiceSpec(ApiModel):
@@ -387,6 +395,12 @@ class ModelServiceStatus(ApiModel):
     """Why the rollout is rolling back or was rolled back (AnalysisFailed, Aborted, ...)."""
     failed_analyses: int = 0
     """Failed analyses in a row at the current step."""
+    inconclusive_analyses: int = 0
+    """Inconclusive analyses in a row at the current step."""
+    progressed_at: datetime | None = None
+    """When the rollout last made progress; spec.rollout.progressDeadline counts from here."""
+    stall_reason: str | None = None
+    """Why the rollout is paused on its own (InconclusiveLimitReached, RolloutDeadlineExceeded)."""
     last_analysis: AnalysisResult | None = None
     endpoints: Endpoints | None = None
     rollout_history: list[RolloutRecord] = Field(default_factory=list, max_length=20)

@@ -27,6 +27,7 @@ from conch.rollout.state import (
     ScaleStable,
     SetWeights,
     Weights,
+    needs_metrics,
 )
 from conch.rollout.weights import gateway_split, gateway_weights, replica_split
 
@@ -59,6 +60,7 @@ __all__ = [
     "from_status",
     "gateway_split",
     "gateway_weights",
+    "needs_metrics",
     "reconcile_with_live",
     "replica_split",
     "to_status",

@@ -11,6 +11,12 @@ from conch.rollout.state import ConditionHint, ReplicaPlan, RolloutState
 
 FAILURE_REASONS: Final = frozenset({reasons.ANALYSIS_FAILED})
 """Rollback reasons that mean the new version is bad (Warning events, Degraded=True)."""
+STALL_REASONS: Final = frozenset(
+    {reasons.INCONCLUSIVE_LIMIT_REACHED, reasons.ROLLOUT_DEADLINE_EXCEEDED}
+)
+"""The rollout could not decide or could not move on: no proof the version is bad, but
+someone has to look (Warning events, Degraded=True)."""
+WARNING_REASONS: Final = FAILURE_REASONS | STALL_REASONS
 
 Hints = tuple[ConditionHint, ...]
 
@@ -33,6 +39,15 @@ def weight_text(ctx: Context, plan: ReplicaPlan) -> str:
 def step_conditions(ctx: Context, state: RolloutState, plan: ReplicaPlan) -> Hints:
     assert state.stable is not None and state.canary is not None
     label, canary, obs = step_label(ctx, state), state.canary, ctx.observation
+    if state.phase == "Paused" and state.stall_reason is not None:
+        message = (
+            f"rollout from {state.stable} to {canary} stalled at {label}: {stall_detail(state)}; "
+            "request a retry to resume, abort it, or change spec.modelVersion"
+        )
+        return (
+            ConditionHint("Progressing", "False", state.stall_reason, message),
+            ConditionHint("Degraded", "True", state.stall_reason, message),
+        )
     if state.phase == "Paused":
         message = f"rollout from {state.stable} to {canary} paused at {label}"
         if ctx.policy.target not in (state.stable, canary):
@@ -81,6 +96,25 @@ def promoting_conditions(ctx: Context, state: RolloutState) -> Hints:
     return (ConditionHint("Progressing", "True", reasons.PROMOTING, message),)
 
 
+def stall_detail(state: RolloutState, reason: str | None = None) -> str:
+    """Why a rollout stalled, from what the state recorded."""
+    reason = reason or state.stall_reason or state.rollback_reason
+    last = state.last_analysis
+    if reason == reasons.INCONCLUSIVE_LIMIT_REACHED:
+        return f"{state.inconclusive_analyses} inconclusive analyses in a row" + (
+            f" (last: {last.message})" if last is not None else ""
+        )
+    since = state.progressed_at or state.started_at
+    detail = "no progress within spec.rollout.progressDeadline"
+    if since is not None:
+        detail += f" since {since.isoformat()}"
+    if state.step_started_at is None:
+        detail += f"; canary {state.canary} never became ready at this step"
+    elif last is not None and last.time >= state.step_started_at:
+        detail += f"; last analysis {last.message}"
+    return detail
+
+
 def rollback_detail(state: RolloutState) -> str:
     reason = state.rollback_reason
     if reason == reasons.ANALYSIS_FAILED:
@@ -88,6 +122,8 @@ def rollback_detail(state: RolloutState) -> str:
         return f"analysis failed {state.failed_analyses} times in a row" + (
             f" ({last.message})" if last is not None else ""
         )
+    if reason in STALL_REASONS:
+        return stall_detail(state, reason)
     return {
         reasons.ABORTED: "aborted on request",
         reasons.TARGET_REVERTED: f"spec.modelVersion is back to {state.stable}",
@@ -102,7 +138,7 @@ def rollback_conditions(state: RolloutState) -> Hints:
     if state.phase == "RollingBack":
         message = f"rolling back {state.canary} to {state.stable}: {detail}"
         hints = [ConditionHint("Progressing", "True", reasons.ROLLING_BACK, message)]
-        if reason in FAILURE_REASONS:
+        if reason in WARNING_REASONS:
             hints.append(ConditionHint("Degraded", "True", reason, message))
         return tuple(hints)
     message = (

@@ -56,8 +56,10 @@ def next_analysis(ctx: Context, state: RolloutState) -> dt.datetime | None:
     started = state.step_started_at
     if started is None or state.step is None:
         return None
-    interval = parse_duration(ctx.policy.rollout.analysis.interval)
     hold_end = started + ctx.hold(state.step)
+    if not ctx.policy.rollout.analysis.enabled:
+        return hold_end  # a timed step: no analyses, it ends with its hold
+    interval = parse_duration(ctx.policy.rollout.analysis.interval)
     last = step_analysis(state)
     if last is None:
         return min(started + interval, hold_end)
@@ -72,3 +74,13 @@ def due(ctx: Context, state: RolloutState) -> bool:
     if due is None or ctx.now < due:
         return False
     return last is None or ctx.now > last.time
+
+
+def progress_deadline(ctx: Context, state: RolloutState) -> dt.datetime | None:
+    """When the rollout stalls unless it makes progress first (spec.rollout.progressDeadline
+    after its last progress, or after its start)."""
+    recorded = (state.started_at, state.step_started_at)  # a state from before progressedAt
+    since = state.progressed_at or max((t for t in recorded if t is not None), default=None)
+    if since is None:
+        return None
+    return since + parse_duration(ctx.policy.rollout.progress_deadline)

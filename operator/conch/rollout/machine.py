@@ -16,9 +16,12 @@ One transition per call; the next call takes the next one. The edges:
     Progressing  Paused       spec.rollout.paused
     Progressing  Promoting    the last step passed, or strategy switched to Immediate
     Progressing  RollingBack  failureLimit failed analyses in a row, abort, target
-                              reverted, a third version refused by the accuracy gate
+                              reverted, a third version refused by the accuracy gate,
+                              a stall with onStall RollBack
+    Progressing  Paused       a stall with onStall Pause (stallReason set)
     Paused       Progressing  resumed (the step's hold starts again), or resumed with a
-                              third version (Promoting if Immediate)
+                              third version (Promoting if Immediate); a stall resumes
+                              only on a retry request
     Paused       RollingBack  abort, target reverted (rollbacks are never held)
     Promoting    Stable       the new version has all its replicas ready
     RollingBack  RolledBack   no canary pod is ready any more
@@ -34,7 +37,12 @@ One transition per call; the next call takes the next one. The edges:
   canary is ready), then set the step's weight and hold it for the step's pause (one
   analysis interval when unset). Analyses run every interval and once more when the hold
   ends; a Passed one after the hold advances. Failed counts toward failureLimit (then
-  RollingBack); Inconclusive neither advances nor counts. A GPU shortage only waits.
+  RollingBack); Inconclusive neither advances nor counts toward it. A GPU shortage only
+  waits. With `analysis.enabled: false` a step simply ends with its hold.
+- No silent stalls: inconclusiveLimit Inconclusive analyses in a row, or no progress
+  (start, canary ready, analysis passed, resume) within progressDeadline, is a stall;
+  onStall says whether it pauses (until a retry request) or rolls back. A canary that
+  needs analysis does not start when the operator has no metrics source (NoMetricsSource).
 - Paused holds everything: no analysis, no advance. Rollbacks (abort, target reverted)
   are never held; a move to a third version waits for the resume.
 - A third version mid-rollout abandons the canary (to zero) and starts over toward it.
@@ -53,16 +61,23 @@ from conch import reasons
 from conch.api.modelservice import RolloutRecord
 from conch.rollout import analysis, gate
 from conch.rollout.conditions import (
-    FAILURE_REASONS,
+    WARNING_REASONS,
     Hints,
     promoting_conditions,
     rollback_conditions,
     rollback_detail,
+    stall_detail,
     step_conditions,
     step_label,
     weight_text,
 )
-from conch.rollout.context import Context, due, next_analysis, step_analysis
+from conch.rollout.context import (
+    Context,
+    due,
+    next_analysis,
+    progress_deadline,
+    step_analysis,
+)
 from conch.rollout.state import (
     ALL_STABLE,
     AbandonCanary,
@@ -83,6 +98,7 @@ from conch.rollout.state import (
     ScaleStable,
     SetWeights,
     Weights,
+    needs_metrics,
 )
 from conch.rollout.weights import (
     gateway_weights,
@@ -119,7 +135,7 @@ def decide(
 def analysis_due(policy: Policy, state: RolloutState, now: dt.datetime) -> bool:
     """Whether `decide` at `now` will judge samples: fetch metrics only then."""
     ctx = Context(policy, _normalize(policy, state), Observation(), None, now)
-    return ctx.state.phase == "Progressing" and due(ctx, ctx.state)
+    return ctx.state.phase == "Progressing" and needs_metrics(policy) and due(ctx, ctx.state)
 
 
 def _normalize(policy: Policy, state: RolloutState) -> RolloutState:
@@ -199,8 +215,17 @@ def _progressing(ctx: Context) -> Decision:
             ),
         )
     if state.phase == "Paused":
+        if state.stall_reason is not None and not ctx.observation.retry_requested:
+            return _settle(ctx, state)  # a stall waits for a person
         restart = ctx.now if state.step_started_at is not None else None
-        resumed = replace(state, phase="Progressing", step_started_at=restart)
+        resumed = replace(
+            state,
+            phase="Progressing",
+            step_started_at=restart,
+            progressed_at=ctx.now,
+            inconclusive_analyses=0,
+            stall_reason=None,
+        )
         message = f"rollout resumed at {step_label(ctx, resumed)}; its pause starts again"
         return _then(_settle(ctx, resumed), events=(Event("Normal", reasons.RESUMED, message),))
     if policy.rollout.strategy == "Immediate":
@@ -209,17 +234,36 @@ def _progressing(ctx: Context) -> Decision:
 
 
 def _step(ctx: Context) -> Decision:
+    """One canary step, then the progress deadline: a call that made no progress (and did
+    not leave Progressing) past spec.rollout.progressDeadline stalls. Progress made late
+    still counts: an operator that was down does not stall a rollout that can move on."""
+    decision = _step_once(ctx)
+    state = decision.state
+    if state.phase != "Progressing" or state.progressed_at == ctx.now:
+        return decision
+    deadline = progress_deadline(ctx, state)
+    if deadline is None or ctx.now < deadline:
+        return decision
+    stalled = _stall(ctx, state, reasons.ROLLOUT_DEADLINE_EXCEEDED)
+    return _then(
+        stalled,
+        actions=decision.actions + stalled.actions,
+        events=decision.events + stalled.events,
+    )
+
+
+def _step_once(ctx: Context) -> Decision:
     """One canary step: scale up, set the weight, hold, analyse, advance."""
     state = ctx.state
     assert state.stable is not None and state.canary is not None and state.step is not None
-    index, count = state.step, len(ctx.policy.steps)
+    index = state.step
     plan = ctx.plan(index)
     if ctx.desired > 0 and plan.canary == 0:
         return _settle(ctx, state)  # the GPU budget leaves no room: the condition says so
     if state.step_started_at is None:
         if ctx.observation.ready_of(state.canary) < plan.canary:
             return _settle(ctx, state)
-        started = replace(state, step_started_at=ctx.now)
+        started = replace(state, step_started_at=ctx.now, progressed_at=ctx.now)
         actions: list[Action] = []
         if ctx.gateway:
             weights = gateway_weights(plan.achieved)
@@ -233,11 +277,18 @@ def _step(ctx: Context) -> Decision:
         )
     if not due(ctx, state):
         return _settle(ctx, state)
+    if not ctx.policy.rollout.analysis.enabled:
+        return _advance(ctx, state, "its pause passed; analysis is disabled")
     verdict = analysis.evaluate(ctx.policy.rollout.analysis, ctx.samples)
     result = analysis.to_result(verdict, ctx.samples, ctx.now)
     limit = ctx.policy.rollout.analysis.failure_limit
     if verdict.verdict == "Failed":
-        failed = replace(state, failed_analyses=state.failed_analyses + 1, last_analysis=result)
+        failed = replace(
+            state,
+            failed_analyses=state.failed_analyses + 1,
+            inconclusive_analyses=0,
+            last_analysis=result,
+        )
         if failed.failed_analyses >= limit:
             return _enter_rollback(ctx, failed, reasons.ANALYSIS_FAILED, "RolledBack")
         message = f"{failed.failed_analyses}/{limit} failed analyses in a row: {verdict.message}"
@@ -246,7 +297,10 @@ def _step(ctx: Context) -> Decision:
             events=(Event("Warning", reasons.ANALYSIS_FAILED, message),),
         )
     if verdict.verdict == "Inconclusive":
-        unsure = replace(state, last_analysis=result)
+        count_unsure = state.inconclusive_analyses + 1
+        unsure = replace(state, last_analysis=result, inconclusive_analyses=count_unsure)
+        if count_unsure >= ctx.policy.rollout.analysis.inconclusive_limit:
+            return _stall(ctx, unsure, reasons.INCONCLUSIVE_LIMIT_REACHED)
         previous = step_analysis(state)
         if previous is not None and previous.verdict == "Inconclusive":
             return _settle(ctx, unsure)  # said once per run of inconclusive analyses
@@ -254,22 +308,52 @@ def _step(ctx: Context) -> Decision:
             _settle(ctx, unsure),
             events=(Event("Normal", reasons.ANALYSIS_INCONCLUSIVE, verdict.message),),
         )
-    passed = replace(state, failed_analyses=0, last_analysis=result)
+    passed = replace(
+        state,
+        failed_analyses=0,
+        inconclusive_analyses=0,
+        last_analysis=result,
+        progressed_at=ctx.now,
+    )
     assert state.step_started_at is not None
     if ctx.now < state.step_started_at + ctx.hold(index):
         return _settle(ctx, passed)
+    return _advance(ctx, passed, verdict.message)
+
+
+def _advance(ctx: Context, state: RolloutState, why: str) -> Decision:
+    """The step is done (`why`): on to the next step, or promote after the last one."""
+    assert state.canary is not None and state.step is not None
+    index, count = state.step, len(ctx.policy.steps)
     if index + 1 == count:
-        return _enter_promoting(ctx, passed, index, reasons.ANALYSIS_PASSED)
-    advanced = replace(passed, step=index + 1, step_started_at=None)
-    following = ctx.plan(index + 1)
-    message = (
-        f"step {index + 1}/{count} passed ({verdict.message}); next: {step_label(ctx, advanced)}"
+        return _enter_promoting(ctx, state, index, reasons.ANALYSIS_PASSED)
+    advanced = replace(
+        state,
+        step=index + 1,
+        step_started_at=None,
+        inconclusive_analyses=0,
+        progressed_at=ctx.now,
     )
+    following = ctx.plan(index + 1)
+    message = f"step {index + 1}/{count} passed ({why}); next: {step_label(ctx, advanced)}"
     return _then(
         _settle(ctx, advanced),
         actions=(ScaleCanary(state.canary, following.canary),),
         events=(Event("Normal", reasons.ANALYSIS_PASSED, message),),
     )
+
+
+def _stall(ctx: Context, state: RolloutState, reason: str) -> Decision:
+    """No verdict or no progress for too long: pause for a person, or roll back
+    (spec.rollout.onStall). Either way a Warning says why."""
+    if ctx.policy.rollout.on_stall == "RollBack":
+        return _enter_rollback(ctx, state, reason, "RolledBack")
+    stalled = replace(state, phase="Paused", stall_reason=reason)
+    message = (
+        f"rollout paused at {step_label(ctx, stalled)}: {stall_detail(stalled)}; "
+        "request a retry to resume"
+    )
+    return _then(_settle(ctx, stalled), events=(Event("Warning", reason, message),))
 
 
 def _promoting(ctx: Context) -> Decision:
@@ -318,7 +402,7 @@ def _rolling_back(ctx: Context) -> Decision:
             events=(Event("Normal", reasons.ROLLED_BACK, message),),
         )
     rolled = replace(state, phase="RolledBack")
-    kind: EventType = "Warning" if state.rollback_reason in FAILURE_REASONS else "Normal"
+    kind: EventType = "Warning" if state.rollback_reason in WARNING_REASONS else "Normal"
     message = f"rolled back from {state.canary} to {state.stable}: {rollback_detail(rolled)}"
     return _then(_settle(ctx, rolled), events=(Event(kind, reasons.ROLLED_BACK, message),))
 
@@ -362,6 +446,17 @@ def _begin(ctx: Context, abandoned: str | None, record: bool = True) -> Decision
     if policy.rollout.paused:
         message = f"rollout from {stable} to {target} waits: spec.rollout.paused is set"
         return (ConditionHint("Progressing", "Unknown", reasons.PAUSED, message),)
+    if needs_metrics(policy) and not policy.metrics_available and ctx.desired > 0:
+        message = (
+            f"rollout from {stable} to {target} does not start: the canary needs analysis and "
+            "the operator has no metrics source (chart value metrics.source.url, flag "
+            "--prometheus-url); set one, or set spec.rollout.analysis.enabled: false for "
+            "timed steps, or strategy: Immediate"
+        )
+        return (
+            ConditionHint("Progressing", "False", reasons.NO_METRICS_SOURCE, message),
+            ConditionHint("Degraded", "True", reasons.NO_METRICS_SOURCE, message),
+        )
     actions: list[Action] = []
     events: list[Event] = []
     replicas: dict[str, int] = {}
@@ -380,6 +475,7 @@ def _begin(ctx: Context, abandoned: str | None, record: bool = True) -> Decision
         canary=target,
         step=0,
         started_at=now,
+        progressed_at=now,
         last_analysis=state.last_analysis,
     )
     if policy.rollout.strategy == "Immediate" or ctx.desired == 0:
@@ -430,7 +526,9 @@ def _enter_rollback(
     ctx: Context, base: RolloutState, reason: str, result: HistoryResult
 ) -> Decision:
     assert base.stable is not None and base.canary is not None
-    rolling = replace(base, phase="RollingBack", step_started_at=None, rollback_reason=reason)
+    rolling = replace(
+        base, phase="RollingBack", step_started_at=None, rollback_reason=reason, stall_reason=None
+    )
     actions: list[Action] = []
     if ctx.gateway:
         actions.append(SetWeights(100, 0))
@@ -440,7 +538,7 @@ def _enter_rollback(
         ScaleStable(base.stable, ctx.desired),
         RecordHistory(_record(ctx, base, base.canary, result, reason)),
     ]
-    kind: EventType = "Warning" if reason in FAILURE_REASONS else "Normal"
+    kind: EventType = "Warning" if reason in WARNING_REASONS else "Normal"
     message = f"rolling back {base.canary} to {base.stable}: {rollback_detail(rolling)}"
     return _then(
         _settle(ctx, rolling),
@@ -487,7 +585,7 @@ def _settle(ctx: Context, state: RolloutState) -> Decision:
             replicas={stable: held, canary: plan.canary},
             weights=weights,
             conditions=step_conditions(ctx, state, plan),
-            next_check=next_analysis(ctx, state) if state.phase == "Progressing" else None,
+            next_check=_next_check(ctx, state),
             plan=plan,
         )
     if state.phase == "Promoting":
@@ -535,3 +633,11 @@ def _weights(ctx: Context, state: RolloutState) -> Weights:
     if state.phase == "Promoting" and state.step is not None:
         return gateway_weights(ctx.plan(state.step).achieved)
     return ALL_STABLE
+
+
+def _next_check(ctx: Context, state: RolloutState) -> dt.datetime | None:
+    """The next analysis, or the progress deadline when it comes first, while Progressing."""
+    if state.phase != "Progressing":
+        return None
+    times = [t for t in (next_analysis(ctx, state), progress_deadline(ctx, state)) if t]
+    return min(times, default=None)

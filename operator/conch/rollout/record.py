@@ -12,6 +12,9 @@ reads back exactly the state it wrote:
     status.failedAnalyses   RolloutState.failed_analyses
     status.lastAnalysis     RolloutState.last_analysis
     status.rollbackReason   RolloutState.rollback_reason
+    status.inconclusiveAnalyses RolloutState.inconclusive_analyses
+    status.progressedAt     RolloutState.progressed_at
+    status.stallReason      RolloutState.stall_reason
 
 Conditions are not written here: the controller merges `Decision.conditions` into its own.
 """
@@ -52,6 +55,9 @@ def from_status(status: ModelServiceStatus | None) -> RolloutState:
         failed_analyses=status.failed_analyses,
         last_analysis=status.last_analysis,
         rollback_reason=status.rollback_reason,
+        inconclusive_analyses=status.inconclusive_analyses,
+        progressed_at=status.progressed_at,
+        stall_reason=status.stall_reason,
     )
 
 
@@ -123,6 +129,9 @@ def to_status(
             "rollout_started_at": state.started_at,
             "rollback_reason": state.rollback_reason,
             "failed_analyses": state.failed_analyses,
+            "inconclusive_analyses": state.inconclusive_analyses,
+            "progressed_at": state.progressed_at,
+            "stall_reason": state.stall_reason,
             "last_analysis": state.last_analysis,
             "rollout_history": history(previous.rollout_history, decision),
         }

@@ -49,14 +49,20 @@ class Policy:
     """Replicas the service should run (spec.replicas, or the HPA's current count)."""
     gpus_per_replica: int = 1
     """spec.resources.gpus; 0 serves on CPU, where the GPU budget never binds."""
+    metrics_available: bool = True
+    """The operator has a metrics source. Without one a rollout that `needs_metrics`
+    does not start (NoMetricsSource) instead of waiting on analyses that cannot pass."""
 
     @classmethod
-    def from_spec(cls, spec: ModelServiceSpec, desired_replicas: int) -> Policy:
+    def from_spec(
+        cls, spec: ModelServiceSpec, desired_replicas: int, metrics_available: bool = True
+    ) -> Policy:
         return cls(
             target=spec.model_version,
             rollout=spec.rollout,
             desired_replicas=desired_replicas,
             gpus_per_replica=spec.resources.gpus,
+            metrics_available=metrics_available,
         )
 
     @property
@@ -76,6 +82,12 @@ class Policy:
         if budget is None or self.gpus_per_replica == 0:
             return None
         return budget // self.gpus_per_replica
+
+
+def needs_metrics(policy: Policy) -> bool:
+    """Whether a rollout under `policy` reads metrics: a canary judged by analysis.
+    Immediate, and a canary with `analysis.enabled: false` (timed steps), do not."""
+    return policy.rollout.strategy == "Canary" and policy.rollout.analysis.enabled
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,12 @@ class RolloutState:
     last_analysis: AnalysisResult | None = None
     rollback_reason: str | None = None
     """Why RollingBack/RolledBack: a reason from conch.reasons (AnalysisFailed, Aborted, ...)."""
+    inconclusive_analyses: int = 0
+    """Inconclusive analyses in a row at the current step."""
+    progressed_at: dt.datetime | None = None
+    """When the rollout last made progress; None reads as `started_at`."""
+    stall_reason: str | None = None
+    """Set while Paused by a stall (not by spec.rollout.paused): only a retry resumes."""
 
 
 @dataclass(frozen=True)
