@@ -19,9 +19,16 @@ from collections.abc import Iterator
 import pytest
 
 from conch.dev import hoststate
-from conch.dev.nodeconfig import NODE_LABEL, NODE_NAME, NODE_TAINT, SYSCTLS
+from conch.dev.nodeconfig import CLOSED_REGISTRY, NODE_LABEL, NODE_NAME, NODE_TAINT, SYSCTLS
 from conch.dev.toolchain import Toolchain
-from tests.integration.realnode import NodeCluster, node_cluster, run_pod
+from tests.integration.realnode import (
+    NodeCluster,
+    namespace,
+    node_cluster,
+    restricted_pod,
+    run_pod,
+)
+from tests.support import eventually
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +102,24 @@ def test_restricted_pod_runs_on_the_bridge(real: NodeCluster) -> None:
 
 def test_imported_archive_names_are_reported(real: NodeCluster) -> None:
     assert real.cluster.import_images([real.node_tc.pause_archive]) == [real.node_tc.pause_image]
+
+
+def test_a_missing_image_is_never_pulled_from_outside(real: NodeCluster) -> None:
+    """containerd sends every registry to a closed loopback port: the pull fails there."""
+    ns = namespace(real)
+    pod = restricted_pod("pull", "registry.example.invalid/conch/nothing:1")
+    pod["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"  # type: ignore[index]
+    real.core.create_namespaced_pod(ns, pod)
+
+    def pull_error() -> str | None:
+        statuses = real.core.read_namespaced_pod("pull", ns).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        if waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff") and waiting.message:
+            return str(waiting.message)
+        return None
+
+    message = eventually(pull_error, timeout=60, what="the pull to fail")
+    assert CLOSED_REGISTRY in message, message
 
 
 def test_down_leaves_nothing_behind(real: NodeCluster) -> None:
