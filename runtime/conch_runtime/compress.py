@@ -11,8 +11,10 @@
 - fp16 casts weights to half precision inside a wrapper that keeps the signature's dtypes,
   so clients and the rollout's canary see the same interface (meant for GPU targets).
 
-int8 and fp16 exclude each other. For the ONNX format, int8 is done on the ONNX graph by
-onnxruntime's quantizer at export time instead (see `export`); `plan` decides which.
+int8 and fp16 exclude each other. int8 is refused for the ONNX format: onnxruntime's
+dynamic quantizer scales activations per tensor, over the whole batch, so a sample's answer
+would depend on the requests Triton batches with it (top-1 labels changed between batch
+sizes 1, 7 and 64 on the test model).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from conch_runtime.signature import as_outputs
 from conch_runtime.tool_errors import InvalidData, UnsupportedCompression
 
 __all__ = [
+    "AccuracyMetric",
     "CompressionOptions",
     "DistillOptions",
     "HalfPrecision",
     "accuracy",
+    "agreement",
     "distill",
     "prune",
     "quantize_int8",
@@ -84,6 +88,12 @@ class CompressionOptions:
 
     def check(self, model: LoadedModel, format: Format) -> None:
         """Refuse, before any work, what this model kind or format cannot take."""
+        if self.int8 and format == "onnx":
+            raise UnsupportedCompression(
+                "int8 with the onnx format: onnxruntime's dynamic int8 scales activations over "
+                "the whole batch, so a sample's answer would depend on the requests batched "
+                "with it; use --format python (torchao int8 scales each sample on its own)"
+            )
         if self.int8 and format == "torchscript":
             raise UnsupportedCompression(
                 "int8 with the torchscript format: torchao's int8 tensors cannot be "
@@ -125,6 +135,40 @@ def accuracy(outputs: Sequence[torch.Tensor], labels: torch.Tensor) -> float:
     """Share of samples whose arg-max over the first [batch, classes] output is the label."""
     logits = outputs[_logits_index(outputs)]
     return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+AccuracyMetric = Literal["top1", "top1-agreement-with-baseline", "outputs-agreement-with-baseline"]
+"""What compression.accuracy measures: top-1 against the labels; without labels, agreement
+with the uncompressed model (whose own score, baselineAccuracy, is then 1)."""
+
+AGREEMENT_RTOL, AGREEMENT_ATOL = 1e-2, 1e-3
+"""Within these an output agrees with the baseline's (loose enough for fp16 rounding)."""
+
+
+def agreement(
+    outputs: Sequence[torch.Tensor], baseline: Sequence[torch.Tensor]
+) -> tuple[AccuracyMetric, float]:
+    """Share of samples on which `outputs` agree with the uncompressed model's `baseline`:
+    the same top-1 class when there is a floating [batch, classes] output, else every
+    output within AGREEMENT_ATOL + AGREEMENT_RTOL * |baseline| (integers exactly). Without
+    labels this stands in for accuracy, so a compression that changes answers is caught."""
+    try:
+        index: int | None = _logits_index(baseline)
+    except InvalidData:
+        index = None
+    if index is not None and baseline[index].shape[1] > 1:
+        same = outputs[index].argmax(dim=1) == baseline[index].argmax(dim=1)
+        return "top1-agreement-with-baseline", float(same.float().mean())
+    agree = torch.ones(len(baseline[0]), dtype=torch.bool)
+    for got, want in zip(outputs, baseline, strict=True):
+        if want.is_floating_point():
+            close = torch.isclose(
+                got.double(), want.double(), AGREEMENT_RTOL, AGREEMENT_ATOL, equal_nan=True
+            )
+        else:
+            close = got == want
+        agree &= close.reshape(len(close), -1).all(dim=1)
+    return "outputs-agreement-with-baseline", float(agree.float().mean())
 
 
 # -- pruning -----------------------------------------------------------------------------------

@@ -4,22 +4,19 @@
   Python-backend ``model.py`` runs; a TorchScript input stays TorchScript (``model.pt``).
   torch 2.10+ deprecates ``torch.jit.trace``/``script``, and torchao's int8 tensors cannot be
   TorchScripted, so the exported program is the default.
-- ``torchscript``: ``model.pt`` for Triton's ``pytorch_libtorch`` platform (traced).
-- ``onnx``: ``model.onnx`` for ``onnxruntime_onnx`` (torch's dynamo exporter), int8 applied
-  by onnxruntime's dynamic quantizer on the graph.
+- ``torchscript``: ``model.pt`` for Triton's ``pytorch_libtorch`` platform, scripted (or
+  traced when it cannot be scripted) and checked against the model (see `torchscript`).
+- ``onnx``: ``model.onnx`` for ``onnxruntime_onnx`` (torch's dynamo exporter); internal
+  values that would share a name with an input or output are renamed.
 
 The batch dimension (and every -1 dim of the signature) is exported as dynamic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import logging
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +27,8 @@ from torch import nn
 from conch_runtime.data import Batch
 from conch_runtime.models import quiet_deprecations
 from conch_runtime.signature import Signature, as_outputs
-from conch_runtime.tool_errors import ExportFailed, InvalidRepository
+from conch_runtime.tool_errors import ExportFailed, InvalidRepository, plain
+from conch_runtime.torchscript import to_torchscript
 
 __all__ = ["FORMATS", "MODEL_FILES", "Format", "SavedModel", "export_model", "load_saved"]
 
@@ -73,8 +71,6 @@ def export_model(
     example: Batch,
     format: Format,
     directory: Path,
-    *,
-    onnx_int8: bool = False,
 ) -> Path:
     """Write the model file for `format` into `directory`; returns its path.
 
@@ -83,9 +79,15 @@ def export_model(
     """
     directory.mkdir(parents=True, exist_ok=True)
     args = tuple(example[name] for name in signature.input_names)
+    if format == "onnx" and isinstance(module, torch.jit.ScriptModule):
+        raise ExportFailed(
+            "a TorchScript file cannot be exported to ONNX (torch's ONNX exporter needs the "
+            "model's Python code); give its module:factory with --weights, or an exported "
+            "program (.pt2), or package this file with --format torchscript or python"
+        )
     try:
         if format == "onnx":
-            return _export_onnx(module, signature, args, directory, onnx_int8)
+            return _export_onnx(module, signature, args, directory)
         if isinstance(module, torch.jit.ScriptModule):
             path = directory / "model.pt"
             with quiet_deprecations():
@@ -93,9 +95,9 @@ def export_model(
             return path
         if format == "torchscript":
             path = directory / "model.pt"
+            script, _ = to_torchscript(module, signature, example)
             with quiet_deprecations():
-                traced = torch.jit.trace(module, args, check_trace=False)  # type: ignore[no-untyped-call]
-                torch.jit.save(traced, str(path))
+                torch.jit.save(script, str(path))
             return path
         path = directory / "model.pt2"
         program = torch.export.export(
@@ -112,10 +114,20 @@ def export_model(
                 f"{len(args[0])} (an exported program given as input must have been exported "
                 "with a dynamic batch: dynamic_shapes={0: Dim('batch')} per input)"
             ) from exc
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ExportFailed(
-            f"exporting for the {format} format failed: {type(exc).__name__}: {message}"
+            f"exporting for the {format} format failed: {_cause(exc)}; if the model cannot "
+            "be changed, try another --format"
         ) from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost cause of an export failure, as one plain, short line: exporters wrap
+    the reason in generic steps ("This is step 1/3 ...") and colour it for a terminal."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    lines = [line.strip() for line in plain(str(root)).splitlines() if line.strip()]
+    return plain(f"{type(root).__name__}: {lines[0] if lines else 'no message'}", 300)
 
 
 def _export_onnx(
@@ -123,7 +135,6 @@ def _export_onnx(
     signature: Signature,
     args: tuple[torch.Tensor, ...],
     directory: Path,
-    int8: bool,
 ) -> Path:
     path = directory / "model.onnx"
     with quiet_deprecations(), warnings.catch_warnings():
@@ -140,27 +151,35 @@ def _export_onnx(
         )
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportFailed("torch.onnx.export returned nothing")
+    _free_tensor_names(program.model.graph, signature)
     program.save(str(path), external_data=False)
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        with tempfile.TemporaryDirectory() as scratch, _quiet_root_logger():
-            quantized = Path(scratch) / "model.int8.onnx"
-            quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
-            shutil.move(quantized, path)
     return path
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime's quantizer logs advice on the root logger; keep it out of our output."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+def _free_tensor_names(graph: Any, signature: Signature) -> None:
+    """Rename the graph's internal values (weights, intermediates) that hold one of the
+    signature's names, so an output called e.g. ``fc.weight`` does not define that name
+    twice (which onnxruntime and Triton refuse); then check that the graph's inputs and
+    outputs carry exactly the signature's names."""
+    wanted = set(signature.input_names) | set(signature.output_names)
+    boundary = {id(v) for v in (*graph.inputs, *graph.outputs)}
+    values = [*graph.initializers.values()]
+    values += [v for node in graph.all_nodes() for v in node.outputs]
+    taken = {v.name for v in values} | {v.name for v in (*graph.inputs, *graph.outputs)}
+    for value in values:
+        if value.name in wanted and id(value) not in boundary:
+            new, n = f"{value.name}_internal", 1
+            while new in taken:
+                new, n = f"{value.name}_internal{n}", n + 1
+            taken.add(new)
+            value.name = new
+    found = ([v.name for v in graph.inputs], [v.name for v in graph.outputs])
+    if found != (signature.input_names, signature.output_names):
+        raise ExportFailed(
+            f"the ONNX graph's inputs and outputs are named {found[0]} and {found[1]}, not "
+            f"{signature.input_names} and {signature.output_names}; choose other names "
+            "(--output-names, or the signature's) that the model does not use inside"
+        )
 
 
 def load_saved(path: Path) -> SavedModel:
@@ -193,7 +212,12 @@ def _load_onnx(path: Path) -> SavedModel:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise InvalidRepository(f"{path}: onnxruntime cannot load it: {_cause(exc)}") from None
     names = [i.name for i in session.get_inputs()]
 
     def run(*inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -37,9 +37,11 @@ import torch
 from torch import nn
 
 from conch_runtime.compress import (
+    AccuracyMetric,
     CompressionOptions,
     HalfPrecision,
     accuracy,
+    agreement,
     distill,
     prune,
     quantize_int8,
@@ -232,14 +234,11 @@ def _write_repository(
     signature: Signature,
     serving: ServingOptions,
     export_batch: dict[str, torch.Tensor],
-    onnx_int8: bool = False,
 ) -> Path:
     """Export `module` into REPOSITORY/NAME/1, add model.py and config.pbtxt; the model
     file's path. The config is parsed back with the protobuf and must match."""
     version_dir = repository / name / MODEL_VERSION
-    model_path = export_model(
-        module, signature, export_batch, format, version_dir, onnx_int8=onnx_int8
-    )
+    model_path = export_model(module, signature, export_batch, format, version_dir)
     if format == "python":
         write_python_model(version_dir)
     config = build_config(name, format, signature, serving, model_path.name)
@@ -304,7 +303,7 @@ def _build(
                 f"the model fails on a batch of {min(batch, len(data))} validation samples"
                 f"{hint}: {type(exc).__name__}: {exc}"
             ) from None
-        baseline_accuracy = None if data.labels is None else accuracy(original, data.labels)
+        baseline_accuracy = 1.0 if data.labels is None else accuracy(original, data.labels)
 
     baseline_bytes = baseline_artifact = None
     if options.any:
@@ -340,12 +339,9 @@ def _build(
             report["targetSparsity"] = options.sparsity
     if options.int8:
         report["quantization"] = "int8-dynamic"
-        if format == "onnx":
-            report["quantizer"] = "onnxruntime.quantization.quantize_dynamic (QInt8 weights)"
-        else:
-            with reporter.step("Quantizing Linear layers to int8 (torchao, dynamic)"):
-                working = quantize_int8(working)
-            report["quantizer"] = "torchao Int8DynamicActivationInt8WeightConfig"
+        with reporter.step("Quantizing Linear layers to int8 (torchao, dynamic)"):
+            working = quantize_int8(working)
+        report["quantizer"] = "torchao Int8DynamicActivationInt8WeightConfig"
     if options.fp16:
         working = HalfPrecision(working, [spec.dtype for spec in signature.outputs])
         report["fp16"] = True
@@ -353,12 +349,16 @@ def _build(
     repository = staging / REPOSITORY
     with reporter.step(f"Exporting for the {format} format, writing the repository"):
         model_path = _write_repository(
-            working, repository, name, format, signature, serving, export_batch, options.int8
+            working, repository, name, format, signature, serving, export_batch
         )
 
     with reporter.step("Running the packaged model file (the validation reference)"):
         expected = _run_saved(load_saved(model_path), data, batch)
-        compressed_accuracy = None if data.labels is None else accuracy(expected, data.labels)
+        metric: AccuracyMetric = "top1"
+        if data.labels is None:  # no labels: how often the package answers as the original
+            metric, compressed_accuracy = agreement(expected, original)
+        else:
+            compressed_accuracy = accuracy(expected, data.labels)
         inputs_file = staging / VALIDATION / "inputs.npz"
         save_npz(inputs_file, data.to_arrays())
         save_npz(
@@ -387,9 +387,8 @@ def _build(
             else round(baseline_artifact / size, 4),
             "baselineAccuracy": baseline_accuracy,
             "accuracy": compressed_accuracy,
-            "accuracyDelta": None
-            if baseline_accuracy is None or compressed_accuracy is None
-            else compressed_accuracy - baseline_accuracy,
+            "accuracyMetric": metric,
+            "accuracyDelta": compressed_accuracy - baseline_accuracy,
             "validationSamples": len(data),
             "outputErrors": _output_errors(signature, original, expected),
         }
@@ -447,6 +446,7 @@ _CRD_FIELDS = (
     "baselineVersion",
     "baselineAccuracy",
     "accuracy",
+    "accuracyMetric",
 )
 
 

@@ -17,6 +17,7 @@ and finds a mismatch is not an error: it is a report with passed=False, and the 
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 __all__ = [
@@ -29,7 +30,25 @@ __all__ = [
     "ServerError",
     "ToolError",
     "UnsupportedCompression",
+    "plain",
 ]
+
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
+"""CSI (colours, cursor), OSC (links, titles) and the other (nF, Fp, Fe, Fs) escapes."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain(text: str, limit: int | None = None) -> str:
+    """`text` without terminal escape sequences or control characters (tools such as torch's
+    exporter colour their messages), cut to `limit` characters at a word where possible."""
+    text = _CONTROL.sub("", _ANSI.sub("", text))
+    if limit is None or len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 class ToolError(Exception):
@@ -39,6 +58,7 @@ class ToolError(Exception):
     exit_code: ClassVar[int] = 20
 
     def __init__(self, message: str) -> None:
+        message = plain(message)  # what a user reads never carries terminal codes
         super().__init__(message)
         self.message = message
 

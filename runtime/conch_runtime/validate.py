@@ -4,13 +4,16 @@
    runs);
 2. `config.pbtxt` parsed with Triton's model-config protobuf, and its signature against the
    manifest's;
-3. the validation inputs run through the model: for the ``python`` format on a real
-   `tritonserver` (Python backend, loopback) through tritonclient; for ``torchscript`` and
-   ``onnx``, whose backends (libtorch, onnxruntime) the nvidia-pytriton wheel lacks, with
-   torch / onnxruntime directly, which the report says in `engine` and `notes`;
-4. the outputs compared with the reference (the packaged model as run by torch at package
-   time, or a reference model given here) within `atol + rtol * |reference|`; integer and
-   boolean outputs must match exactly.
+3. the validation inputs run through the model, once at each of the batch sizes 1, 3, 7,
+   15, ... (2^k - 1) up to maxBatchSize and at maxBatchSize (a model whose answers depend on
+   the batch shows there): for the ``python`` format on a real `tritonserver` (Python
+   backend, loopback) through tritonclient; for ``torchscript`` and ``onnx``, whose backends
+   (libtorch, onnxruntime) the nvidia-pytriton wheel lacks, with torch / onnxruntime
+   directly, which the report says in `engine` and `notes`;
+4. the outputs at every batch size compared with the reference (the packaged model as run
+   by torch at package time, or a reference model given here) within
+   `atol + rtol * |reference|`; integer and boolean outputs must match exactly. Each
+   output reports its worst error over the batch sizes, and the batch size it was at.
 
 A mismatch is a result (`passed=False`), not an exception. Latency is measured with
 single-sample requests after the comparison.
@@ -38,7 +41,7 @@ from conch_runtime.signature import Signature, numpy_dtype
 from conch_runtime.tool_errors import InvalidRepository, ServerError
 from conch_runtime.triton import TritonServer
 
-__all__ = ["OutputCheck", "ValidationReport", "default_tolerance", "validate"]
+__all__ = ["OutputCheck", "ValidationReport", "batch_sizes", "default_tolerance", "validate"]
 
 REPOSITORY = "repository"
 
@@ -51,6 +54,8 @@ class OutputCheck:
     passed: bool
     max_abs_error_vs_original: float | None = None
     """Compression error: the served output against the uncompressed original model."""
+    worst_batch_size: int | None = None
+    """The batch size at which max_abs_error was found."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class ValidationReport:
     atol: float
     rtol: float
     samples: int = 0
+    batch_sizes: tuple[int, ...] = ()
     max_abs_error: float = float("nan")
     outputs: tuple[OutputCheck, ...] = ()
     latency_ms_p50: float | None = None
@@ -84,6 +90,17 @@ def default_tolerance(manifest: Manifest) -> tuple[float, float]:
 
 
 Runner = Callable[[Dataset, Signature], list[np.ndarray[Any, Any]]]
+Outputs = list[np.ndarray[Any, Any]]
+
+
+def batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """1, 3, 7, 15, ... (2^k - 1) below `max_batch_size`, and `max_batch_size`: odd sizes
+    that no preferred batch size or padding lines up with, across the whole range."""
+    sizes, size = {max_batch_size}, 1
+    while size < max_batch_size:
+        sizes.add(size)
+        size = 2 * size + 1
+    return tuple(sorted(sizes))
 
 
 def validate(
@@ -143,6 +160,8 @@ def validate(
     notes: list[str] = []
     latencies: list[float] = []
     startup: float | None = None
+    sizes = batch_sizes(min(signature.max_batch_size, len(data)))
+    runs: dict[int, Outputs]
     if manifest.format == "python":
         engine = "tritonserver (Python backend, nvidia-pytriton wheel)"
         with reporter.step("Serving the repository on tritonserver (127.0.0.1)"):
@@ -151,8 +170,8 @@ def validate(
             try:
                 triton.start()
                 startup = triton.startup_seconds if own else None
-                actual, latencies = _run_triton(
-                    triton, manifest.model, data, signature, latency_requests
+                runs, latencies = _run_triton(
+                    triton, manifest.model, data, signature, sizes, latency_requests
                 )
             finally:
                 if own:
@@ -175,23 +194,29 @@ def validate(
                 )
         with reporter.step(f"Running the packaged model with {runtime}"):
             model = load_saved(package / REPOSITORY / manifest.model_file)
-            actual = [
-                np.concatenate(column)
-                for column in zip(
-                    *(
-                        [t.numpy() for t in model(*batch.values())]
-                        for batch in data.batches(signature.max_batch_size)
-                    ),
-                    strict=True,
-                )
-            ]
+
+            def run(batch: dict[str, torch.Tensor]) -> Outputs:
+                return [t.numpy() for t in model(*batch.values())]
+
+            runs = {size: _run_batched(run, data, size) for size in sizes}
             latencies = _time_local(model, data, latency_requests)
 
     checks = tuple(
-        _compare(spec_name, got, want, None if original is None else original[i], atol, rtol)
-        for i, (spec_name, got, want) in enumerate(
-            zip(signature.output_names, actual, expected, strict=True)
+        _worst(
+            [
+                _compare(
+                    spec_name,
+                    runs[size][i],
+                    want,
+                    None if original is None else original[i],
+                    atol,
+                    rtol,
+                    size,
+                )
+                for size in sizes
+            ]
         )
+        for i, (spec_name, want) in enumerate(zip(signature.output_names, expected, strict=True))
     )
     ordered = sorted(latencies)
     return ValidationReport(
@@ -203,6 +228,7 @@ def validate(
         atol=atol,
         rtol=rtol,
         samples=len(data),
+        batch_sizes=sizes,
         max_abs_error=max(c.max_abs_error for c in checks),
         outputs=checks,
         latency_ms_p50=statistics.median(ordered) * 1e3 if ordered else None,
@@ -222,6 +248,29 @@ def _arrays(path: Path, names: Sequence[str]) -> list[np.ndarray[Any, Any]]:
         raise InvalidRepository(f"{path}: cannot read outputs {list(names)}: {exc}") from None
 
 
+def _run_batched(
+    run: Callable[[dict[str, torch.Tensor]], Outputs], data: Dataset, size: int
+) -> Outputs:
+    """Every output over `data`, run in batches of `size`, concatenated on dim 0."""
+    parts = [run(batch) for batch in data.batches(size)]
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+
+def _worst(checks: Sequence[OutputCheck]) -> OutputCheck:
+    """One output's checks at ascending batch sizes as one: the largest errors, passed only
+    when every batch size passed. The error against the original is the largest size's,
+    the batching the original ran with, so it shows compression and not batch rounding."""
+    worst = max(checks, key=lambda c: (not c.passed, c.max_abs_error))
+    return OutputCheck(
+        worst.name,
+        worst.max_abs_error,
+        max(c.mean_abs_error for c in checks),
+        all(c.passed for c in checks),
+        checks[-1].max_abs_error_vs_original,
+        worst.worst_batch_size,
+    )
+
+
 def _compare(
     name: str,
     actual: np.ndarray[Any, Any],
@@ -229,9 +278,10 @@ def _compare(
     original: np.ndarray[Any, Any] | None,
     atol: float,
     rtol: float,
+    batch_size: int | None = None,
 ) -> OutputCheck:
     if actual.shape != expected.shape:
-        return OutputCheck(name, float("inf"), float("inf"), False)
+        return OutputCheck(name, float("inf"), float("inf"), False, None, batch_size)
     got, want = actual.astype(np.float64), expected.astype(np.float64)
     error = np.abs(got - want)
     if np.issubdtype(expected.dtype, np.floating):
@@ -241,7 +291,9 @@ def _compare(
     vs_original = None
     if original is not None and original.shape == actual.shape:
         vs_original = float(np.max(np.abs(got - original.astype(np.float64))))
-    return OutputCheck(name, float(error.max()), float(error.mean()), passed, vs_original)
+    return OutputCheck(
+        name, float(error.max()), float(error.mean()), passed, vs_original, batch_size
+    )
 
 
 def _run_triton(
@@ -249,8 +301,10 @@ def _run_triton(
     model: str,
     data: Dataset,
     signature: Signature,
+    sizes: Sequence[int],
     latency_requests: int,
-) -> tuple[list[np.ndarray[Any, Any]], list[float]]:
+) -> tuple[dict[int, Outputs], list[float]]:
+    """The outputs over `data` at each batch size, and single-sample latencies."""
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException
 
@@ -277,7 +331,7 @@ def _run_triton(
             return [np.asarray(result.as_numpy(n)) for n in signature.output_names]
 
         try:
-            parts = [infer(batch) for batch in data.batches(signature.max_batch_size)]
+            runs = {size: _run_batched(infer, data, size) for size in sizes}
             latencies = []
             for i in range(min(latency_requests, len(data))):
                 began = time.perf_counter()
@@ -289,7 +343,7 @@ def _run_triton(
             ) from None
     finally:
         client.close()
-    return [np.concatenate(column) for column in zip(*parts, strict=True)], latencies
+    return runs, latencies
 
 
 def _time_local(model: Callable[..., list[torch.Tensor]], data: Dataset, n: int) -> list[float]:

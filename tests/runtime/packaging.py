@@ -100,3 +100,37 @@ def example() -> dict[str, torch.Tensor]:
 def validation() -> dict[str, torch.Tensor]:
     """Labelled validation data: 256 samples, four batches at maxBatchSize 64."""
     return task(256, seed=7)
+
+
+class Branchy(nn.Module):
+    """fc(relu(x)) with a fast path that skips the relu when no feature is negative: each
+    sample's answer is independent of the batch, but the branch depends on the data, so a
+    trace of an all-positive example freezes the fast path and is wrong on the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(FEATURES, CLASSES)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if bool((features >= 0).all()):
+            fast: torch.Tensor = self.fc(features)
+            return fast
+        scores: torch.Tensor = self.fc(features.clamp(min=0))
+        return scores
+
+
+class UnscriptableBranchy(Branchy):
+    """The same branch behind `*inputs`, which torch.jit.script cannot compile."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return super().forward(inputs[0])
+
+
+def branchy() -> nn.Module:
+    torch.manual_seed(3)
+    return Branchy()
+
+
+def unscriptable_branchy() -> nn.Module:
+    torch.manual_seed(3)
+    return UnscriptableBranchy()

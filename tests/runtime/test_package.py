@@ -26,14 +26,25 @@ from conch_runtime.repository import ServingOptions, config_signature, read_conf
 from conch_runtime.signature import Signature, TensorSpec
 from conch_runtime.sources import SourceConfig
 from conch_runtime.tool_errors import (
+    ExportFailed,
     InvalidData,
     InvalidModel,
     InvalidRepository,
     InvalidSignature,
     UnsupportedCompression,
 )
+from conch_runtime.validate import validate
 from tests.runtime.helpers import read_tree
-from tests.runtime.packaging import OUTPUT_NAMES, example, task, trained_teacher, validation
+from tests.runtime.packaging import (
+    FEATURES,
+    OUTPUT_NAMES,
+    branchy,
+    example,
+    task,
+    teacher,
+    trained_teacher,
+    validation,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "serving.conch.dev_modelversions.yaml"
@@ -202,8 +213,10 @@ def test_modelversion_validates_against_the_crd_schema(int8_pruned: PackageResul
         "baselineVersion",
         "baselineAccuracy",
         "accuracy",
+        "accuracyMetric",
         "sizeBytes",
     }
+    assert compression["accuracyMetric"] == "top1"  # the validation data has labels
     assert compression["quantization"] == "int8-dynamic"
     assert compression["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert compression["sizeBytes"] == int8_pruned.size_bytes
@@ -360,6 +373,8 @@ def test_refusals(tmp_path: Path) -> None:
         CompressionOptions(sparsity=1.0)
     with pytest.raises(UnsupportedCompression, match="TorchScripted"):
         build(tmp_path / "a", CompressionOptions(int8=True), format="torchscript")
+    with pytest.raises(UnsupportedCompression, match="depend on the requests batched with it"):
+        build(tmp_path / "a", CompressionOptions(int8=True), format="onnx")
     with pytest.raises(InvalidSignature, match="DNS label"):
         build(tmp_path / "b", name="My_Model")
     with pytest.raises(InvalidSignature, match="returns 2 outputs, 1 named"):
@@ -412,3 +427,123 @@ def test_variable_dims_are_exported_dynamic(tmp_path: Path) -> None:
     for length in (3, 11):
         out = program(torch.randn(2, length, 8), torch.ones(2, 1, dtype=torch.float64))
         assert out.shape == (2, 3)
+
+
+# -- what is packaged behaves like the original -----------------------------------------------
+
+
+def test_torchscript_keeps_data_dependent_control_flow(tmp_path: Path) -> None:
+    """A trace of an all-positive example would freeze the fast path: the package would pass
+    validate on those 4 samples and be wrong on a batch of 100 with negative features."""
+    positive = task(4, seed=5)["features"].abs()
+    result = package(
+        "tests.runtime.packaging:branchy",
+        tmp_path / "pkg",
+        name="branchy",
+        version="1",
+        format="torchscript",
+        example={"features": positive},
+        output_names=["scores"],
+        validation={"features": positive},
+        max_batch_size=128,
+    )
+    assert validate(result.directory).passed
+    with quiet_deprecations():
+        program = torch.jit.load(str(result.repository / "branchy" / "1" / "model.pt"))  # type: ignore[no-untyped-call]
+    mixed = task(100, seed=6)["features"]
+    model = branchy().eval()
+    with torch.no_grad(), quiet_deprecations(), pytest.warns(torch.jit.TracerWarning):  # type: ignore[attr-defined]
+        want = model(mixed)
+        assert torch.allclose(program(mixed), want, atol=1e-6)
+        frozen = torch.jit.trace(model, (positive,))  # type: ignore[no-untyped-call]
+        assert not torch.allclose(frozen(mixed), want)  # what tracing would have shipped
+
+
+def test_a_trace_that_differs_from_the_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportFailed) as caught:
+        package(
+            "tests.runtime.packaging:unscriptable_branchy",
+            tmp_path / "pkg",
+            name="branchy",
+            version="1",
+            format="torchscript",
+            example={"features": task(4, seed=5)["features"].abs()},
+            output_names=["scores"],
+        )
+    message = caught.value.message
+    assert "differs from the model on a batch of" in message
+    assert "data-dependent control flow" in message
+    assert "use --format python or onnx, or make the model scriptable" in message
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+class Named(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(FEATURES, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.fc(x)
+        return y, torch.relu(y)
+
+
+def test_onnx_output_names_that_clash_with_internal_names_are_resolved(tmp_path: Path) -> None:
+    """`fc.weight` is also the name of the Linear's weight inside the ONNX graph: exported as
+    is, the name is defined twice and onnxruntime refuses the file."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = Named().eval()
+    result = package(
+        model,
+        tmp_path / "pkg",
+        name="named",
+        version="1",
+        format="onnx",
+        example={"x": torch.randn(4, FEATURES)},
+        output_names=["fc.weight", "fc.bias"],
+    )
+    graph = onnx.load(str(result.repository / "named" / "1" / "model.onnx")).graph
+    assert [o.name for o in graph.output] == ["fc.weight", "fc.bias"]
+    names = [i.name for i in graph.initializer] + [o for n in graph.node for o in n.output]
+    assert len(names) == len(set(names))  # every name defined once
+    report = validate(result.directory)
+    assert report.passed, report
+    assert all(c.max_abs_error_vs_original is not None for c in report.outputs)
+    assert max(c.max_abs_error_vs_original or 0.0 for c in report.outputs) < 1e-5
+
+
+def test_onnx_from_a_torchscript_file_says_what_to_do_in_plain_text(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.ts"
+    with quiet_deprecations():
+        torch.jit.save(torch.jit.trace(trained_teacher(), tuple(example().values())), str(path))  # type: ignore[no-untyped-call]
+    with pytest.raises(ExportFailed) as caught:
+        build(tmp_path / "pkg", model=str(path), format="onnx")
+    message = caught.value.message
+    assert "\x1b" not in message and "\n" not in message and len(message) < 400
+    assert "give its module:factory with --weights, or an exported program (.pt2)" in message
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_without_labels_accuracy_is_agreement_with_the_original(tmp_path: Path) -> None:
+    """No labels: accuracy is how often the package's top-1 class is the original's, so the
+    operator's accuracy gate sees what heavy pruning of a model did."""
+    from conch.api.modelversion import ModelVersionSpec
+    from conch.rollout.gate import accuracy_drop, refusal
+
+    plain = build(tmp_path / "plain", validation=None)
+    assert plain.compression["accuracyMetric"] == "top1-agreement-with-baseline"
+    assert plain.compression["baselineAccuracy"] == plain.compression["accuracy"] == 1.0
+
+    pruned = build(
+        tmp_path / "pruned", CompressionOptions(sparsity=0.5), model=teacher(), validation=None
+    )
+    report = pruned.compression
+    assert report["accuracyMetric"] == "top1-agreement-with-baseline"
+    assert report["baselineAccuracy"] == 1.0 and report["accuracy"] < 0.9, report
+    spec = ModelVersionSpec.model_validate(yaml.safe_load(pruned.modelversion.read_text())["spec"])
+    assert spec.compression is not None
+    assert spec.compression.accuracy_metric == "top1-agreement-with-baseline"
+    drop = accuracy_drop(spec)
+    assert drop is not None and drop > 0.1
+    assert refusal(0.01, drop, "mlp-1.0.0") is not None

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import yaml
 
-from conch_runtime.tool_errors import UnsupportedCompression
+from conch_runtime.models import quiet_deprecations
+from conch_runtime.tool_errors import ExportFailed, UnsupportedCompression
 from tests.runtime.packaging import example, trained_teacher, validation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +73,21 @@ def test_errors_are_one_line_with_the_class_exit_code(tmp_path: Path) -> None:
     missing = run("validate", str(tmp_path / "absent"))
     assert missing.returncode == 26
     assert missing.stderr.startswith("conch validate: InvalidRepository: ")
+
+
+def test_onnx_from_a_torchscript_file_is_one_plain_line(tmp_path: Path) -> None:
+    script = tmp_path / "teacher.ts"
+    with quiet_deprecations():
+        torch.jit.save(torch.jit.trace(trained_teacher(), tuple(example().values())), str(script))  # type: ignore[no-untyped-call]
+    np.savez(tmp_path / "example.npz", **{k: v.numpy() for k, v in example().items()})
+    done = run(
+        "package", str(script), "--format", "onnx", "--example", str(tmp_path / "example.npz"),
+        "--output-names", "logits,label", "--out", str(tmp_path / "pkg"), "--name", "m",
+        "--version", "1",
+    )  # fmt: skip
+    assert done.returncode == ExportFailed.exit_code == 25, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("conch package:")]
+    assert line.startswith("conch package: ExportFailed: a TorchScript file cannot be exported")
+    assert "--format torchscript or python" in line and len(line) < 400
+    assert "\x1b" not in done.stderr and "\x1b" not in done.stdout
+    assert not (tmp_path / "pkg").exists()
