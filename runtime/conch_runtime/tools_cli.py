@@ -216,11 +216,14 @@ def _validate(args: argparse.Namespace) -> int:
     table.add_row("engine", report.engine)
     table.add_row("tolerance", f"|served - reference| <= {report.atol:g} + {report.rtol:g} * |ref|")
     table.add_row("samples", str(report.samples))
-    table.add_row("max abs error", f"{report.max_abs_error:.3g}")
+    table.add_row("batch sizes", ", ".join(str(size) for size in report.batch_sizes))
+    table.add_row("max abs error", f"{report.max_abs_error:.3g} (worst over the batch sizes)")
     for check in report.outputs:
         extra = ""
+        if check.worst_batch_size is not None:
+            extra = f" at batch {check.worst_batch_size}"
         if check.max_abs_error_vs_original is not None:
-            extra = f"; vs original {check.max_abs_error_vs_original:.3g}"
+            extra += f"; vs original {check.max_abs_error_vs_original:.3g}"
         state = "ok" if check.passed else "MISMATCH"
         table.add_row(f"  {check.name}", f"{state}: max {check.max_abs_error:.3g}{extra}")
     if report.latency_ms_p50 is not None and report.latency_ms_p99 is not None:

@@ -60,6 +60,7 @@ def test_package_then_validate_from_the_command_line(tmp_path: Path) -> None:
     table = run("validate", str(out), "--atol", "0", "--rtol", "0")
     assert table.returncode in (0, 1)
     assert "validate mlp-cli (python)" in table.stdout and "latency" in table.stdout
+    assert "batch sizes" in table.stdout and "1, 3, 7, 15, 31, 63, 64" in table.stdout
 
 
 def test_errors_are_one_line_with_the_class_exit_code(tmp_path: Path) -> None:
