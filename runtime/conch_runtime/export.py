@@ -114,9 +114,16 @@ def export_model(
                 f"{len(args[0])} (an exported program given as input must have been exported "
                 "with a dynamic batch: dynamic_shapes={0: Dim('batch')} per input)"
             ) from exc
+        cause = _cause(exc)
+        if "data-dependent" in cause:
+            raise ExportFailed(
+                f"exporting for the {format} format failed: the model branches on tensor "
+                f"values, which torch.export cannot capture ({cause}); write the branch with "
+                "torch.where or torch.cond, or use --format torchscript, which scripts it"
+            ) from exc
         raise ExportFailed(
-            f"exporting for the {format} format failed: {_cause(exc)}; if the model cannot "
-            "be changed, try another --format"
+            f"exporting for the {format} format failed: {cause}; if the model cannot be "
+            "changed, try another --format"
         ) from exc
 
 

@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from conch_runtime.compress import CompressionOptions, DistillOptions
 from conch_runtime.data import Dataset
+from conch_runtime.export import Format
 from conch_runtime.manifest import MANIFEST, Manifest, file_digests, sha256_file
 from conch_runtime.models import quiet_deprecations
 from conch_runtime.package import PackageResult, package
@@ -457,6 +458,27 @@ def test_torchscript_keeps_data_dependent_control_flow(tmp_path: Path) -> None:
         assert torch.allclose(program(mixed), want, atol=1e-6)
         frozen = torch.jit.trace(model, (positive,))  # type: ignore[no-untyped-call]
         assert not torch.allclose(frozen(mixed), want)  # what tracing would have shipped
+
+
+@pytest.mark.parametrize("format", ["python", "onnx"])
+def test_torch_export_formats_refuse_data_dependent_branches_saying_what_to_do(
+    format: Format, tmp_path: Path
+) -> None:
+    with pytest.raises(ExportFailed) as caught:
+        package(
+            "tests.runtime.packaging:branchy",
+            tmp_path / "pkg",
+            name="branchy",
+            version="1",
+            format=format,
+            example={"features": task(4, seed=5)["features"].abs()},
+            output_names=["scores"],
+        )
+    message = caught.value.message
+    assert message.startswith(f"exporting for the {format} format failed: the model branches")
+    assert "torch.where or torch.cond, or use --format torchscript" in message
+    assert len(message) < 600 and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_trace_that_differs_from_the_model_is_refused(tmp_path: Path) -> None:
