@@ -6,13 +6,15 @@ The one place the kubernetes client is called. Its exceptions are translated her
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import json
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -135,6 +137,17 @@ class Kube:
         self._on_error = on_error
         self._discovery: dict[str, tuple[float, set[str]]] = {}
         self._applied: dict[tuple[str, str, str], str | None] = {}
+        self._counting = threading.local()
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[dict[str, int]]:
+        """Count this thread's requests inside the block: {"read": n, "write": m}."""
+        counts = {"read": 0, "write": 0}
+        self._counting.counts = counts
+        try:
+            yield counts
+        finally:
+            self._counting.counts = None
 
     def _call(
         self,
@@ -147,6 +160,9 @@ class Kube:
         with_status: bool = False,
         accept: str = "application/json",
     ) -> Any:
+        counts = getattr(self._counting, "counts", None)
+        if counts is not None:
+            counts["read" if method == "GET" or "dryRun" in dict(query or []) else "write"] += 1
         try:
             response = self.api.call_api(
                 path,

@@ -57,6 +57,13 @@ class OperatorMetrics:
             ["verdict"],
             registry=self.registry,
         )
+        self.api_requests = Histogram(
+            "conch_reconcile_api_requests",
+            "Kubernetes API requests made by one ModelService reconcile, reads and writes.",
+            ["kind"],
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.api_errors = Counter(
             "conch_kubernetes_api_errors",
             "Failed Kubernetes API calls by verb and HTTP status (or 'connection').",

@@ -256,7 +256,17 @@ def test_restart_writes_nothing(
         lambda: _gauge_total(operator.metrics()) >= total, what="every ModelService reconciled"
     )
     assert _resource_versions(api, kubectl, namespace) == before
-    assert 'conch_reconcile_total{result="success"}' in operator.metrics()
+    text = operator.metrics()
+    assert 'conch_reconcile_total{result="success"}' in text
+    # every reconcile since the restart wrote nothing at all: not even a no-op apply
+    writes = _sample(text, 'conch_reconcile_api_requests_count{kind="write"}')
+    assert writes >= 1
+    assert _sample(text, 'conch_reconcile_api_requests_bucket{kind="write",le="0.0"}') == writes
+
+
+def _sample(text: str, series: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(series + " "))
+    return float(line.rsplit(" ", 1)[1])
 
 
 def test_metrics(operator: OperatorProcess) -> None:

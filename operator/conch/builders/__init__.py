@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from conch.api import ModelService, ModelVersion
 from conch.builders import deployment, hpa, networkpolicy, pdb, service, servicemonitor
 from conch.builders.deployment import PodSettings
-from conch.builders.meta import Manifest, controlled_by
+from conch.builders.meta import VERSION_LABEL, Manifest, controlled_by
 
 __all__ = [
+    "APPLIED_ANNOTATION",
+    "VERSION_LABEL",
     "Capabilities",
     "Manifest",
     "PodSettings",
     "Served",
     "controlled_by",
     "desired",
+    "differs",
     "key",
     "single",
     "stale",
@@ -60,7 +66,52 @@ def desired(
         objects.append(autoscaler)
     if capabilities.service_monitor:
         objects.append(servicemonitor.build(svc))
-    return objects
+    return [stamped(obj) for obj in objects]
+
+
+APPLIED_ANNOTATION = "serving.conch.dev/applied"
+"""A digest of the manifest Conch last applied to an object: a changed spec that only
+removes a field is still seen as a change."""
+
+
+def stamped(obj: Manifest) -> Manifest:
+    """`obj` with the digest of its own content in APPLIED_ANNOTATION."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    meta = obj["metadata"]
+    return {
+        **obj,
+        "metadata": {
+            **meta,
+            "annotations": {**meta.get("annotations", {}), APPLIED_ANNOTATION: digest},
+        },
+    }
+
+
+def _within(wanted: Any, observed: Any) -> bool:
+    """Whether every field of `wanted` holds the same value in `observed` (which may have
+    more: defaults, status, other managers' fields)."""
+    if isinstance(wanted, dict):
+        return isinstance(observed, dict) and all(
+            k in observed and _within(v, observed[k]) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(observed, list)
+            and len(wanted) == len(observed)
+            and all(_within(w, o) for w, o in zip(wanted, observed, strict=True))
+        )
+    return bool(wanted == observed)
+
+
+def differs(wanted: Manifest, observed: Manifest | None) -> bool:
+    """Whether applying `wanted` would change `observed`: a spec change (the digest moved)
+    or drift (someone changed or removed a field Conch sets). A field the API server
+    spells differently (a canonicalised quantity) only costs a no-op apply."""
+    if observed is None:
+        return True
+    digest = wanted["metadata"]["annotations"].get(APPLIED_ANNOTATION)
+    applied = (observed["metadata"].get("annotations") or {}).get(APPLIED_ANNOTATION)
+    return digest != applied or not _within(wanted, observed)
 
 
 def single(

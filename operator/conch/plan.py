@@ -1,0 +1,334 @@
+"""One reconcile's decisions: `plan(snapshot, settings, now) -> Plan`. Pure.
+
+The controller observes (a `Snapshot` of everything a reconcile needs), plans here, then
+executes the plan (the only I/O). Nothing in this module reads the clock, the network or
+the controller's memory, so every decision is a table test away:
+
+    Snapshot --plan--> Plan(write, delete, status, events, acknowledge, requeue)
+
+Refusals found while planning (policy, credentials, a missing ModelVersion, ...) and
+those found while executing (a name held by someone else, an API refusal) both end in
+`refused()`: nothing written, what serves keeps serving, status says why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conch import artifacts, builders, policy, reasons, rollout, routers, status
+from conch.api import ModelService, ModelServiceStatus, ModelVersion
+from conch.builders import Capabilities, PodSettings, Served
+from conch.builders.meta import Manifest
+from conch.errors import ConchError, InvalidSpec, ModelVersionNotFound, PolicyViolation
+
+NOT_READY_POLL = 10.0
+"""Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""
+REFUSED_POLL = 60.0
+"""Seconds between looks at a spec that was refused (the refusal may depend on objects that
+are not watched, such as a credentials Secret's labels)."""
+ROLLOUT_POLL = 5.0
+"""Seconds between looks while a rollout is under way (canary readiness, step timers)."""
+ABORT_ANNOTATION = "serving.conch.dev/abort"
+"""Set (any value) to abort the rollout in progress; Conch removes it once acted on."""
+RETRY_ANNOTATION = "serving.conch.dev/retry"
+"""Set (any value) to retry a rolled-back rollout; Conch removes it once acted on."""
+REQUESTS = {"abort": ABORT_ANNOTATION, "retry": RETRY_ANNOTATION}
+
+WARNING_REASONS = frozenset(
+    {
+        reasons.MODEL_VERSION_NOT_FOUND,
+        reasons.INVALID_SPEC,
+        reasons.INSUFFICIENT_GPU,
+        reasons.UNSCHEDULABLE,
+        reasons.PROGRESS_DEADLINE_EXCEEDED,
+        reasons.NAME_CONFLICT,
+        reasons.POLICY_VIOLATION,
+        reasons.CREDENTIALS_NOT_ALLOWED,
+        reasons.SOURCE_NOT_ALLOWED,
+        reasons.STATUS_REBUILT,
+        reasons.API_ERROR,
+        *status.PULL_REASONS.values(),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one reconcile of a ModelService reads, taken before anything is decided."""
+
+    service: ModelService
+    annotations: Mapping[str, str]
+    deployments: Mapping[str, Manifest]
+    """The Deployments this service controls, by the ModelVersion they run."""
+    versions: Mapping[str, ModelVersion]
+    """Every ModelVersion the plan may need (spec, recorded stable and canary, live) that
+    exists and parses; a name absent here is missing."""
+    broken: Mapping[str, str] = field(default_factory=dict)
+    """ModelVersions that exist but do not parse: name -> why."""
+    secrets: Mapping[str, Manifest | None] = field(default_factory=dict)
+    """Metadata of the credentials Secrets those ModelVersions name (None: not found)."""
+    owned: Mapping[tuple[str, str], Manifest] = field(default_factory=dict)
+    """Objects this service controls, by (kind, name), each with its `kind` set."""
+    pods: Mapping[str, Sequence[Manifest]] = field(default_factory=dict)
+    """Pods of the versions whose Deployments are not fully ready."""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    samples: rollout.Samples | None = None
+    """The canary's metrics, when an analysis is due (see `needs_samples`)."""
+
+    @property
+    def ready(self) -> dict[str, int]:
+        return {
+            v: int(d.get("status", {}).get("readyReplicas", 0)) for v, d in self.deployments.items()
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one reconcile does. `execute` carries it out and decides nothing."""
+
+    write: tuple[Manifest, ...] = ()
+    """Objects to server-side apply, in order: only those that differ from what runs."""
+    check: tuple[Manifest, ...] = ()
+    """Every wanted object, for the ownership check and the dry run before `write`."""
+    dry_run: bool = False
+    """Dry-run `check` before writing anything (the spec changed or a child is missing)."""
+    delete: tuple[Manifest, ...] = ()
+    status: dict[str, Any] | None = None
+    """A merge patch for status, or None when it already says this."""
+    ready: tuple[str, str] = ("False", "Pending")
+    """(Ready, phase), for the operator's metrics."""
+    events: tuple[Event, ...] = ()
+    acknowledge: tuple[str, ...] = ()
+    """One-shot request annotations consumed (removed from the ModelService)."""
+    analysis: str | None = None
+    """The verdict of an analysis recorded in this plan, for the operator's metrics."""
+    uses: frozenset[str] = frozenset()
+    """ModelVersions the service asks for or runs (for their status.usedBy)."""
+    requeue_after: float = 0.0
+
+
+def state(snap: Snapshot) -> tuple[rollout.RolloutState, str | None]:
+    """The rollout state to act on: status, checked against what runs."""
+    return rollout.reconcile_with_live(
+        rollout.from_status(snap.service.status), snap.ready, snap.service.spec.model_version
+    )
+
+
+def desired_replicas(svc: ModelService, serving: Manifest | None) -> int:
+    """spec.replicas, or the HPA's current count (never below its minimum)."""
+    if svc.spec.autoscaling is not None:
+        live = (serving or {}).get("spec", {}).get("replicas")
+        return max(svc.spec.autoscaling.min_replicas, int(live or 0))
+    return 1 if svc.spec.replicas is None else svc.spec.replicas
+
+
+def rollout_policy(snap: Snapshot, current: rollout.RolloutState) -> rollout.Policy:
+    svc = snap.service
+    serving = snap.deployments.get(current.stable or svc.spec.model_version)
+    return rollout.Policy.from_spec(svc.spec, desired_replicas(svc, serving))
+
+
+def needs_samples(snap: Snapshot, now: dt.datetime) -> str | None:
+    """The canary whose metrics the plan will read now, if an analysis is due."""
+    current, _ = state(snap)
+    if current.canary and rollout.analysis_due(rollout_policy(snap, current), current, now):
+        return current.canary
+    return None
+
+
+def plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
+    """Decide everything for one reconcile; refusals become a `refused` plan."""
+    try:
+        return _plan(snap, settings, now)
+    except ConchError as error:
+        return refused(snap, error, now)
+    except Exception as bug:  # pure code choked on this spec: report it, never loop
+        return refused(snap, InvalidSpec(f"the operator could not act on this spec: {bug!r}"), now)
+
+
+def _version(snap: Snapshot, name: str) -> ModelVersion | None:
+    if name in snap.broken:
+        raise InvalidSpec(f"ModelVersion {name!r}: {snap.broken[name]}")
+    return snap.versions.get(name)
+
+
+def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
+    svc = snap.service
+    namespace = svc.metadata.namespace or ""
+    if refusals := policy.violations(svc.spec, settings.policy):
+        raise PolicyViolation(refusals)
+    target = _version(snap, svc.spec.model_version)
+    if target is None:
+        raise ModelVersionNotFound(
+            f"ModelVersion {svc.spec.model_version!r} not found in namespace {namespace!r}"
+        )
+    if svc.spec.rollout.router == "gatewayAPI" and not snap.capabilities.http_route:
+        raise InvalidSpec("router gatewayAPI needs the Gateway API CRDs (HTTPRoute)")
+    current, rebuilt = state(snap)
+    decision_policy = rollout_policy(snap, current)
+    seen = rollout.Observation(
+        ready=snap.ready,
+        canary_unschedulable=_canary_unschedulable(snap, current.canary),
+        accuracy_drop=rollout.accuracy_drop(target.spec),
+        abort_requested=ABORT_ANNOTATION in snap.annotations,
+        retry_requested=RETRY_ANNOTATION in snap.annotations,
+    )
+    decision = rollout.decide(decision_policy, current, seen, snap.samples, now)
+
+    served: list[Served] = []
+    missing: list[str] = []
+    for version, replicas in decision.replicas.items():
+        mv = _version(snap, version)
+        if mv is None:
+            # Deleted while still served: its Deployment is left exactly as it is (never
+            # scaled down or removed because a ModelVersion is gone) and reported.
+            missing.append(version)
+            continue
+        ref = mv.spec.source.credentials_secret_ref
+        hosts = artifacts.check(mv, snap.secrets.get(ref.name) if ref else None, settings.access)
+        hpa_owned = svc.spec.autoscaling is not None and version == decision.state.stable
+        served.append(Served(mv, None if hpa_owned else replicas, tuple(hosts)))
+    router = routers.create(svc.spec.rollout.router)
+    routing = router.objects(svc, decision.state.stable, decision.state.canary, decision.weights)
+    serving_version = decision.state.stable or target.metadata.name
+    wanted = builders.desired(svc, served, routing, serving_version, settings, snap.capabilities)
+    kept = {
+        key: obj
+        for key, obj in snap.owned.items()
+        if not (
+            key[0] == "Deployment"
+            and obj["metadata"]["labels"].get(builders.VERSION_LABEL) in missing
+        )
+    }
+    stale = builders.stale(wanted, list(kept.values()))
+    deployment = snap.deployments.get(serving_version)
+    serving = status.Observation(
+        version=serving_version,
+        deployment=deployment,
+        pods=list(snap.pods.get(serving_version, ())),
+        # mid-rollout the stable version may be asked for fewer replicas than the service
+        desired_replicas=decision.replicas.get(serving_version, decision_policy.desired_replicas),
+        missing=tuple(missing),
+    )
+    new = status.compute(svc, serving, now, decision, seen)
+    events = [Event(e.type, e.reason, e.message) for e in decision.events]
+    if rebuilt:
+        events.insert(
+            0, Event("Warning", reasons.STATUS_REBUILT, f"{rebuilt}: acting on what runs")
+        )
+    acknowledge = tuple(
+        REQUESTS[a.request] for a in decision.actions if isinstance(a, rollout.AcknowledgeRequest)
+    )
+    changed = [obj for obj in wanted if builders.differs(obj, snap.owned.get(builders.key(obj)))]
+    spec_changed = svc.status is None or svc.status.observed_generation != svc.metadata.generation
+    return _finish(
+        snap,
+        new,
+        now,
+        events,
+        write=tuple(changed),
+        check=tuple(wanted),
+        dry_run=bool(changed)
+        and (spec_changed or any(builders.key(o) not in snap.owned for o in changed)),
+        delete=tuple(stale),
+        acknowledge=acknowledge,
+        decision=decision,
+    )
+
+
+def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
+    """Nothing is written; what already serves keeps serving and is reported as such."""
+    svc = snap.service
+    recorded = rollout.from_status(svc.status).stable
+    version = recorded if recorded and recorded in snap.deployments else svc.spec.model_version
+    deployment = snap.deployments.get(version)
+    observation = status.Observation(
+        version=version,
+        error=error,
+        deployment=deployment,
+        desired_replicas=int((deployment or {}).get("spec", {}).get("replicas", 1)),
+    )
+    return _finish(snap, status.compute(svc, observation, now), now, [], refused=True)
+
+
+def _finish(
+    snap: Snapshot,
+    new: ModelServiceStatus,
+    now: dt.datetime,
+    events: list[Event],
+    *,
+    refused: bool = False,
+    decision: rollout.Decision | None = None,
+    **writes: Any,
+) -> Plan:
+    """The parts every plan shares: the status patch, its Ready Event, metrics, requeue."""
+    svc = snap.service
+    wire = status.to_wire(new)
+    current = (svc.status and status.to_wire(svc.status)) or {}
+    patch = None
+    if wire != current:
+        # A merge patch keeps what it does not mention: fields that became empty are nulled.
+        patch = {**{k: None for k in current if k not in wire}, **wire}
+        # Ready's transitions are the story a user follows; Progressing and Degraded say the
+        # same thing in other words, so they get no Events of their own.
+        old = {c.type: c for c in (svc.status.conditions if svc.status else [])}
+        cond = next(c for c in new.conditions if c.type == reasons.READY)
+        before = old.get(reasons.READY)
+        if before is None or (before.status, before.reason) != (cond.status, cond.reason):
+            kind = "Warning" if cond.reason in WARNING_REASONS else "Normal"
+            events.append(Event(kind, cond.reason, f"Ready={cond.status}: {cond.message}"))
+    ready = next(c for c in new.conditions if c.type == reasons.READY)
+    before_analysis = svc.status.last_analysis if svc.status else None
+    analysis = None
+    if new.last_analysis and new.last_analysis != before_analysis:
+        analysis = new.last_analysis.verdict
+    requeue = 0.0 if ready.status == "True" else NOT_READY_POLL
+    if refused and ready.status != "True":
+        requeue = REFUSED_POLL  # a refused spec waits for a change (or a fixed Secret)
+    if decision and decision.phase != "Stable":
+        requeue = min(requeue or ROLLOUT_POLL, ROLLOUT_POLL)
+    if decision and decision.next_check:
+        due = max((decision.next_check - now).total_seconds(), 0.5)
+        requeue = min(requeue, due) if requeue else due
+    return Plan(
+        status=patch,
+        ready=(ready.status, new.phase or "Pending"),
+        events=tuple(events),
+        analysis=analysis,
+        uses=frozenset(uses({"spec": {"modelVersion": svc.spec.model_version}, "status": wire})),
+        requeue_after=requeue,
+        **writes,
+    )
+
+
+def _canary_unschedulable(snap: Snapshot, canary: str | None) -> str | None:
+    """The scheduler's message when the canary's pods wait for GPUs."""
+    message = status.unschedulable(list(snap.pods.get(canary or "", ())))
+    if message and any(f"Insufficient {m}" in message for m in status.ACCELERATOR_MARKERS):
+        return message
+    return None
+
+
+def uses(service: Manifest) -> set[str]:
+    """The ModelVersions a ModelService asks for or still runs (stable and canary)."""
+    recorded = service.get("status") or {}
+    canary = (recorded.get("canary") or {}).get("version")
+    return {
+        v
+        for v in (
+            (service.get("spec") or {}).get("modelVersion"),
+            (recorded.get("stable") or {}).get("version"),
+            canary if recorded.get("phase") != "RolledBack" else None,
+        )
+        if isinstance(v, str)
+    }

@@ -1,0 +1,243 @@
+"""`plan(snapshot, settings, now)`: one reconcile's decisions, as a table of snapshots."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conch import plan, reasons
+from conch.api import ModelService, ModelVersion
+from conch.builders import Capabilities, PodSettings
+from conch.builders.meta import VERSION_LABEL, version_child_name
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
+SETTINGS = PodSettings()
+DEPLOYMENT = version_child_name("digits", "digits-v1")
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def service(status: dict[str, Any] | None = None, **spec: Any) -> ModelService:
+    raw = example("modelservice.yaml")
+    raw["metadata"] |= {"namespace": "ml", "uid": "uid-1", "generation": 1}
+    raw["spec"] |= spec
+    raw["spec"] = {k: v for k, v in raw["spec"].items() if v is not None}
+    if status:
+        raw["status"] = status
+    return ModelService.model_validate(raw)
+
+
+def version(name: str = "digits-v1", secret: str | None = None) -> ModelVersion:
+    raw = example("modelversion.yaml")
+    raw["metadata"] |= {"name": name, "namespace": "ml"}
+    if secret:
+        raw["spec"]["source"]["credentialsSecretRef"] = {"name": secret}
+    return ModelVersion.model_validate(raw)
+
+
+def snapshot(svc: ModelService, **parts: Any) -> plan.Snapshot:
+    parts.setdefault("versions", {"digits-v1": version()})
+    parts.setdefault("deployments", {})
+    return plan.Snapshot(service=svc, annotations=parts.pop("annotations", {}), **parts)
+
+
+def running(
+    written: tuple[dict[str, Any], ...], ready: int = 2, replicas: int = 2
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """What the cluster holds after `written` was applied: the same objects, defaulted, with
+    a status; Deployments `ready` of `replicas`."""
+    live = {}
+    for obj in written:
+        held = copy.deepcopy(obj)
+        held["metadata"]["uid"] = f"uid-{obj['metadata']['name']}"
+        held["metadata"]["resourceVersion"] = "7"
+        if obj["kind"] == "Deployment":
+            held["spec"].setdefault("replicas", replicas)
+            held["status"] = {"replicas": replicas, "readyReplicas": ready}
+        if obj["kind"] == "Service":
+            held["spec"]["clusterIP"] = "10.96.0.10"  # a default the API server adds
+        live[obj["kind"], obj["metadata"]["name"]] = held
+    return live
+
+
+def settled(
+    svc: ModelService, first: plan.Plan, before: plan.Snapshot | None = None
+) -> plan.Snapshot:
+    """The snapshot after `first` was carried out (on top of `before`) and its status
+    written."""
+    owned = {**(before.owned if before else {}), **running(first.write)}
+    current = svc.model_dump(mode="json", by_alias=True, exclude_none=True).get("status", {})
+    status = {k: v for k, v in (current | (first.status or {})).items() if v is not None}
+    raw = svc.model_dump(mode="json", by_alias=True, exclude_none=True) | {"status": status}
+    again = ModelService.model_validate(raw)
+    deployments = {
+        o["metadata"]["labels"][VERSION_LABEL]: o
+        for (k, _), o in owned.items()
+        if k == "Deployment"
+    }
+    return snapshot(again, owned=owned, deployments=deployments)
+
+
+def kinds(objects: tuple[dict[str, Any], ...]) -> list[str]:
+    return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+
+
+def ready_reason(decided: plan.Plan) -> tuple[str, str]:
+    assert decided.status is not None
+    cond = next(c for c in decided.status["conditions"] if c["type"] == "Ready")
+    return cond["status"], cond["reason"]
+
+
+def test_a_new_service_writes_everything_after_a_dry_run() -> None:
+    decided = plan.plan(snapshot(service()), SETTINGS, NOW)
+    assert kinds(decided.write) == [
+        f"Deployment/{DEPLOYMENT}",
+        "HorizontalPodAutoscaler/digits",
+        "NetworkPolicy/digits",
+        "PodDisruptionBudget/digits",
+        "Service/digits",
+    ]
+    assert decided.dry_run and decided.check == decided.write and decided.delete == ()
+    assert ready_reason(decided) == ("False", reasons.REPLICAS_UNAVAILABLE)
+    assert decided.requeue_after == plan.NOT_READY_POLL
+    assert decided.uses == {"digits-v1"}
+
+
+def test_nothing_changed_means_nothing_written() -> None:
+    svc = service()
+    first = plan.plan(snapshot(svc), SETTINGS, NOW)
+    settled_once = settled(svc, first)
+    second = plan.plan(settled_once, SETTINGS, NOW)
+    assert second.write == () and second.delete == ()
+    assert ready_reason(second) == ("True", reasons.AVAILABLE)
+    third = plan.plan(settled(settled_once.service, second, settled_once), SETTINGS, NOW)
+    assert (third.write, third.delete, third.status, third.events) == ((), (), None, ())
+    assert third.requeue_after == 0
+
+
+def test_drift_in_a_field_conch_sets_is_repaired_alone() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    drifted = copy.deepcopy(dict(snap.owned))
+    drifted["Deployment", DEPLOYMENT]["spec"]["template"]["spec"]["containers"][0]["image"] = "x"
+    decided = plan.plan(
+        snapshot(snap.service, owned=drifted, deployments=snap.deployments), SETTINGS, NOW
+    )
+    assert kinds(decided.write) == [f"Deployment/{DEPLOYMENT}"]
+    assert not decided.dry_run  # the spec did not change and the object exists
+
+
+def test_a_removed_field_is_a_change() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    without = service(autoscaling=None, replicas=2)
+    decided = plan.plan(
+        snapshot(without, owned=snap.owned, deployments=snap.deployments), SETTINGS, NOW
+    )
+    assert f"Deployment/{DEPLOYMENT}" in kinds(decided.write)
+    assert kinds(decided.delete) == ["HorizontalPodAutoscaler/digits"]
+
+
+REFUSALS = [
+    # (case, snapshot parts or spec, reason)
+    ("policy", {"spec": {"triton": {"image": "evil.example/triton:1"}}}, reasons.POLICY_VIOLATION),
+    ("no model version", {"versions": {}}, reasons.MODEL_VERSION_NOT_FOUND),
+    (
+        "broken model version",
+        {"versions": {}, "broken": {"digits-v1": "bad"}},
+        reasons.INVALID_SPEC,
+    ),
+    (
+        "credentials not opted in",
+        {
+            "versions": {"digits-v1": version(secret="creds")},
+            "secrets": {"creds": {"metadata": {"name": "creds"}}},
+        },
+        reasons.CREDENTIALS_NOT_ALLOWED,
+    ),
+    (
+        "gateway without its CRDs",
+        {"spec": {"rollout": {"router": "gatewayAPI", "gatewayRef": {"name": "gw"}}}},
+        reasons.INVALID_SPEC,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"), [c[1:] for c in REFUSALS], ids=[c[0] for c in REFUSALS]
+)
+def test_refusals_write_nothing_and_say_why(parts: dict[str, Any], reason: str) -> None:
+    parts = dict(parts)
+    svc = service(**parts.pop("spec", {}))
+    decided = plan.plan(snapshot(svc, **parts), SETTINGS, NOW)
+    assert (decided.write, decided.check, decided.delete) == ((), (), ())
+    assert ready_reason(decided) == ("False", reason)
+    assert decided.requeue_after == plan.REFUSED_POLL
+    assert [e.reason for e in decided.events] == [reason]
+
+
+def test_a_refused_spec_leaves_what_serves_serving() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    decided = plan.plan(
+        snapshot(snap.service, owned=snap.owned, deployments=snap.deployments, versions={}),
+        SETTINGS,
+        NOW,
+    )
+    assert decided.write == () and decided.delete == ()
+    assert ready_reason(decided) == ("True", reasons.AVAILABLE)
+    degraded = next(c for c in decided.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == reasons.MODEL_VERSION_NOT_FOUND
+
+
+def test_a_made_up_stable_version_is_rebuilt_from_what_runs() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    forged = service(status={"stable": {"version": "ghost"}, "phase": "Stable"})
+    decided = plan.plan(
+        snapshot(forged, owned=snap.owned, deployments=snap.deployments), SETTINGS, NOW
+    )
+    assert decided.events[0].reason == reasons.STATUS_REBUILT
+    assert decided.delete == ()
+    assert decided.status is not None and decided.status["stable"]["version"] == "digits-v1"
+
+
+def test_a_consumed_abort_is_acknowledged() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    decided = plan.plan(
+        snapshot(
+            snap.service,
+            owned=snap.owned,
+            deployments=snap.deployments,
+            annotations={plan.ABORT_ANNOTATION: ""},
+        ),
+        SETTINGS,
+        NOW,
+    )
+    assert decided.acknowledge == (plan.ABORT_ANNOTATION,)
+
+
+def test_pure_code_that_chokes_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object) -> list[str]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(plan.policy, "violations", boom)
+    decided = plan.plan(snapshot(service()), SETTINGS, NOW)
+    assert ready_reason(decided) == ("False", reasons.INVALID_SPEC)
+    assert "boom" in decided.status["conditions"][0]["message"]
+
+
+def test_gpu_and_capabilities_reach_the_plan() -> None:
+    decided = plan.plan(
+        snapshot(service(), capabilities=Capabilities(service_monitor=True)), SETTINGS, NOW
+    )
+    assert "ServiceMonitor/digits" in kinds(decided.write)
