@@ -163,8 +163,11 @@ class Cluster:
             self._register_nodes(tc, nodes)
             if real_node:
                 self._start_real_node(tc, certs, node_toolchain)
-        except BaseException:
-            self.stop()
+        except BaseException as failure:
+            try:
+                self.stop()
+            except RuntimeError as leftover:  # keep the first failure; say what is left
+                failure.add_note(str(leftover))
             raise
 
     def _start_real_node(
