@@ -118,6 +118,18 @@ def _operator_run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _operator_selftest(args: argparse.Namespace) -> int:
+    from conch import selftest
+    from conch.kube import load_api_client
+
+    try:
+        print(selftest.run(load_api_client(pool_size=2), args.namespace, args.timeout))
+    except selftest.SelftestFailed as failed:
+        print(f"selftest failed: {failed}", file=sys.stderr)  # a pod log: never wrapped
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="conch", description=__doc__)
     sub = root.add_subparsers(required=True, metavar="COMMAND")
@@ -137,6 +149,14 @@ def parser() -> argparse.ArgumentParser:
 
     add_arguments(op_run)
     op_run.set_defaults(func=_operator_run)
+    op_test = op_sub.add_parser(
+        "selftest",
+        help="prove a running operator reconciles: a zero-replica ModelService, created, "
+        "seen in status and deleted (the chart's `helm test`)",
+    )
+    op_test.add_argument("--namespace", "-n", required=True)
+    op_test.add_argument("--timeout", type=float, default=120, metavar="SECONDS")
+    op_test.set_defaults(func=_operator_selftest)
 
     dev = sub.add_parser("dev", help="local development: a real control plane on loopback")
     dev_sub = dev.add_subparsers(required=True, metavar="COMMAND")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conch import operator_main
+from conch import cli, operator_main
+from conch.api.modelservice import ModelService
+from conch.api.modelversion import ModelVersion
 from conch.artifacts import ArtifactAccess
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
@@ -137,13 +140,17 @@ class Helm:
         assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
         return result.stdout
 
-    def render(self, *args: str, namespace: str = "conch-system") -> list[dict[str, Any]]:
+    def render(
+        self, *args: str, namespace: str = "conch-system", tests: bool = False
+    ) -> list[dict[str, Any]]:
+        """The chart's objects; the `helm test` hook's only when `tests`."""
         out = self.ok(
             "template",
             "conch",
             str(CHART),
             f"--namespace={namespace}",
             f"--kube-version={KUBE_VERSION}",
+            *([] if tests else ["--skip-tests"]),
             *args,
         )
         return [doc for doc in yaml.safe_load_all(out) if doc]
@@ -385,7 +392,9 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
     assert sorted(o["kind"] for o in objects) == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",  # the Grafana dashboard
         "Deployment",
+        "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",  # an in-use ModelVersion cannot be deleted
@@ -701,6 +710,84 @@ def test_metrics_service_and_service_monitor(offline_helm: Helm) -> None:
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
 
 
+def test_operator_pdb_allows_a_drain(offline_helm: Helm) -> None:
+    objects = offline_helm.render()
+    pdb = only(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1  # one replica: never blocks a drain
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    off = offline_helm.render("--set=podDisruptionBudget.enabled=false")
+    assert "PodDisruptionBudget" not in [o["kind"] for o in off]
+
+
+def hook_objects(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    hooks = [o for o in objects if o["metadata"].get("annotations", {}).get("helm.sh/hook")]
+    return {o["kind"]: o for o in hooks}
+
+
+@pytest.mark.parametrize(
+    ("values", "namespace"),
+    [
+        ((), "conch-system"),
+        (("--set=watchNamespaces={conch-system,team-a}",), "conch-system"),
+        (("--set=watchNamespaces={team-a,team-b}",), "team-a"),
+    ],
+)
+def test_helm_test_hook_runs_selftest_with_least_privilege(
+    offline_helm: Helm, values: tuple[str, ...], namespace: str
+) -> None:
+    hooks = hook_objects(offline_helm.render(*values, tests=True))
+    assert sorted(hooks) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    for obj in hooks.values():
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "test"
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+        assert obj["metadata"]["namespace"] == namespace
+    assert hooks["Role"]["rules"] == [
+        {
+            "apiGroups": ["serving.conch.dev"],
+            "resources": ["modelservices", "modelversions"],
+            "verbs": ["get", "create", "delete"],
+        }
+    ]
+    pod = hooks["Pod"]["spec"]
+    assert pod["serviceAccountName"] == hooks["ServiceAccount"]["metadata"]["name"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    assert c["image"] == "conch-operator:0.1.0"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["command"] == ["conch"]
+    args = cli.parser().parse_args(c["args"])  # the operator's own command line accepts it
+    assert args.func.__name__ == "_operator_selftest"
+    assert (args.namespace, args.timeout) == (namespace, 120)
+    assert "Pod" not in [o["kind"] for o in offline_helm.render(*values)]
+    disabled = offline_helm.render("--set=test.enabled=false", tests=True)
+    assert not hook_objects(disabled)
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    annotations = chart["annotations"]
+    crds = yaml.safe_load(annotations["artifacthub.io/crds"])
+    shipped = {
+        yaml.safe_load(p.read_text())["metadata"]["name"] for p in (CHART / "crds").glob("*.yaml")
+    }
+    assert {c["name"] for c in crds} == shipped
+    examples = yaml.safe_load(annotations["artifacthub.io/crdsExamples"])
+    models = {"ModelService": ModelService, "ModelVersion": ModelVersion}
+    for example in examples:  # each example is a valid object of its kind
+        models[example["kind"]].model_validate(example)
+    assert annotations["artifacthub.io/operator"] == "true"
+    assert annotations["artifacthub.io/license"] == "Apache-2.0"
+    images = yaml.safe_load(annotations["artifacthub.io/images"])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert {i["image"] for i in images} == {
+        f"{values['image']['repository']}:{chart['appVersion']}",
+        values["runtimeImage"],
+    }
+
+
 def test_every_object_carries_the_standard_labels(offline_helm: Helm) -> None:
     for obj in offline_helm.render("--set=watchNamespaces={team-a}"):
         labels = obj["metadata"]["labels"]
@@ -898,5 +985,77 @@ def test_operator_reconciles_with_the_chart_service_account(
         finally:
             as_chart.stop()
             operator.start()
+    finally:
+        uninstall(helm, release, system)
+
+
+def test_helm_test_hook_proves_the_operator_reconciles(
+    helm: Helm,
+    api: client.ApiClient,
+    cluster: Cluster,
+    operator: OperatorProcess,
+    kubectl: Callable[..., str],
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """What `helm test` runs, with the hook's own ServiceAccount and Role, against a real
+    operator: it passes while the operator reconciles and fails once it is stopped. (kwok
+    pods run no process, so the pod's command runs here, as the pod would run it.)"""
+    release, system = release_name(), make_namespace()
+    installed(helm, release, system)
+    try:
+        hooks = [
+            d for d in yaml.safe_load_all(helm.ok("get", "hooks", release, f"-n={system}")) if d
+        ]
+        pod = next(h for h in hooks if h["kind"] == "Pod")
+        rbac = tmp_path / "rbac.yaml"
+        rbac.write_text(yaml.safe_dump_all([h for h in hooks if h["kind"] != "Pod"]))
+        kubectl("apply", "-f", str(rbac))
+        account = pod["spec"]["serviceAccountName"]
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
+        token = (
+            client.CoreV1Api(api)
+            .create_namespaced_service_account_token(account, system, request)
+            .status.token
+        )
+        config = yaml.safe_load(cluster.kubeconfig.read_text())
+        config["users"] = [{"name": "selftest", "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = "selftest"
+        kubeconfig = tmp_path / "selftest.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+
+        (c,) = pod["spec"]["containers"]
+        assert c["command"] == ["conch"]
+        argv = [str(Path(sys.executable).parent / "conch"), *c["args"]]
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+        def selftest(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*argv, *extra], capture_output=True, text=True, env=env, timeout=200, check=False
+            )
+
+        passed = selftest()
+        assert passed.returncode == 0, passed.stderr
+        assert "reconciled: stable conch-selftest-" in passed.stdout
+        custom = client.CustomObjectsApi(api)
+        for plural in ("modelservices", "modelversions"):  # nothing left behind
+            eventually(
+                lambda plural=plural: (
+                    not custom.list_namespaced_custom_object(
+                        "serving.conch.dev", "v1alpha1", system, plural
+                    )["items"]
+                ),
+                what=f"{plural} deleted",
+            )
+
+        operator.stop()
+        try:
+            failed = selftest("--timeout=3")
+        finally:
+            operator.start()
+        assert failed.returncode == 1
+        assert "no status yet" in failed.stderr
     finally:
         uninstall(helm, release, system)
