@@ -195,3 +195,34 @@ def test_every_alert_query_evaluates_and_triton_errors_fire(
                 assert [(r["metric"]["namespace"], r["metric"]["service"]) for r in result] == [
                     ("ml", "digits")
                 ]
+
+
+def adapter_rules() -> list[dict[str, Any]]:
+    """The prometheus-adapter rules docs/autoscaling.md gives users, as they read them."""
+    text = (CHART.parents[1] / "docs" / "autoscaling.md").read_text()
+    block = re.search(r"prometheus-adapter rules.*?```yaml\n(.*?)```", text, re.S)
+    assert block, "docs/autoscaling.md has no prometheus-adapter rules block"
+    return list(yaml.safe_load(block[1]))
+
+
+def test_prometheus_adapter_rules_give_each_pod_a_value(scraped: PrometheusProcess) -> None:
+    """Each rule as the adapter runs it for one namespace's pods: one value per pod."""
+    rules = adapter_rules()
+    assert {r["name"]["as"] for r in rules} == {
+        "conch_triton_queue_time_per_request_us",
+        "conch_triton_inferences_per_second",
+    }
+    for rule in rules:
+        series = rule["seriesQuery"].strip("'")
+        assert instant(scraped, series), f"{series}: no series to discover"
+        query = (
+            rule["metricsQuery"]
+            .replace("<<.LabelMatchers>>", 'namespace="ml",pod=~"digits-v1-0|digits-v2-0"')
+            .replace("<<.GroupBy>>", "pod")
+        )
+        values = {r["metric"]["pod"]: float(r["value"][1]) for r in instant(scraped, query)}
+        assert sorted(values) == ["digits-v1-0", "digits-v2-0"], rule["name"]
+        assert all(v >= 0 for v in values.values())
+    rate = next(r for r in rules if r["name"]["as"] == "conch_triton_inferences_per_second")
+    query = rate["metricsQuery"].replace("<<.LabelMatchers>>", 'namespace="ml"')
+    assert float(instant(scraped, query.replace("<<.GroupBy>>", "namespace"))[0]["value"][1]) > 0
