@@ -49,7 +49,7 @@ lint: install
 	$(BIN)/ruff check operator runtime tests
 	$(BIN)/mypy
 
-test: lint toolchain system-deps  ## everything CI runs: lint, unit and integration tests
+test: lint toolchain system-deps image-deps  ## everything CI runs: lint, unit, image and integration tests
 	$(BIN)/pytest
 
 test-unit: install

@@ -8,8 +8,9 @@ host downloaded against the lock's hashes (a shared cache, so torch is fetched o
 disk by umoci; nothing here holds one in memory.
 
 Output, per image: ~/.cache/conch/images/<key>/ with `layout/` (an OCI layout),
-`<name>.oci.tar` (the same as an OCI archive, for `ctr images import` and `skopeo copy`)
-and `result.json`. A key that is already there is not built again.
+`<name>.oci.tar` (the same as an OCI archive, for `ctr images import` and `skopeo copy`),
+`bundle/` (the image unpacked as an OCI runtime bundle, for `conch.dev.imagerun`) and
+`result.json`. A key that is already there is not built again.
 """
 
 from __future__ import annotations
@@ -241,13 +242,14 @@ def _build_one(recipe: Recipe, base: Base, base_tar: Path, key: str) -> Built:
     _run([umoci, "init", "--layout", str(layout)])
     _run([umoci, "new", "--image", image])
     _run([umoci, "raw", "add-layer", "--image", image, str(base_tar)])
+    # Configured before the unpack, so the bundle's config.json is the final one and the
+    # bundle itself (after the repack, exactly the image) is kept for `imagerun`.
+    _run([umoci, "config", "--image", image, *_config_args(recipe)])
     _run([umoci, "unpack", "--image", image, str(bundle)])
     _install(recipe, base, bundle / "rootfs")
     unpacked = _du(bundle / "rootfs")
     _run([umoci, "repack", "--image", image, str(bundle)])
-    _run([umoci, "config", "--image", image, *_config_args(recipe)])
     _run([umoci, "gc", "--layout", str(layout)])
-    shutil.rmtree(bundle)
     _name_for_containerd(layout, recipe.reference)
     archive = work / f"{recipe.name}.oci.tar"
     _run(["tar", "-C", str(layout), "-cf", str(archive), "."])
