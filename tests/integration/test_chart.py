@@ -18,10 +18,11 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conch import cli, operator_main
+from conch import cli, operator_main, podflags
 from conch.api.modelservice import ModelService
 from conch.api.modelversion import ModelVersion
 from conch.artifacts import ArtifactAccess
+from conch.builders import PodSettings
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain
@@ -664,6 +665,59 @@ def test_image_digest_and_extra_args(offline_helm: Helm) -> None:
     assert c["image"] == f"registry.example/conch@{digest}"
     assert c["args"][-2:] == ["--workers=32", "--verbose"]
     assert rendered_args(objects).workers == 32
+
+
+def serving_settings(objects: list[dict[str, Any]]) -> PodSettings:
+    """The PodSettings `conch operator run` builds from the rendered arguments."""
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    operator_main.add_arguments(parser)
+    if not any(a.dest == "shm_size" for a in parser._actions):  # until run() wires them
+        podflags.add_arguments(parser)
+    args = parser.parse_args(container(objects)["args"])
+    return podflags.pod_settings(
+        args,
+        args.runtime_image,
+        operator_main.pod_policy(args),
+        operator_main.artifact_access(args),
+    )
+
+
+def test_serving_pod_values_reach_the_operator(offline_helm: Helm, tmp_path: Path) -> None:
+    assert serving_settings(offline_helm.render()) == PodSettings()
+    serving = {
+        "serviceAccountName": "model-reader",
+        "imagePullSecrets": ["registry-a"],
+        "env": {"AWS_REGION": "eu-west-1", "HTTPS_PROXY": "http://proxy:3128"},
+        "labels": {"team": "ml", "example.com/cost": ""},
+        "annotations": {"example.com/note": "a=b, c"},
+        "shmSize": "4Gi",
+        "modelVolumeFactor": 2.5,
+        "ephemeralStorageRequest": True,
+        "topologySpread": False,
+    }
+    values = tmp_path / "serving.yaml"
+    values.write_text(yaml.safe_dump({"servingPods": serving}))
+    assert serving_settings(offline_helm.render(f"--values={values}")) == PodSettings(
+        service_account="model-reader",
+        image_pull_secrets=("registry-a",),
+        env={"AWS_REGION": "eu-west-1", "HTTPS_PROXY": "http://proxy:3128"},
+        labels={"team": "ml", "example.com/cost": ""},
+        annotations={"example.com/note": "a=b, c"},
+        shm_size="4Gi",
+        model_volume_factor=2.5,
+        ephemeral_storage_request=True,
+        topology_spread=False,
+    )
+    for bad, where in [
+        ("servingPods.shmSize=lots", "/servingPods/shmSize"),
+        ("servingPods.labels.team=no spaces", "/servingPods/labels"),
+        ("servingPods.imagePullSecrets={Bad_Name}", "/servingPods/imagePullSecrets/0"),
+        ("servingPods.modelVolumeFactor=-1", "/servingPods/modelVolumeFactor"),
+    ]:
+        result = offline_helm.run(
+            "template", "conch", str(CHART), f"--kube-version={KUBE_VERSION}", f"--set={bad}"
+        )
+        assert result.returncode != 0 and where in result.stderr, (bad, result.stderr)
 
 
 def test_metrics_service_and_service_monitor(offline_helm: Helm) -> None:

@@ -242,3 +242,78 @@ def test_the_recorded_artifact_size_bounds_the_download() -> None:
     pull = by_kind(objects())["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]
     recorded = example("modelversion.yaml")["spec"]["compression"]["sizeBytes"]
     assert pull["args"][pull["args"].index("--max-bytes") + 1] == str(recorded)
+
+
+@pytest.mark.parametrize(
+    ("size", "factor", "limit"),
+    [
+        (None, 3.0, None),  # no recorded size: no limit
+        (1000, 3.0, "256Mi"),  # a tiny model still gets room for Triton's files
+        (1024**3, 3.0, "3072Mi"),
+        (1024**3 + 1, 2.0, "2049Mi"),  # rounded up, never down
+        (1024**3, 0.0, None),  # factor 0 switches the limit off
+    ],
+)
+def test_model_volume_limit(size: int | None, factor: float, limit: str | None) -> None:
+    assert deployment.model_volume_limit(size, factor) == limit
+
+
+def deployment_with(settings: PodSettings, size: int | None = 2 * 1024**3) -> dict[str, Any]:
+    svc_raw = example("modelservice.yaml")
+    svc_raw["metadata"] |= {"namespace": "ml", "uid": "1111-2222"}
+    mv_raw = example("modelversion.yaml")
+    mv_raw["metadata"]["namespace"] = "ml"
+    mv_raw["spec"]["compression"]["sizeBytes"] = size
+    svc, mv = ModelService.model_validate(svc_raw), ModelVersion.model_validate(mv_raw)
+    return deployment.build(svc, mv, settings, replicas=2)
+
+
+def test_platform_settings_reach_the_pod_and_conch_keeps_its_own() -> None:
+    settings = PodSettings(
+        service_account="model-reader",
+        image_pull_secrets=("registry-a", "registry-b"),
+        env={"AWS_REGION": "eu-west-1", "HOME": "/elsewhere"},
+        labels={"team": "ml", meta.SERVICE_LABEL: "hijack"},
+        annotations={"cost-center": "42", deployment.SHA256_ANNOTATION: "0" * 64},
+        shm_size="4Gi",
+        ephemeral_storage_request=True,
+    )
+    template = deployment_with(settings)["spec"]["template"]
+    pod = template["spec"]
+    assert pod["serviceAccountName"] == "model-reader"
+    assert pod["automountServiceAccountToken"] is False  # cloud identity webhooks project their own
+    assert pod["imagePullSecrets"] == [{"name": "registry-a"}, {"name": "registry-b"}]
+    (triton,), (pull,) = pod["containers"], pod["initContainers"]
+    assert triton["env"] == [
+        {"name": "AWS_REGION", "value": "eu-west-1"},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    assert pull["env"] == [
+        {"name": "AWS_REGION", "value": "eu-west-1"},
+        {"name": "HOME", "value": "/elsewhere"},
+    ]
+    labels, annotations = template["metadata"]["labels"], template["metadata"]["annotations"]
+    assert labels["team"] == "ml" and labels[meta.SERVICE_LABEL] == "digits"
+    assert annotations["cost-center"] == "42"
+    assert annotations[deployment.SHA256_ANNOTATION] != "0" * 64
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
+    assert volumes["models"]["emptyDir"] == {"sizeLimit": "6144Mi"}
+    assert triton["resources"]["requests"]["ephemeral-storage"] == "6144Mi"
+
+
+def test_defaults_spread_replicas_and_add_nothing_else() -> None:
+    pod = deployment_with(PodSettings(), size=None)["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod and "imagePullSecrets" not in pod
+    assert {v["name"]: v for v in pod["volumes"]}["models"]["emptyDir"] == {}
+    sized = deployment_with(PodSettings())["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in sized["volumes"]}["models"]["emptyDir"] == {"sizeLimit": "6144Mi"}
+    assert "ephemeral-storage" not in sized["containers"][0]["resources"]["requests"]
+    assert "env" not in pod["initContainers"][0]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # never leaves a replica pending
+    labels = deployment_with(PodSettings())["spec"]["template"]["metadata"]["labels"]
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    off = deployment_with(PodSettings(topology_spread=False))["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in off

@@ -8,6 +8,8 @@ RuntimeDefault seccomp, a read-only root filesystem with emptyDirs where Triton 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,8 @@ PVC_ROOT = "/mnt/pvc"
 CREDENTIALS_DIR = "/var/run/secrets/conch/source"
 SHA256_ANNOTATION = "serving.conch.dev/sha256"
 TRITON_UID = 1000  # the `triton-server` user of NVIDIA's Triton images
+MODEL_VOLUME_FLOOR = 256 * 1024 * 1024
+"""The smallest model volume limit: room for Triton's own files beside a tiny model."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,41 @@ class PodSettings:
     access: ArtifactAccess = field(default_factory=ArtifactAccess)
     policy: PodPolicy = field(default_factory=PodPolicy)
     """What a ModelService may put into its pods; the controller checks it before building."""
+    service_account: str | None = None
+    """The pods' ServiceAccount, e.g. one bound to a cloud identity (IRSA, Workload
+    Identity) so the pull step reads artifacts through the SDK's ambient credentials."""
+    image_pull_secrets: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment of both containers (proxies, AWS_REGION, ...); Conch's own wins."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra pod labels (cost allocation, mesh opt-outs); Conch's own labels win."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Extra pod annotations; Conch's own win."""
+    model_volume_factor: float = 3.0
+    """The model volume may hold this many times the ModelVersion's recorded artifact size
+    (the download and its unpacked repository side by side, with room to spare)."""
+    ephemeral_storage_request: bool = False
+    """Request the model volume's limit as ephemeral-storage, so the scheduler only picks
+    nodes with that much disk. Off by default: a node that reports no ephemeral-storage
+    (virtual and simulated nodes) could then never take a serving pod."""
+    topology_spread: bool = True
+    """Spread a version's replicas across nodes (best effort: ScheduleAnyway)."""
+
+
+def model_volume_limit(size_bytes: int | None, factor: float) -> str | None:
+    """The model emptyDir's size limit (a quantity in Mi, rounded up) from the artifact's
+    recorded size; None when no size is recorded (then only the node bounds it)."""
+    if size_bytes is None or factor <= 0:
+        return None
+    limit = max(MODEL_VOLUME_FLOOR, math.ceil(size_bytes * factor))
+    return f"{math.ceil(limit / 2**20)}Mi"
+
+
+def _env(settings: PodSettings, own: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The admin's extra variables, then Conch's own (a later duplicate wins)."""
+    names = {e["name"] for e in own}
+    extra = [{"name": k, "value": v} for k, v in sorted(settings.env.items()) if k not in names]
+    return extra + own
 
 
 def name(svc: ModelService, mv_name: str) -> str:
@@ -64,6 +103,14 @@ def _resources(resources: Resources) -> dict[str, Any]:
     if limits:
         out["limits"] = limits
     return out
+
+
+def _with_ephemeral(resources: dict[str, Any], volume_limit: str | None) -> dict[str, Any]:
+    """Ask the scheduler for node disk to hold the model volume at its limit."""
+    if volume_limit is None:
+        return resources
+    requests = {**resources.get("requests", {}), "ephemeral-storage": volume_limit}
+    return {**resources, "requests": requests}
 
 
 def _container_security() -> dict[str, Any]:
@@ -179,7 +226,9 @@ def build(
     source_args, source_volumes, source_mounts = _source_mounts(
         mv, settings.access, credentials_hosts
     )
-    pod_labels = metadata(svc, "", mv)["labels"]
+    pod_labels = {**settings.labels, **metadata(svc, "", mv)["labels"]}
+    size = mv.spec.compression.size_bytes if mv.spec.compression else None
+    volume_limit = model_volume_limit(size, settings.model_volume_factor)
     pull = {
         "name": "pull-model",
         "image": settings.runtime_image,
@@ -195,6 +244,7 @@ def build(
             *_serving_overrides(svc),
         ],
         "securityContext": _container_security(),
+        **({"env": _env(settings, [])} if settings.env else {}),
         # its one-line error (`conch pull: Reason: message`) becomes the termination message
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *source_mounts],
@@ -209,11 +259,14 @@ def build(
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": _env(settings, [{"name": "HOME", "value": "/tmp"}]),
         "startupProbe": _probe("/v2/health/ready", period=5, failures=120),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
-        "resources": _resources(svc.spec.resources),
+        "resources": _with_ephemeral(
+            _resources(svc.spec.resources),
+            volume_limit if settings.ephemeral_storage_request else None,
+        ),
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
@@ -234,13 +287,29 @@ def build(
         "initContainers": [pull],
         "containers": [triton],
         "volumes": [
-            {"name": "models", "emptyDir": {}},
+            {
+                "name": "models",
+                "emptyDir": {"sizeLimit": volume_limit} if volume_limit else {},
+            },
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
             {"name": "tmp", "emptyDir": {}},
             *source_volumes,
         ],
         "terminationGracePeriodSeconds": 30,
     }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    if settings.topology_spread:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(svc, mv.metadata.name)},
+            }
+        ]
     if tolerations := _tolerations(svc):
         pod_spec["tolerations"] = tolerations
     if node_selector := _node_selector(svc):
@@ -261,7 +330,7 @@ def build(
         "template": {
             "metadata": {
                 "labels": pod_labels,
-                "annotations": {SHA256_ANNOTATION: mv.spec.source.sha256},
+                "annotations": {**settings.annotations, SHA256_ANNOTATION: mv.spec.source.sha256},
             },
             "spec": pod_spec,
         },
