@@ -164,7 +164,17 @@ class DynamicBatching(ApiModel):
 class Triton(ApiModel):
     """The Triton Inference Server that serves the model."""
 
-    image: str = Field(default=DEFAULT_TRITON_IMAGE, min_length=1, max_length=512)
+    image: str = Field(
+        default=DEFAULT_TRITON_IMAGE,
+        min_length=1,
+        max_length=512,
+        description=(
+            "Triton image. NVIDIA's images serve onnx and torchscript ModelVersions but have no "
+            "torch for the Python backend, so a python-format ModelVersion needs an image that "
+            "has it: Conch builds one with its own recipe (`make images`: conch-triton-cpu, "
+            "the sandbox's)."
+        ),
+    )
     dynamic_batching: DynamicBatching | None = None
     """Enable dynamic batching; unset keeps what the model's config.pbtxt says."""
     instance_count: int = Field(default=1, ge=1, le=64)
