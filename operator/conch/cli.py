@@ -106,7 +106,12 @@ def _images(args: argparse.Namespace) -> int:
         for argv in images.lock_commands(base, recipes.values(), uv=args.uv):
             subprocess.run(argv, check=True, cwd=images.REPO_ROOT)
         return 0
-    for built in imagebuild.build(args.names or None):
+    try:
+        built_images = imagebuild.build(args.names or None)
+    except (ValueError, RuntimeError) as exc:  # unknown recipe, missing tool, failed step
+        err.print(f"[red]{exc}[/]")
+        return 1
+    for built in built_images:
         mb = built.compressed_bytes / 1e6
         print(f"{built.name}\t{built.archive}\t{built.digest}\t{mb:.1f} MB compressed")
     return 0
