@@ -1,0 +1,92 @@
+"""Leader election on a real API server's Lease: one leader at a time, a clean handover
+within one retry, a takeover after a crashed leader's lease expires, and exactly one
+winner when two candidates race for a free Lease."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kubernetes import client
+
+from conch.leader import LeaderElector
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def elector(api: client.ApiClient, namespace: str, who: str) -> LeaderElector:
+    return LeaderElector(
+        api, namespace, "conch-operator", who, lease_seconds=4, renew_deadline=3, retry=0.5
+    )
+
+
+def holder(api: client.ApiClient, namespace: str) -> str | None:
+    lease = client.CoordinationV1Api(api).read_namespaced_lease("conch-operator", namespace)
+    return lease.spec.holder_identity
+
+
+def test_one_leader_then_a_clean_handover(api: client.ApiClient, namespace: str) -> None:
+    a, b = elector(api, namespace, "a"), elector(api, namespace, "b")
+    assert a.acquire()
+    lost = threading.Event()
+    a.keep(on_lost=lost.set)
+    b_leads = threading.Event()
+    waiting = threading.Thread(target=lambda: b.acquire() and b_leads.set(), daemon=True)
+    waiting.start()
+    try:
+        time.sleep(6)  # longer than the lease: a's renewals keep b out
+        assert not b_leads.is_set() and holder(api, namespace) == "a"
+        released = time.monotonic()
+        a.stop(release=True)
+        assert b_leads.wait(5)
+        assert time.monotonic() - released < 1.5  # one retry, not a lease duration
+        assert holder(api, namespace) == "b"
+        assert not lost.is_set()
+    finally:
+        b.stop(release=False)
+        waiting.join(timeout=5)
+
+
+def test_a_crashed_leader_is_replaced_after_its_lease(
+    api: client.ApiClient, namespace: str
+) -> None:
+    a, b = elector(api, namespace, "a"), elector(api, namespace, "b")
+    assert a.acquire()
+    crashed = time.monotonic()  # a never renews again and releases nothing
+    assert b.acquire()
+    took = time.monotonic() - crashed
+    assert 3.5 <= took <= 4 + 0.5 + 1.5, took  # the lease, one retry, API round trips
+    lease = client.CoordinationV1Api(api).read_namespaced_lease("conch-operator", namespace)
+    assert (lease.spec.holder_identity, lease.spec.lease_transitions) == ("b", 1)
+
+    # the old leader notices it cannot renew and stops within its renew deadline
+    lost = threading.Event()
+    a.keep(on_lost=lost.set)
+    b.keep(on_lost=lambda: None)
+    try:
+        assert lost.wait(3 + 2)
+    finally:
+        a.stop(release=True)  # releases nothing: b holds it
+        assert holder(api, namespace) == "b"
+        b.stop(release=True)
+    eventually(lambda: holder(api, namespace) is None, what="released")
+
+
+def test_racing_candidates_have_one_winner(api: client.ApiClient, namespace: str) -> None:
+    candidates = [elector(api, namespace, f"c{i}") for i in range(4)]
+    start = threading.Barrier(len(candidates))
+    won: list[str] = []
+
+    def attempt(e: LeaderElector) -> None:
+        start.wait()
+        if e.try_acquire_or_renew():
+            won.append(e.identity)
+
+    threads = [threading.Thread(target=attempt, args=(e,)) for e in candidates]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(won) == 1 and holder(api, namespace) == won[0]
