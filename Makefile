@@ -60,14 +60,14 @@ test-integration: toolchain system-deps
 
 DEMO := $(HOME)/.cache/conch/demo
 
-demo: toolchain             ## the local sandbox: control plane + operator; a model packaged (int8) and validated on a real Triton, then served
+demo: toolchain             ## the local sandbox: control plane + operator + a real node; a model packaged (int8) and validated on a real Triton, then served
 	@rm -rf $(DEMO) && \
 	$(BIN)/python examples/models/digits.py $(DEMO) && \
 	$(BIN)/conch package digits:build --search-path examples/models --weights $(DEMO)/weights.pt \
 	  --example $(DEMO)/example.npz --output-names logits --validation $(DEMO)/validation.npz \
 	  --quantize int8 --out $(DEMO)/pkg --name digits --version 2.0.0 && \
 	$(BIN)/conch validate $(DEMO)/pkg && \
-	KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER) --operator) && \
+	KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER) --operator --real-node) && \
 	KUBECTL="$$($(BIN)/conch dev toolchain build)/kubectl --kubeconfig=$$KUBECONFIG" && \
 	$$KUBECTL apply -f examples/ -f $(DEMO)/pkg/modelversion.yaml -f examples/demo/ && \
 	$$KUBECTL wait --for=condition=Ready msvc --all --timeout=120s && \
