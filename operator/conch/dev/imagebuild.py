@@ -1,10 +1,12 @@
 """Build the recipes of images/images.toml into OCI archives, without a Docker daemon.
 
 mmdebstrap makes the Debian root once (a tarball, cached by its key) and umoci turns it into
-each image's first layer. The image's Python environment is installed inside that root,
-by the root's own Python, with pip run from its hashed wheel, offline, from wheels that the
-host downloaded against the lock's hashes (a shared cache, so torch is fetched once);
-`umoci repack` then records what changed as the second layer. Every layer is streamed from
+each image's first layer. The image's locked Python environment is installed inside that
+root, by the root's own Python, with pip run from its hashed wheel, offline, from wheels
+that the host downloaded against the lock's hashes (a shared cache, so torch is fetched
+once); `umoci repack` records what changed as the second layer. Images that carry conch
+get it as a third, small layer on a cached copy of the first two, so a source change
+rebuilds only that. Every layer is streamed from
 disk by umoci; nothing here holds one in memory.
 
 Output, per image: ~/.cache/conch/images/<key>/ with `layout/` (an OCI layout),
@@ -25,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from conch.dev import images
@@ -132,6 +134,9 @@ def _ensure_base(base: Base, key: str) -> Path:
     argv += [base.suite, str(partial), *_apt_sources()]
     _run(argv)
     partial.rename(tarball)
+    for old in images_root().glob("base-*"):  # one base stays: the images built from an
+        if old != tarball.parent:  # older one keep it as their first layer
+            shutil.rmtree(old, ignore_errors=True)
     return tarball
 
 
@@ -164,36 +169,40 @@ def _chroot(root: Path, *argv: str) -> None:
     _run(["chroot", str(root), *argv], env=dict(_CHROOT_ENV))
 
 
-def _install(recipe: Recipe, base: Base, root: Path) -> None:
-    """The recipe's Python environment, installed by the image's own Python."""
-    lock_dir = images.REPO_ROOT / "images"
+def _stage(root: Path) -> tuple[Path, list[str]]:
+    """The staging folder inside `root`, with every cached wheel linked in, and the argv
+    prefix that runs pip from its own wheel with the image's Python."""
     wheels = images_root() / "wheels"
-    for lock in (lock_dir / images.PIP_LOCK, lock_dir / recipe.lock):
-        _download_wheels(lock, wheels, base.python)
     stage = root / STAGE.lstrip("/")
     (stage / "wheels").mkdir(parents=True)
     for wheel in wheels.glob("*.whl"):
         os.link(wheel, stage / "wheels" / wheel.name)
-    shutil.copy2(lock_dir / recipe.lock, stage / "lock.txt")
     (pip_wheel,) = (stage / "wheels").glob("pip-*.whl")
-    pip = [f"{VENV}/bin/python", f"{STAGE}/wheels/{pip_wheel.name}/pip"]
+    return stage, [f"{VENV}/bin/python", f"{STAGE}/wheels/{pip_wheel.name}/pip"]
+
+
+def _install_lock(recipe: Recipe, base: Base, root: Path) -> None:
+    """The recipe's locked Python environment, installed by the image's own Python, then
+    its setup script."""
+    lock_dir = images.REPO_ROOT / "images"
+    for lock in (lock_dir / images.PIP_LOCK, lock_dir / recipe.lock):
+        _download_wheels(lock, images_root() / "wheels", base.python)
+    stage, pip = _stage(root)
+    shutil.copy2(lock_dir / recipe.lock, stage / "lock.txt")
     _chroot(root, "python3", "-m", "venv", "--without-pip", VENV)
     _chroot(root, *pip, *images.pip_install_args(f"{STAGE}/lock.txt", f"{STAGE}/wheels"))
-    if recipe.extra:
-        wheel = _conch_wheel(stage)
-        _chroot(
-            root,
-            *pip,
-            "install",
-            "--quiet",
-            "--no-index",
-            "--no-deps",
-            "--no-cache-dir",
-            f"{STAGE}/{wheel.name}",
-        )
     if recipe.setup:
         shutil.copytree(lock_dir / Path(recipe.setup).parent, stage, dirs_exist_ok=True)
         _chroot(root, "/bin/sh", f"{STAGE}/{Path(recipe.setup).name}")
+    shutil.rmtree(stage)
+
+
+def _install_conch(root: Path) -> None:
+    """The conch wheel of this checkout, without dependencies (the lock brought them)."""
+    stage, pip = _stage(root)
+    wheel = _conch_wheel(stage)
+    install = ["install", "--quiet", "--no-index", "--no-deps", "--no-cache-dir"]
+    _chroot(root, *pip, *install, f"{STAGE}/{wheel.name}")
     shutil.rmtree(stage)
 
 
@@ -229,15 +238,12 @@ def _du(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _build_one(recipe: Recipe, base: Base, base_tar: Path, key: str) -> Built:
-    final = images_root() / key[:32]
-    began = time.monotonic()
-    work = images_root() / f"{key[:32]}.partial"
-    shutil.rmtree(work, ignore_errors=True)
+def _umoci_image(recipe: Recipe, base: Base, base_tar: Path, work: Path) -> None:
+    """An image of the base layer and the recipe's locked environment (no conch) in
+    `work/layout`, and the same unpacked in `work/bundle`."""
     layout, bundle = work / "layout", work / "bundle"
     image = f"{layout}:{recipe.tag}"
     umoci = _need("umoci")
-    _say(f"building image {recipe.name} ({recipe.reference})")
     work.mkdir(parents=True)
     _run([umoci, "init", "--layout", str(layout)])
     _run([umoci, "new", "--image", image])
@@ -246,10 +252,54 @@ def _build_one(recipe: Recipe, base: Base, base_tar: Path, key: str) -> Built:
     # bundle itself (after the repack, exactly the image) is kept for `imagerun`.
     _run([umoci, "config", "--image", image, *_config_args(recipe)])
     _run([umoci, "unpack", "--image", image, str(bundle)])
-    _install(recipe, base, bundle / "rootfs")
-    unpacked = _du(bundle / "rootfs")
+    _install_lock(recipe, base, bundle / "rootfs")
     _run([umoci, "repack", "--image", image, str(bundle)])
-    _run([umoci, "gc", "--layout", str(layout)])
+
+
+def _dependencies(recipe: Recipe, base: Base, base_tar: Path, key: str) -> Path:
+    """The image without conch (base + locked environment), cached by the key of the recipe
+    without its extra: a change to the project's source only adds a small last layer."""
+    done = images_root() / f"deps-{key[:32]}"
+    if (done / "layout" / "index.json").exists():
+        return done
+    work = images_root() / f"deps-{key[:32]}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    _say(f"installing {recipe.lock} for image {recipe.name}")
+    _umoci_image(recipe, base, base_tar, work)
+    (work / "name").write_text(recipe.name)
+    for old in images_root().glob("deps-*/name"):
+        if old.parent != work and old.read_text() == recipe.name:
+            shutil.rmtree(old.parent, ignore_errors=True)
+    work.rename(done)
+    return done
+
+
+def _copy_layout(source: Path, target: Path) -> None:
+    """A layout copy whose blobs are hard links (content-addressed, never rewritten)."""
+    shutil.copytree(source, target, copy_function=os.link)
+    for name in ("index.json", "oci-layout"):
+        (target / name).unlink()
+        shutil.copy2(source / name, target / name)
+
+
+def _build_one(recipe: Recipe, base: Base, base_tar: Path, key: str, deps_key: str) -> Built:
+    final = images_root() / key[:32]
+    began = time.monotonic()
+    work = images_root() / f"{key[:32]}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    layout, bundle = work / "layout", work / "bundle"
+    _say(f"building image {recipe.name} ({recipe.reference})")
+    if recipe.extra:
+        deps = _dependencies(recipe, base, base_tar, deps_key)
+        work.mkdir(parents=True)
+        _copy_layout(deps / "layout", layout)
+        _run(["cp", "-a", str(deps / "bundle"), str(bundle)])
+        _install_conch(bundle / "rootfs")
+        _run([_need("umoci"), "repack", "--image", f"{layout}:{recipe.tag}", str(bundle)])
+    else:
+        _umoci_image(recipe, base, base_tar, work)
+    unpacked = _du(bundle / "rootfs")
+    _run([_need("umoci"), "gc", "--layout", str(layout)])
     _name_for_containerd(layout, recipe.reference)
     archive = work / f"{recipe.name}.oci.tar"
     _run(["tar", "-C", str(layout), "-cf", str(archive), "."])
@@ -300,6 +350,7 @@ def build(names: list[str] | None = None) -> list[Built]:
             key = images.image_key(recipe, bkey)
             found = _cached(key)
             if found is None:
-                found = _build_one(recipe, base, _ensure_base(base, bkey), key)
+                deps_key = images.image_key(replace(recipe, extra=None), bkey)
+                found = _build_one(recipe, base, _ensure_base(base, bkey), key, deps_key)
             out.append(found)
         return out

@@ -20,7 +20,7 @@ PIP_LOCK = "locks/pip.txt"
 """The installer's own lock: pip runs from its wheel inside each image root, then is gone."""
 PROJECT_SOURCES = ("pyproject.toml", "README.md", "operator/conch", "runtime/conch_runtime")
 """What the conch wheel is built from (an image with an `extra` depends on it)."""
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3
 """Bump when the build steps change in a way that changes images' bytes."""
 VENV = "/opt/conch"
 
