@@ -23,6 +23,7 @@ from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
 from conch.errors import ConchError, InvalidSpec, NameConflict
+from conch.informer import Watched
 from conch.kube import MODEL_SERVICE, MODEL_VERSION, OWNED, POD, SECRET, Applied, Kube
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
@@ -48,8 +49,10 @@ class Controller:
         kube: Kube,
         settings: PodSettings,
         metrics: OperatorMetrics,
+        watched: Watched,
         provider: MetricProvider | None = None,
     ) -> None:
+        self.watched = watched
         self.provider = provider
         self.kube = kube
         self.settings = settings
@@ -152,7 +155,10 @@ class Controller:
         versions: dict[str, ModelVersion] = {}
         broken: dict[str, str] = {}
         for version in sorted(v for v in names if v):
-            found = self.kube.get(MODEL_VERSION, namespace, version)
+            # watched, or (not seen yet: another watch told us first) read
+            found = self.watched.versions.get(namespace, version) or self.kube.get(
+                MODEL_VERSION, namespace, version
+            )
             if found is None:
                 continue
             try:
@@ -195,19 +201,13 @@ class Controller:
             if (k != "ServiceMonitor" or capabilities.service_monitor)
             and (k != "HTTPRoute" or capabilities.http_route)
         ]
-        found: dict[tuple[str, str], Manifest] = {}
-        for kind in kinds:
-            for obj in self.kube.list(
-                OWNED[kind], svc.metadata.namespace or "", {SERVICE_LABEL: svc.metadata.name}
-            ):
-                if builders.controlled_by(obj, svc.metadata.uid):
-                    # list items carry neither: put them back so they compare as applied
-                    found[kind, obj["metadata"]["name"]] = {
-                        **obj,
-                        "apiVersion": OWNED[kind].api_version,
-                        "kind": kind,
-                    }
-        return found
+        labels = {SERVICE_LABEL: svc.metadata.name}
+        return {
+            (kind, obj["metadata"]["name"]): obj
+            for kind in kinds
+            for obj in self.watched.owned[kind].select(svc.metadata.namespace or "", labels)
+            if builders.controlled_by(obj, svc.metadata.uid)
+        }
 
     def _samples(self, svc: ModelService, canary: str) -> rollout.Samples:
         """The canary's metrics over one analysis interval; failures are "no data"."""

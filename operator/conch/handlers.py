@@ -16,22 +16,14 @@ from typing import Any, cast
 import kopf
 
 from conch.api import GROUP, VERSION
-from conch.builders.meta import MANAGER, SERVICE_LABEL
+from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.controller import Controller, Key
 from conch.errors import ConchError
 from conch.kube import MODEL_SERVICE, MODEL_VERSION
 from conch.workqueue import WorkQueue
 
 log = logging.getLogger("conch.operator")
-MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 SERVICE, VERSION_KIND = MODEL_SERVICE.kind, MODEL_VERSION.kind
-OWNED_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-)
 
 
 @dataclass
@@ -44,11 +36,26 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Watch the owned kinds (server-side label filter) and, once every informer has
+        listed, start the workers: a reconcile never mistakes an unlisted child for a
+        missing one."""
+        loop = asyncio.get_running_loop()
         self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, "reconcile")
+
+        def owned_changed(obj: Manifest) -> None:
+            if service := obj["metadata"].get("labels", {}).get(SERVICE_LABEL):
+                key = (SERVICE, obj["metadata"]["namespace"], service)
+                loop.call_soon_threadsafe(self.queue.add, key)
+
+        watched = self.controller.watched
+        watched.start(owned_changed)
+        if not await loop.run_in_executor(self.executor, watched.wait_synced):
+            log.warning("some watches have not listed yet; reconciling anyway")
         self.tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
+        self.controller.watched.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -88,7 +95,7 @@ async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    _runtime(memo).start()
+    await _runtime(memo).start()
 
 
 @kopf.on.cleanup()
@@ -121,19 +128,3 @@ async def _version_changed(
     queue.add((VERSION_KIND, namespace, name))
     for service in services_by_version.get((namespace, name), []):
         queue.add((SERVICE, namespace, service))
-
-
-def _owned_changed_factory() -> None:
-    for group, version, plural in OWNED_RESOURCES:
-
-        @kopf.on.event(  # type: ignore[arg-type]
-            group=group, version=version, plural=plural, labels=MANAGED, id=f"owned-{plural}"
-        )
-        async def _owned_changed(
-            namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
-        ) -> None:
-            if service := labels.get(SERVICE_LABEL):
-                _runtime(memo).queue.add((SERVICE, namespace, service))
-
-
-_owned_changed_factory()

@@ -12,8 +12,10 @@ import kopf
 from conch import providers
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
+from conch.builders.meta import MANAGED_BY, MANAGER
 from conch.controller import Controller
-from conch.kube import Kube, load_api_client
+from conch.informer import Watched
+from conch.kube import MODEL_VERSION, OWNED, Kube, load_api_client
 from conch.metrics import OperatorMetrics
 from conch.policy import PodPolicy, image_rule
 from conch.providers import Source
@@ -285,7 +287,10 @@ def run(args: argparse.Namespace) -> int:
     settings = PodSettings(
         runtime_image=args.runtime_image, policy=pod_policy(args), access=artifact_access(args)
     )
-    controller = Controller(kube, settings, metrics, provider)
+    watched = Watched(
+        kube.api, OWNED, MODEL_VERSION, f"{MANAGED_BY}={MANAGER}", args.namespace or None
+    )
+    controller = Controller(kube, settings, metrics, watched, provider)
     metrics.serve(*args.metrics_bind_address)
     health_host, health_port = args.health_bind_address
     kopf.run(

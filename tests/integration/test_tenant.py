@@ -311,8 +311,10 @@ def in_use_policy(
         kubectl("delete", "--ignore-not-found", "-f", str(manifest))
 
 
-def delete_version(api: client.ApiClient, ns: str, name: str) -> None:
-    custom(api).delete_namespaced_custom_object(GROUP, VERSION, ns, "modelversions", name)
+def delete_version(api: client.ApiClient, ns: str, name: str, dry_run: bool = False) -> None:
+    custom(api).delete_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelversions", name, dry_run="All" if dry_run else None
+    )
 
 
 @pytest.mark.usefixtures("in_use_policy")
@@ -332,15 +334,18 @@ def test_an_in_use_model_version_cannot_be_deleted(
         what="usedBy",
     )
 
-    def refused_delete() -> ApiException | None:
+    def refused_delete(dry_run: bool) -> ApiException | None:
         try:
-            delete_version(tenant, namespace, "digits-v1")
+            delete_version(tenant, namespace, "digits-v1", dry_run=dry_run)
         except ApiException as error:
             return error
         return None
 
-    error = eventually(refused_delete, what="the DELETE refused (the policy is in force)")
-    assert error.status == 403
+    # admission policies take a moment to be in force: wait with dry runs, which pass
+    # through admission but delete nothing
+    eventually(lambda: refused_delete(dry_run=True), what="the policy in force")
+    error = refused_delete(dry_run=False)
+    assert error is not None and error.status == 403
     assert "in use by ModelService(s) digits" in str(error.body)
 
 
@@ -370,10 +375,16 @@ def test_a_model_version_that_disappears_takes_no_capacity(
     stable = version_child_name("digits", "digits-v1")
     canary = version_child_name("digits", "digits-v2")
     apps = client.AppsV1Api(api)
-    eventually(
-        lambda: {d.metadata.name for d in deployments(api, namespace)} == {stable, canary},
-        what="stable and canary Deployments",
-    )
+
+    def at_the_step() -> bool:  # 2 replicas at 50%: one each, the canary ready
+        live = {d.metadata.name: d for d in deployments(api, namespace)}
+        return (
+            set(live) == {stable, canary}
+            and live[stable].spec.replicas == 1
+            and (live[canary].status.ready_replicas or 0) == 1
+        )
+
+    eventually(at_the_step, what="the rollout at its first step (one replica each)")
     replicas = apps.read_namespaced_deployment(stable, namespace).spec.replicas
     delete_version(tenant, namespace, "digits-v1")
     eventually(

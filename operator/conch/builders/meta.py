@@ -11,6 +11,7 @@ from conch.api import API_VERSION, ModelService, ModelVersion
 SERVICE_LABEL = "serving.conch.dev/service"
 VERSION_LABEL = "serving.conch.dev/version"
 MANAGER = "conch-operator"
+MANAGED_BY = "app.kubernetes.io/managed-by"
 FIELD_MANAGER = "conch"
 
 Manifest = dict[str, Any]
@@ -48,7 +49,7 @@ def labels(svc: ModelService, mv: ModelVersion | None = None) -> dict[str, str]:
         "app.kubernetes.io/instance": svc.metadata.name,
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/part-of": "conch",
-        "app.kubernetes.io/managed-by": MANAGER,
+        MANAGED_BY: MANAGER,
         SERVICE_LABEL: svc.metadata.name,
     }
     if mv is not None:
