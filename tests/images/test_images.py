@@ -24,6 +24,10 @@ from conch.dev.imagebuild import Built
 from conch_runtime.package import package
 from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
 
+# A cold first build (Debian root, 2.7 GB of wheels, the Triton image) runs in the first
+# test's setup: 6-12 minutes on 2 cores, past the suite's default 600 s.
+pytestmark = pytest.mark.timeout(2400)
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/opt/conch/bin/python"
 PROBE = "import sys, urllib.request as u; base = 'http://127.0.0.1:8000/v2/models/mlp'"
