@@ -18,6 +18,7 @@ from conch.builders import service
 from conch.errors import ConchError
 from conch.rollout import Decision, record
 from conch.rollout import Observation as RolloutObservation
+from conch_runtime import pull_contract
 from conch_runtime.errors import PullError
 
 ACCELERATOR_MARKERS = ("nvidia.com/gpu", "nvidia.com/mig-")
@@ -68,7 +69,6 @@ def unschedulable(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
-PULL_CONTAINER = "pull-model"
 PULL_REASONS = {cls.exit_code: cls.reason for cls in _pull_errors()}
 """The init container's exit code -> the runtime's reason (DigestMismatch, HostileArchive, ...)."""
 
@@ -77,7 +77,7 @@ def pull_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) of the first pod whose artifact pull failed, if any."""
     for pod in pods:
         for container in pod.get("status", {}).get("initContainerStatuses", []):
-            if container.get("name") != PULL_CONTAINER:
+            if container.get("name") != pull_contract.CONTAINER:
                 continue
             state = container.get("state", {})
             last = container.get("lastState", {})

@@ -60,6 +60,7 @@ from conch_runtime.pull import (
     Progress,
     pull,
 )
+from conch_runtime.pull_contract import COMMAND, Flag
 from conch_runtime.sources import DEFAULT_PVC_ROOT, SourceConfig
 from conch_runtime.tool_errors import ToolError
 from conch_runtime.tools_cli import add_tool_commands, run_tool_command
@@ -68,48 +69,48 @@ from conch_runtime.tools_cli import add_tool_commands, run_tool_command
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m conch_runtime")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("pull", help="fetch, verify and unpack a model repository artifact")
-    p.add_argument("--uri", required=True, help="file://, http(s)://, s3:// or pvc:// URI")
-    p.add_argument("--sha256", required=True, help="expected sha256 of the artifact (hex)")
-    p.add_argument("--dest", required=True, type=Path, help="directory to install into")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
-    p.add_argument("--credentials-dir", type=Path, help="mounted Secret with credential files")
+    p = commands.add_parser(COMMAND, help="fetch, verify and unpack a model repository artifact")
+    p.add_argument(Flag.URI, required=True, help="file://, http(s)://, s3:// or pvc:// URI")
+    p.add_argument(Flag.SHA256, required=True, help="expected sha256 of the artifact (hex)")
+    p.add_argument(Flag.DEST, required=True, type=Path, help="directory to install into")
+    p.add_argument(Flag.S3_ENDPOINT, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    p.add_argument(Flag.CREDENTIALS_DIR, type=Path, help="mounted Secret with credential files")
     p.add_argument(
-        "--credentials-host",
+        Flag.CREDENTIALS_HOST,
         action="append",
         default=[],
         metavar="HOST",
         help="host[:port], *.domain or s3 bucket that may receive credentials (repeatable)",
     )
     p.add_argument(
-        "--allow-file", action="store_true", help="allow file:// URIs (sandbox and tests only)"
+        Flag.ALLOW_FILE, action="store_true", help="allow file:// URIs (sandbox and tests only)"
     )
     p.add_argument(
-        "--pvc-root", type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
+        Flag.PVC_ROOT, type=Path, default=DEFAULT_PVC_ROOT, help="where claims are mounted"
     )
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="artifact size limit")
+    p.add_argument(Flag.MAX_BYTES, type=int, default=DEFAULT_MAX_BYTES, help="artifact size limit")
     p.add_argument(
-        "--max-ratio",
+        Flag.MAX_RATIO,
         type=float,
         default=DEFAULT_MAX_RATIO,
         help="unpacked size limit as a multiple of the artifact's size (default: %(default)g)",
     )
     p.add_argument(
-        "--deadline",
+        Flag.DEADLINE,
         type=float,
         default=DEFAULT_DEADLINE_S,
         metavar="SECONDS",
         help="longest the download may take, retries included (default: %(default)g)",
     )
     serving = p.add_argument_group("serving settings written into every config.pbtxt")
-    serving.add_argument("--instance-count", type=int, help="model instances per server")
-    serving.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"])
-    serving.add_argument("--max-queue-delay-us", type=int, help="enable dynamic batching")
+    serving.add_argument(Flag.INSTANCE_COUNT, type=int, help="model instances per server")
+    serving.add_argument(Flag.INSTANCE_KIND, choices=["KIND_CPU", "KIND_GPU"])
+    serving.add_argument(Flag.MAX_QUEUE_DELAY_US, type=int, help="enable dynamic batching")
     serving.add_argument(
-        "--preferred-batch-size", type=int, action="append", default=[], help="repeatable"
+        Flag.PREFERRED_BATCH_SIZE, type=int, action="append", default=[], help="repeatable"
     )
     p.add_argument(
-        "--max-unpacked-bytes", type=int, help="unpacked size limit (default: 2 x --max-bytes)"
+        Flag.MAX_UNPACKED_BYTES, type=int, help="unpacked size limit (default: 2 x --max-bytes)"
     )
     add_tool_commands(commands)
     return parser
@@ -150,7 +151,7 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if args.command != "pull":
+    if args.command != COMMAND:
         try:
             return run_tool_command(args)
         except ToolError as exc:

@@ -39,6 +39,7 @@ from conch_runtime.errors import (
     SourceUnavailable,
     UnsupportedSource,
 )
+from conch_runtime.pull_contract import PVC_ROOT, claim_mount
 from conch_runtime.uri import FileSource, HttpSource, PvcSource, S3Source, Source
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK", "Body", "SourceConfig", "bearer_hook", "check_access", "open_source"]
 
 CHUNK = 1 << 20
-DEFAULT_PVC_ROOT = Path("/mnt/pvc")
+DEFAULT_PVC_ROOT = Path(PVC_ROOT)
 TOKEN_ENV = "CONCH_HTTP_TOKEN"
 """Environment variable holding a bearer token for http(s) sources."""
 TOKEN_FILE = "token"
@@ -196,7 +197,7 @@ def _read_secret(directory: Path | None, name: str) -> str | None:
 
 def _pvc_path(source: PvcSource, uri: str, root: Path) -> Path:
     """The file's path under the claim's mount, refusing symlinks that lead out of it."""
-    base = root / source.claim
+    base = Path(claim_mount(source.claim, str(root)))
     if not base.is_dir():
         raise NotFound(f"{uri}: claim {source.claim!r} is not mounted at {base}")
     target = (base / source.path).resolve()

@@ -19,12 +19,12 @@ from conch.artifacts import ArtifactAccess
 from conch.builders.meta import Manifest, metadata, selector, version_child_name
 from conch.builders.service import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from conch.policy import PodPolicy
+from conch_runtime.pull_contract import COMMAND, CONTAINER, PVC_ROOT, Flag, claim_mount, pvc_claim
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 MODELS_DIR = "/models"
 REPOSITORY = f"{MODELS_DIR}/repository"
-PVC_ROOT = "/mnt/pvc"
 CREDENTIALS_DIR = "/var/run/secrets/conch/source"
 SHA256_ANNOTATION = "serving.conch.dev/sha256"
 TRITON_UID = 1000  # the `triton-server` user of NVIDIA's Triton images
@@ -130,31 +130,29 @@ def _source_mounts(
     `credentials_hosts` are the places the operator checked the credentials may go."""
     args: list[str] = []
     if access.s3_endpoint:
-        args += ["--s3-endpoint", access.s3_endpoint]
+        args += [Flag.S3_ENDPOINT, access.s3_endpoint]
     if access.allow_file and mv.spec.source.uri.startswith("file:"):
-        args.append("--allow-file")
+        args.append(Flag.ALLOW_FILE)
     if mv.spec.compression and mv.spec.compression.size_bytes:
         # the recorded size bounds the download exactly; the pull's ratio cap bounds unpacking
-        args += ["--max-bytes", str(mv.spec.compression.size_bytes)]
+        args += [Flag.MAX_BYTES, str(mv.spec.compression.size_bytes)]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    uri = mv.spec.source.uri
-    if uri.startswith("pvc://"):
-        claim = uri.removeprefix("pvc://").split("/", 1)[0]
+    if claim := pvc_claim(mv.spec.source.uri):
         volumes.append(
             {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
-        mounts.append({"name": "source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
-        args += ["--pvc-root", PVC_ROOT]
+        mounts.append({"name": "source", "mountPath": claim_mount(claim), "readOnly": True})
+        args += [Flag.PVC_ROOT, PVC_ROOT]
     if mv.spec.source.credentials_secret_ref:
         secret = mv.spec.source.credentials_secret_ref.name
         volumes.append(
             {"name": "credentials", "secret": {"secretName": secret, "defaultMode": 0o440}}
         )
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
-        args += ["--credentials-dir", CREDENTIALS_DIR]
+        args += [Flag.CREDENTIALS_DIR, CREDENTIALS_DIR]
         for host in credentials_hosts:
-            args += ["--credentials-host", host]
+            args += [Flag.CREDENTIALS_HOST, host]
     return args, volumes, mounts
 
 
@@ -162,12 +160,12 @@ def _serving_overrides(svc: ModelService) -> list[str]:
     """How this service runs the model, written by the pull step into config.pbtxt."""
     triton = svc.spec.triton
     kind = "KIND_GPU" if svc.spec.resources.gpus > 0 else "KIND_CPU"
-    args = ["--instance-count", str(triton.instance_count), "--instance-kind", kind]
+    args = [Flag.INSTANCE_COUNT, str(triton.instance_count), Flag.INSTANCE_KIND, kind]
     if triton.dynamic_batching is not None:
         batching = triton.dynamic_batching
-        args += ["--max-queue-delay-us", str(batching.max_queue_delay_microseconds)]
+        args += [Flag.MAX_QUEUE_DELAY_US, str(batching.max_queue_delay_microseconds)]
         for size in batching.preferred_batch_sizes:
-            args += ["--preferred-batch-size", str(size)]
+            args += [Flag.PREFERRED_BATCH_SIZE, str(size)]
     return args
 
 
@@ -230,15 +228,15 @@ def build(
     size = mv.spec.compression.size_bytes if mv.spec.compression else None
     volume_limit = model_volume_limit(size, settings.model_volume_factor)
     pull = {
-        "name": "pull-model",
+        "name": CONTAINER,
         "image": settings.runtime_image,
         "args": [
-            "pull",
-            "--uri",
+            COMMAND,
+            Flag.URI,
             mv.spec.source.uri,
-            "--sha256",
+            Flag.SHA256,
             mv.spec.source.sha256,
-            "--dest",
+            Flag.DEST,
             REPOSITORY,
             *source_args,
             *_serving_overrides(svc),
