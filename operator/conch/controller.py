@@ -186,6 +186,7 @@ class Controller:
             owned=owned,
             pods=pods,
             capabilities=capabilities,
+            metrics_available=self.provider is not None,
         )
         if canary := plan.needs_samples(snap, now):
             snap = dataclasses.replace(snap, samples=self._samples(svc, canary))

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from conch import providers
+from conch import podflags, providers
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
@@ -155,6 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true")
     _add_policy_arguments(parser)
     _add_source_arguments(parser)
+    podflags.add_arguments(parser)
     _add_metrics_source_arguments(parser)
 
 
@@ -284,8 +285,8 @@ def run(args: argparse.Namespace) -> int:
     kube = Kube(load_api_client(pool_size=args.workers * 2), on_error=metrics.api_error)
     source = metrics_source(args)
     provider = providers.create("prometheus", source) if source else None
-    settings = PodSettings(
-        runtime_image=args.runtime_image, policy=pod_policy(args), access=artifact_access(args)
+    settings = podflags.pod_settings(
+        args, args.runtime_image, pod_policy(args), artifact_access(args)
     )
     watched = Watched(
         kube.api, OWNED, MODEL_VERSION, f"{MANAGED_BY}={MANAGER}", args.namespace or None

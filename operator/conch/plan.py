@@ -50,6 +50,7 @@ WARNING_REASONS = frozenset(
         reasons.SOURCE_NOT_ALLOWED,
         reasons.STATUS_REBUILT,
         reasons.API_ERROR,
+        reasons.NO_METRICS_SOURCE,
         *status.PULL_REASONS.values(),
     }
 )
@@ -77,6 +78,8 @@ class Snapshot:
     capabilities: Capabilities = field(default_factory=Capabilities)
     samples: rollout.Samples | None = None
     """The canary's metrics, when an analysis is due (see `needs_samples`)."""
+    metrics_available: bool = True
+    """Whether the operator has a metrics source for analyses."""
 
     @property
     def ready(self) -> dict[str, int]:
@@ -135,7 +138,9 @@ def desired_replicas(svc: ModelService, serving: Manifest | None) -> int:
 def rollout_policy(snap: Snapshot, current: rollout.RolloutState) -> rollout.Policy:
     svc = snap.service
     serving = snap.deployments.get(current.stable or svc.spec.model_version)
-    return rollout.Policy.from_spec(svc.spec, desired_replicas(svc, serving))
+    return rollout.Policy.from_spec(
+        svc.spec, desired_replicas(svc, serving), metrics_available=snap.metrics_available
+    )
 
 
 def needs_samples(snap: Snapshot, now: dt.datetime) -> str | None:
@@ -222,6 +227,14 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
     )
     new = status.compute(svc, serving, now, decision, seen)
     events = [Event(e.type, e.reason, e.message) for e in decision.events]
+    before = {(c.type, c.reason) for c in (svc.status.conditions if svc.status else [])}
+    events += [  # a refusal to start says so once, when it first appears
+        Event("Warning", hint.reason, hint.message)
+        for hint in decision.conditions
+        if hint.type == reasons.DEGRADED
+        and hint.reason in WARNING_REASONS
+        and (hint.type, hint.reason) not in before
+    ]
     if rebuilt:
         events.insert(
             0, Event("Warning", reasons.STATUS_REBUILT, f"{rebuilt}: acting on what runs")

@@ -360,7 +360,8 @@ def test_a_model_version_that_disappears_takes_no_capacity(
         namespace,
         autoscaling=None,
         replicas=2,
-        rollout={"steps": [{"weight": 50}], "analysis": {"interval": "5s"}},
+        # timed steps (no metrics source here): the rollout holds at 50% for an hour
+        rollout={"steps": [{"weight": 50, "pause": "1h"}], "analysis": {"enabled": False}},
     )
     wait_for(api, namespace, "Ready", "True")
     create_version(tenant, namespace, name="digits-v2")

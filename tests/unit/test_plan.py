@@ -241,3 +241,24 @@ def test_gpu_and_capabilities_reach_the_plan() -> None:
         snapshot(service(), capabilities=Capabilities(service_monitor=True)), SETTINGS, NOW
     )
     assert "ServiceMonitor/digits" in kinds(decided.write)
+
+
+def test_a_canary_without_a_metrics_source_does_not_start_and_says_so_once() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    spec = snap.service.spec.model_copy(update={"model_version": "digits-v2"})
+    rolling = snap.service.model_copy(update={"spec": spec})
+    parts = {
+        "owned": snap.owned,
+        "deployments": snap.deployments,
+        "versions": {"digits-v1": version(), "digits-v2": version("digits-v2")},
+        "metrics_available": False,
+    }
+    decided = plan.plan(snapshot(rolling, **parts), SETTINGS, NOW)
+    assert not any(
+        o["kind"] == "Deployment" and "digits-v2" in o["metadata"]["name"] for o in decided.write
+    )
+    assert [e.reason for e in decided.events if e.type == "Warning"] == [reasons.NO_METRICS_SOURCE]
+    later = settled(rolling, decided, snapshot(rolling, **parts))
+    again = plan.plan(snapshot(later.service, **{**parts, "owned": later.owned}), SETTINGS, NOW)
+    assert reasons.NO_METRICS_SOURCE not in [e.reason for e in again.events]
