@@ -10,6 +10,8 @@ its loopback), so the readiness check runs inside it with `runc exec`.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -41,8 +43,10 @@ def built() -> dict[str, Built]:
 
 
 def serving_pod() -> dict[str, object]:
-    """The pod spec the operator writes for the example ModelService."""
+    """The pod spec the operator writes for the example ModelService, on CPU (as on the
+    sandbox's real node: the pull step then writes KIND_CPU instances)."""
     svc = yaml.safe_load((ROOT / "examples" / "modelservice.yaml").read_text())
+    svc["spec"]["resources"] = {"gpus": 0}
     mv = yaml.safe_load((ROOT / "examples" / "modelversion.yaml").read_text())
     for raw in (svc, mv):
         raw["metadata"] |= {"namespace": "ml", "uid": "1111-2222"}
@@ -87,9 +91,11 @@ def test_operator_image_runs_the_operator(built: dict[str, Built]) -> None:
     assert "usage: conch operator run" in out
 
 
-def test_triton_image_serves_a_python_format_package(
+def test_pulled_package_is_served_by_the_triton_image(
     built: dict[str, Built], tmp_path: Path
 ) -> None:
+    """The serving pod's two containers in turn: the runtime image pulls and verifies the
+    artifact into the models volume, then the Triton image serves what it wrote."""
     result = package(
         trained_teacher(),
         tmp_path / "pkg",
@@ -100,10 +106,34 @@ def test_triton_image_serves_a_python_format_package(
         validation=validation(),
     )
     pod = serving_pod()
+    uid, gid = pod_user(pod)
+    models = tmp_path / "models"  # the pod's emptyDir, writable by its fsGroup
+    models.mkdir()
+    os.chown(models, uid, gid)
+    artifacts = tmp_path / "artifacts"  # where the pod's source is: readable by its user
+    artifacts.mkdir(mode=0o755)
+    shutil.copy(result.artifact, artifacts / result.artifact.name)
+    (artifacts / result.artifact.name).chmod(0o644)
+    (pull,) = pod["initContainers"]  # type: ignore[misc]
+    args = list(pull["args"])
+    args[args.index("--uri") + 1] = f"file:///artifacts/{result.artifact.name}"
+    args[args.index("--sha256") + 1] = result.sha256
+    code, out = imagerun.run(
+        built["runtime"],
+        [*args, "--allow-file"],
+        user=(uid, gid),
+        mounts=(
+            imagerun.Mount(artifacts, "/artifacts"),
+            imagerun.Mount(models, deployment.MODELS_DIR, readonly=False),
+        ),
+    )
+    assert code == 0, out
+    assert (models / "repository" / "mlp" / "config.pbtxt").is_file()
+
     (triton,) = pod["containers"]  # type: ignore[misc]
-    mounts = (imagerun.Mount(result.repository, deployment.REPOSITORY),)
+    mounts = (imagerun.Mount(models, deployment.MODELS_DIR),)
     container = imagerun.Container(
-        built["triton"], args=list(triton["args"]), mounts=mounts, user=pod_user(pod)
+        built["triton"], args=list(triton["args"]), mounts=mounts, user=(uid, gid)
     )
     inputs = example()
     request = {

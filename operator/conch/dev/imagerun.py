@@ -207,9 +207,10 @@ def run(
     args: list[str] | None = None,
     *,
     user: tuple[int, int] | None = None,
+    mounts: tuple[Mount, ...] = (),
     timeout: float = 120,
 ) -> tuple[int, str]:
     """Run the image to completion (its entrypoint with `args`); exit code and output."""
-    with Container(built, args=args, user=user) as container:
+    with Container(built, args=args, user=user, mounts=mounts) as container:
         code = container.wait(timeout)
         return code, container.output()
