@@ -1,32 +1,43 @@
-"""Control-plane benchmark: N ModelServices applied -> all Ready, against the API server's ceiling.
+"""Control-plane benchmark: the operator against the API server's own pace, at scale, and in
+a busy cluster. One run, one fresh local control plane (kube-apiserver + kwok), every figure
+printed as a ratio or against its goal.
 
-Both runs happen in one process on one fresh local control plane:
+1. ceiling vs operator, alternated `--rounds` times at `--n` services: the ceiling is a plain
+   client server-side-applying the same child objects the operator would own (same
+   concurrency) until every Deployment has a ready replica; the operator run creates N
+   ModelServices and waits for all Ready. Printed: median and spread of operator/ceiling
+   (the machine is shared and noisy, so one pair of runs says little).
+2. create -> Deployment latency when services arrive at a steady `--rate` per second.
+3. operator RSS with `--scale` services, fresh, then after a restart over the existing ones
+   (and how long the restart takes to go through them).
+4. API requests per reconcile when nothing changed, read from the restarted operator's own
+   `conch_reconcile_api_requests` histogram (every reconcile after a restart over Ready
+   services changes nothing).
+5. operator CPU seconds and RSS over `--window` seconds of an idle cluster, then with
+   `--churn` unrelated Deployments (replicas 0) being created and patched in other
+   namespaces; the operator watches every namespace here, as a cluster-wide install does.
 
-- ceiling: a plain client server-side-applies the same child objects the operator would own
-  (Service, Deployment, PodDisruptionBudget, NetworkPolicy per service, same concurrency) and
-  waits until every Deployment has a ready replica;
-- conch: N ModelServices are created and the operator takes them to Ready.
-
-Printed: wall time of each and their ratio, p50/p99 from ModelService create to its
-Deployment existing, and the operator's peak RSS. Absolute times depend on the machine;
-the ratio is the figure to compare.
-
-    python benchmarks/control_plane.py --n 200
+    python benchmarks/control_plane.py            # the full run (about 15 minutes)
+    python benchmarks/control_plane.py --quick    # smaller numbers, a few minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
+import os
 import statistics
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 from conch import builders
 from conch.api import ModelService, ModelVersion
@@ -39,6 +50,22 @@ from conch.kube import Kube
 ROOT = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "serving.conch.dev", "v1alpha1"
 WORKERS = 8
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n: int
+    rounds: int
+    rate: float
+    arrivals: int
+    scale: int
+    churn: int
+    window: float
+
+
+FULL = Sizes(n=200, rounds=3, rate=20, arrivals=200, scale=1000, churn=2000, window=60)
+QUICK = Sizes(n=40, rounds=3, rate=20, arrivals=60, scale=150, churn=300, window=15)
 
 
 def version_body() -> dict[str, Any]:
@@ -69,11 +96,12 @@ def service_body(i: int) -> dict[str, Any]:
     }
 
 
-def namespace(api: client.ApiClient, name: str) -> None:
+def namespace(api: client.ApiClient, name: str) -> str:
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     while not core.list_namespaced_service_account(name).items:
         time.sleep(0.2)
+    return name
 
 
 class DeploymentClock:
@@ -120,58 +148,272 @@ class DeploymentClock:
         self._stop.set()
 
 
-def ceiling_run(api: client.ApiClient, kube: Kube, n: int) -> float:
-    """A plain client applying the same child objects: the API server + controllers' pace."""
-    ns = "bench-ceiling"
-    namespace(api, ns)
-    mv = ModelVersion.model_validate(
-        version_body() | {"metadata": {"name": "bench-v1", "namespace": ns}}
-    )
-    manifests: list[list[dict[str, Any]]] = []
-    for i in range(n):
-        raw = service_body(i)
-        raw["metadata"] |= {"namespace": ns, "uid": "none"}
-        objs = builders.single(ModelService.model_validate(raw), mv, PodSettings(), Capabilities())
-        for obj in objs:
-            obj["metadata"].pop("ownerReferences")
-        manifests.append(objs)
-    clock = DeploymentClock(api, ns)
-    start = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(lambda objs: [kube.apply(o) for o in objs], manifests))
-    done = clock.wait_ready(n, timeout=600)
-    clock.stop()
-    return done - start
+class Bench:
+    """One local control plane and the clients every measurement shares."""
 
+    def __init__(self, cluster: Cluster, tmp: Path) -> None:
+        self.cluster = cluster
+        self.tmp = tmp
+        self.api = config.new_client_from_config(str(cluster.kubeconfig))
+        self.api.configuration.connection_pool_maxsize = WORKERS * 2
+        self.kube = Kube(self.api)
+        self.objects = client.CustomObjectsApi(self.api)
+        self.logs = itertools.count()
 
-def operator_run(
-    api: client.ApiClient, n: int, kubeconfig: Path, log: Path
-) -> tuple[float, list[float], int]:
-    ns = "bench-conch"
-    namespace(api, ns)
-    objects = client.CustomObjectsApi(api)
-    objects.create_namespaced_custom_object(GROUP, VERSION, ns, "modelversions", version_body())
-    operator = OperatorProcess(kubeconfig, log, "--namespace", ns).start()
-    try:
-        clock = DeploymentClock(api, ns)
+    def operator(self, *args: str) -> OperatorProcess:
+        return OperatorProcess(
+            self.cluster.kubeconfig, self.tmp / f"operator-{next(self.logs)}.log", *args
+        ).start()
+
+    def ceiling(self, ns: str, n: int) -> float:
+        """A plain client applying the same child objects: the API server + controllers' pace."""
+        namespace(self.api, ns)
+        mv = ModelVersion.model_validate(
+            version_body() | {"metadata": {"name": "bench-v1", "namespace": ns}}
+        )
+        manifests: list[list[dict[str, Any]]] = []
+        for i in range(n):
+            raw = service_body(i)
+            raw["metadata"] |= {"namespace": ns, "uid": "none"}
+            svc = ModelService.model_validate(raw)
+            objs = builders.single(svc, mv, PodSettings(), Capabilities())
+            for obj in objs:
+                obj["metadata"].pop("ownerReferences")
+            manifests.append(objs)
+        clock = DeploymentClock(self.api, ns)
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(lambda objs: [self.kube.apply(o) for o in objs], manifests))
+        done = clock.wait_ready(n, timeout=600)
+        clock.stop()
+        return done - start
+
+    def create_services(
+        self, ns: str, indices: range, pace: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
+        """Create ModelServices (paced when asked); returns name -> create time."""
         created: dict[str, float] = {}
 
         def create(i: int) -> None:
+            if pace is not None:
+                pace(i)
             body = service_body(i)
             created[body["metadata"]["name"]] = time.monotonic()
-            objects.create_namespaced_custom_object(GROUP, VERSION, ns, "modelservices", body)
+            self.objects.create_namespaced_custom_object(GROUP, VERSION, ns, "modelservices", body)
 
-        start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(create, range(n)))
-        all_ready = wait_all_ready(objects, ns, n, timeout=900)
-        clock.stop()
-        latencies = sorted(clock.present[name] - t for name, t in created.items())
+            list(pool.map(create, indices))
+        return created
+
+    def version(self, ns: str) -> None:
+        self.objects.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "modelversions", version_body()
+        )
+
+    def conch(self, ns: str, n: int) -> float:
+        """The operator taking N ModelServices, created at once, to Ready."""
+        namespace(self.api, ns)
+        self.version(ns)
+        operator = self.operator("--namespace", ns)
+        try:
+            start = time.monotonic()
+            self.create_services(ns, range(n))
+            return wait_all_ready(self.objects, ns, n, timeout=900) - start
+        finally:
+            operator.stop()
+
+    def arrivals(self, ns: str, n: int, rate: float) -> list[float]:
+        """create -> Deployment present for services arriving `rate` per second."""
+        namespace(self.api, ns)
+        self.version(ns)
+        operator = self.operator("--namespace", ns)
+        try:
+            clock = DeploymentClock(self.api, ns)
+            start = time.monotonic()
+
+            def pace(i: int) -> None:
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
+
+            created = self.create_services(ns, range(n), pace)
+            deadline = time.monotonic() + 300
+            while len(clock.present) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+            clock.stop()
+        finally:
+            operator.stop()
+        return sorted(clock.present[name] - t for name, t in created.items())
+
+
+@dataclass(frozen=True)
+class Histogram:
+    count: float
+    total: float
+    at_most: dict[float, float]
+    """upper bound -> observations at or below it"""
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def share_at_most(self, bound: float) -> float:
+        return self.at_most.get(bound, 0.0) / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    fresh_mib: float
+    fresh_seconds: float
+    restart_mib: float
+    restart_seconds: float
+    reads: Histogram
+    writes: Histogram
+
+
+def scale_run(bench: Bench, ns: str, n: int) -> Scale:
+    namespace(bench.api, ns)
+    bench.version(ns)
+    operator = bench.operator("--namespace", ns)
+    try:
+        start = time.monotonic()
+        bench.create_services(ns, range(n))
+        fresh_seconds = wait_all_ready(bench.objects, ns, n, timeout=1800) - start
         assert operator.proc is not None
-        rss_kib = peak_rss_kib(operator.proc.pid)
+        fresh = peak_rss_kib(operator.proc.pid) / 1024
     finally:
         operator.stop()
-    return all_ready - start, latencies, rss_kib
+    start = time.monotonic()
+    operator = bench.operator("--namespace", ns)
+    try:
+        # through all of them: every service reconciled once and reported Ready
+        while not (
+            reconciles(operator) >= n and gauge(operator, "conch_modelservices", "True") >= n
+        ):
+            if time.monotonic() - start > 900:
+                raise TimeoutError(f"restarted operator: {reconciles(operator)}/{n} reconciles")
+            time.sleep(0.5)
+        restart_seconds = time.monotonic() - start
+        assert operator.proc is not None
+        restarted = peak_rss_kib(operator.proc.pid) / 1024
+        reads = histogram(operator, "conch_reconcile_api_requests", "read")
+        writes = histogram(operator, "conch_reconcile_api_requests", "write")
+    finally:
+        operator.stop()
+    return Scale(fresh, fresh_seconds, restarted, restart_seconds, reads, writes)
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_seconds: float
+    rss_mib: float
+
+
+def busy_run(bench: Bench, churn: int, window: float, services: int) -> tuple[Usage, Usage]:
+    """An operator on every namespace: idle for `window`, then for `window` while `churn`
+    Deployments of someone else's are created and patched in other namespaces."""
+    ns = namespace(bench.api, "bench-busy")
+    bench.version(ns)
+    operator = bench.operator("--all-namespaces")
+    try:
+        bench.create_services(ns, range(services))
+        wait_all_ready(bench.objects, ns, services, timeout=600)
+        settle(operator)
+        assert operator.proc is not None
+        pid = operator.proc.pid
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        idle = Usage(cpu_seconds(pid) - before, rss_kib(pid) / 1024)
+        teams = [namespace(bench.api, f"team-{t}") for t in range(10)]
+        apps = client.AppsV1Api(bench.api)
+        deployments = [(teams[i % len(teams)], f"app-{i:05d}") for i in range(churn)]
+        stop = threading.Event()
+        before = cpu_seconds(pid)
+        started = time.monotonic()
+        churner = threading.Thread(target=churn_loop, args=(apps, deployments, stop))
+        churner.start()
+        time.sleep(max(0.0, window - (time.monotonic() - started)))
+        busy = Usage(cpu_seconds(pid) - before, rss_kib(pid) / 1024)
+        stop.set()
+        churner.join()
+    finally:
+        operator.stop()
+    return idle, busy
+
+
+def churn_loop(
+    apps: client.AppsV1Api, deployments: list[tuple[str, str]], stop: threading.Event
+) -> None:
+    """Create every Deployment (replicas 0: no pods, bounded load), then patch them in turn."""
+
+    def create(item: tuple[str, str]) -> None:
+        ns, name = item
+        labels = {"app": name}
+        body = {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
+                },
+            },
+        }
+        if not stop.is_set():
+            apps.create_namespaced_deployment(ns, body)
+
+    def touch(item: tuple[str, str], generation: int) -> None:
+        ns, name = item
+        patch = {"metadata": {"annotations": {"example.com/generation": str(generation)}}}
+        if not stop.is_set():
+            apps.patch_namespaced_deployment(name, ns, patch)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, deployments))
+        for generation in itertools.count(1):
+            if stop.is_set():
+                return
+            list(pool.map(touch, deployments, itertools.repeat(generation)))
+
+
+def settle(operator: OperatorProcess, quiet: float = 10, timeout: float = 600) -> None:
+    """Wait until the operator has gone `quiet` seconds without a reconcile."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        count = reconciles(operator)
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(1)
+    raise TimeoutError("the operator kept reconciling")
+
+
+def samples(operator: OperatorProcess) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(operator.metrics())
+        for s in family.samples
+    ]
+
+
+def reconciles(operator: OperatorProcess) -> float:
+    return sum(v for name, _, v in samples(operator) if name == "conch_reconcile_total")
+
+
+def gauge(operator: OperatorProcess, name: str, status: str) -> float:
+    return sum(
+        v for n, labels, v in samples(operator) if n == name and labels.get("status") == status
+    )
+
+
+def histogram(operator: OperatorProcess, name: str, kind: str) -> Histogram:
+    found = [(n, labels, v) for n, labels, v in samples(operator) if labels.get("kind") == kind]
+    return Histogram(
+        count=sum(v for n, _, v in found if n == f"{name}_count"),
+        total=sum(v for n, _, v in found if n == f"{name}_sum"),
+        at_most={float(lb["le"]): v for n, lb, v in found if n == f"{name}_bucket"},
+    )
 
 
 def wait_all_ready(objects: client.CustomObjectsApi, ns: str, n: int, timeout: float) -> float:
@@ -190,11 +432,25 @@ def wait_all_ready(objects: client.CustomObjectsApi, ns: str, n: int, timeout: f
     raise TimeoutError(f"not all {n} ModelServices Ready after {timeout}s")
 
 
-def peak_rss_kib(pid: int) -> int:
+def status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
+
+
+def peak_rss_kib(pid: int) -> int:
+    return status_kib(pid, "VmHWM")
+
+
+def rss_kib(pid: int) -> int:
+    return status_kib(pid, "VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -205,35 +461,97 @@ def percentile(values: list[float], q: float) -> float:
     )
 
 
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def report(
+    sizes: Sizes,
+    pairs: list[tuple[float, float]],
+    latencies: list[float],
+    scale: Scale,
+    idle: Usage,
+    busy: Usage,
+) -> None:
+    ratios = [conch / ceiling for ceiling, conch in pairs]
+    ratio = statistics.median(ratios)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    print("control plane benchmark: local kube-apiserver + kwok, 2 shared cores")
+    print(f"  {sizes.n} ModelServices at once, ceiling and operator alternated {sizes.rounds}x:")
+    for i, (ceiling, conch) in enumerate(pairs, 1):
+        print(
+            f"    round {i}: ceiling {ceiling:6.1f} s, operator {conch:6.1f} s, "
+            f"ratio {conch / ceiling:5.2f}x"
+        )
+    print(
+        f"  operator / ceiling: median {ratio:.2f}x, spread {min(ratios):.2f}-{max(ratios):.2f}x"
+        f" (goal <= 1.3x: {verdict(ratio <= 1.3)})"
+    )
+    print(
+        f"  {sizes.arrivals} services arriving {sizes.rate:g}/s: create -> Deployment "
+        f"p50 {p50:.2f} s, p99 {p99:.2f} s (goal p99 <= 1 s: {verdict(p99 <= 1)})"
+    )
+    print(
+        f"  {sizes.scale} services: operator RSS fresh {scale.fresh_mib:.0f} MiB "
+        f"({scale.fresh_seconds:.0f} s to all Ready), after a restart {scale.restart_mib:.0f} MiB "
+        f"({scale.restart_seconds:.0f} s to go through them) "
+        f"(goal <= 150 MiB: {verdict(max(scale.fresh_mib, scale.restart_mib) <= 150)})"
+    )
+    reads, writes = scale.reads, scale.writes
+    print(
+        f"  API requests per reconcile, nothing changed ({reads.count:.0f} reconciles after the "
+        f"restart): reads mean {reads.mean:.2f} ({reads.share_at_most(1):.0%} <= 1), "
+        f"writes mean {writes.mean:.2f} ({writes.share_at_most(0):.0%} = 0) "
+        f"(goal 0 writes, <= 1 read: {verdict(writes.total == 0 and reads.mean <= 1)})"
+    )
+    cpu_ratio = busy.cpu_seconds / idle.cpu_seconds if idle.cpu_seconds else float("inf")
+    rss_ratio = busy.rss_mib / idle.rss_mib
+    print(
+        f"  {sizes.churn} unrelated Deployments changing vs idle, {sizes.window:g} s each: "
+        f"operator CPU {busy.cpu_seconds:.2f} s vs {idle.cpu_seconds:.2f} s "
+        f"({busy.cpu_seconds - idle.cpu_seconds:+.2f} s), "
+        f"RSS {busy.rss_mib:.0f} vs {idle.rss_mib:.0f} MiB ({rss_ratio:.2f}x)"
+        f" (goal within 10%: CPU {cpu_ratio:.2f}x {verdict(cpu_ratio <= 1.1)}, "
+        f"RSS {verdict(rss_ratio <= 1.1)})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="ModelServices to create")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
+    parser.add_argument("--n", type=int, help="ModelServices per ceiling/operator run")
+    parser.add_argument("--rounds", type=int, help="ceiling/operator pairs (at least 3)")
+    parser.add_argument("--rate", type=float, help="arrivals per second")
+    parser.add_argument("--scale", type=int, help="services for the RSS/restart figure")
+    parser.add_argument("--churn", type=int, help="unrelated Deployments in the busy cluster")
+    parser.add_argument("--window", type=float, help="seconds of each idle/busy window")
     args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    sizes = replace(
+        sizes, **{k: v for k, v in vars(args).items() if k != "quick" and v is not None}
+    )
     toolchain = ensure_toolchain()
     with tempfile.TemporaryDirectory(prefix="conch-bench-") as tmp:
         cluster = Cluster(Path(tmp) / "cluster")
-        # room for both runs' pods (CPU-only services land on the untainted nodes)
-        nodes = tuple(replace(n, pods=1000) for n in DEFAULT_NODES)
-        cluster.start(toolchain, nodes)
+        # room for every run's pods (CPU-only services land on the untainted nodes)
+        room = sizes.n * sizes.rounds + sizes.arrivals + sizes.scale + 100
+        cluster.start(toolchain, tuple(replace(n, pods=room) for n in DEFAULT_NODES))
         try:
             cluster.install_crds(toolchain, ROOT / "crds")
-            api = config.new_client_from_config(str(cluster.kubeconfig))
-            api.configuration.connection_pool_maxsize = WORKERS * 2
-            ceiling = ceiling_run(api, Kube(api), args.n)
-            conch, latencies, rss = operator_run(
-                api, args.n, cluster.kubeconfig, Path(tmp) / "operator.log"
-            )
+            bench = Bench(cluster, Path(tmp))
+            idle, busy = busy_run(bench, sizes.churn, sizes.window, services=20)
+            pairs = [
+                (
+                    bench.ceiling(f"bench-ceiling-{r}", sizes.n),
+                    bench.conch(f"bench-conch-{r}", sizes.n),
+                )
+                for r in range(sizes.rounds)
+            ]
+            latencies = bench.arrivals("bench-arrivals", sizes.arrivals, sizes.rate)
+            scale = scale_run(bench, "bench-scale", sizes.scale)
         finally:
             cluster.stop()
-    print(f"control plane benchmark: {args.n} ModelServices on a local kube-apiserver + kwok")
-    print(f"  plain client, same child objects (ceiling): {ceiling:7.1f} s to all ready")
-    print(f"  conch operator:                             {conch:7.1f} s to all Ready")
-    print(f"  ratio operator / ceiling:                   {conch / ceiling:7.2f}x")
-    print(
-        f"  create -> Deployment present: p50 {percentile(latencies, 50):.2f} s, "
-        f"p99 {percentile(latencies, 99):.2f} s"
-    )
-    print(f"  operator peak RSS: {rss / 1024:.0f} MiB")
+    report(sizes, pairs, latencies, scale, idle, busy)
 
 
 if __name__ == "__main__":
