@@ -139,7 +139,10 @@ def rollout_policy(snap: Snapshot, current: rollout.RolloutState) -> rollout.Pol
     svc = snap.service
     serving = snap.deployments.get(current.stable or svc.spec.model_version)
     return rollout.Policy.from_spec(
-        svc.spec, desired_replicas(svc, serving), metrics_available=snap.metrics_available
+        svc.spec,
+        desired_replicas(svc, serving),
+        routers.create(svc.spec.rollout.router),
+        metrics_available=snap.metrics_available,
     )
 
 
@@ -177,8 +180,9 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         raise ModelVersionNotFound(
             f"ModelVersion {svc.spec.model_version!r} not found in namespace {namespace!r}"
         )
-    if svc.spec.rollout.router == "gatewayAPI" and not snap.capabilities.http_route:
-        raise InvalidSpec("router gatewayAPI needs the Gateway API CRDs (HTTPRoute)")
+    router = routers.create(svc.spec.rollout.router)
+    if why := router.unavailable(snap.capabilities):
+        raise InvalidSpec(why)
     current, rebuilt = state(snap)
     decision_policy = rollout_policy(snap, current)
     seen = rollout.Observation(
@@ -203,7 +207,6 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         hosts = artifacts.check(mv, snap.secrets.get(ref.name) if ref else None, settings.access)
         hpa_owned = svc.spec.autoscaling is not None and version == decision.state.stable
         served.append(Served(mv, None if hpa_owned else replicas, tuple(hosts)))
-    router = routers.create(svc.spec.rollout.router)
     routing = router.objects(svc, decision.state.stable, decision.state.canary, decision.weights)
     serving_version = decision.state.stable or target.metadata.name
     wanted = builders.desired(svc, served, routing, serving_version, settings, snap.capabilities)
@@ -217,7 +220,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
     }
     stale = builders.stale(wanted, list(kept.values()))
     deployment = snap.deployments.get(serving_version)
-    serving = status.Observation(
+    serving = status.Serving(
         version=serving_version,
         deployment=deployment,
         pods=list(snap.pods.get(serving_version, ())),
@@ -265,7 +268,7 @@ def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
     recorded = rollout.from_status(svc.status).stable
     version = recorded if recorded and recorded in snap.deployments else svc.spec.model_version
     deployment = snap.deployments.get(version)
-    observation = status.Observation(
+    observation = status.Serving(
         version=version,
         error=error,
         deployment=deployment,

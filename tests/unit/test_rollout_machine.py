@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conch import reasons
+from conch import reasons, routers
 from conch.api.modelservice import AnalysisResult, Rollout, RolloutRecord
 from conch.rollout import (
     AbandonCanary,
@@ -48,10 +48,12 @@ STABLE = RolloutState(phase="Stable", stable="v1")
 
 
 def policy(target: str = "v2", desired: int = 4, gpus: int = 1, **rollout: Any) -> Policy:
+    spec = Rollout(**rollout)
     return Policy(
         target=target,
-        rollout=Rollout(**rollout),
+        rollout=spec,
         desired_replicas=desired,
+        traffic=routers.create(spec.router),
         gpus_per_replica=gpus,
     )
 
@@ -224,15 +226,6 @@ CASES = [
         0,
         {"v1": 4, "v2": 1},
         observation={"canary_unschedulable": "0/3 nodes: 3 Insufficient nvidia.com/gpu"},
-        conditions=(reasons.INSUFFICIENT_GPU,),
-    ),
-    Case(
-        "step 0, too few free GPUs waits on GPUs",
-        at_step(0, None),
-        "Progressing",
-        0,
-        {"v1": 4, "v2": 1},
-        observation={"gpus_free": 0},
         conditions=(reasons.INSUFFICIENT_GPU,),
     ),
     Case(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from conch import routers
 from conch.api import ModelServiceStatus
 from conch.api.modelservice import Rollout, RolloutRecord
 from conch.rollout import (
@@ -80,10 +81,12 @@ def rollouts(draw: st.DrawFn) -> Rollout:
 
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
+    spec = draw(rollouts())
     return Policy(
         target="v2",
-        rollout=draw(rollouts()),
+        rollout=spec,
         desired_replicas=draw(st.sampled_from([4, 1, 2, 3, 5, 6, 0])),
+        traffic=routers.create(spec.router),
         gpus_per_replica=draw(st.sampled_from([1, 2, 4, 0])),
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conch import kube, reasons, rollout, status
+from conch import kube, reasons, rollout, routers, status
 from conch.api import ModelService
 from conch.errors import InvalidSpec, ModelVersionNotFound, NameConflict
 
@@ -57,35 +57,35 @@ CASES = [
     # (case, observation, Ready, Progressing, Degraded)
     (
         "available",
-        status.Observation("v1", deployment=deployment(2), desired_replicas=2),
+        status.Serving("v1", deployment=deployment(2), desired_replicas=2),
         ("True", reasons.AVAILABLE),
         ("False", reasons.AVAILABLE),
         ("False", reasons.AS_EXPECTED),
     ),
     (
         "more ready than desired",
-        status.Observation("v1", deployment=deployment(3), desired_replicas=2),
+        status.Serving("v1", deployment=deployment(3), desired_replicas=2),
         ("True", reasons.AVAILABLE),
         ("False", reasons.AVAILABLE),
         ("False", reasons.AS_EXPECTED),
     ),
     (
         "starting",
-        status.Observation("v1", deployment=deployment(1), desired_replicas=2),
+        status.Serving("v1", deployment=deployment(1), desired_replicas=2),
         ("False", reasons.REPLICAS_UNAVAILABLE),
         ("True", reasons.DEPLOYING),
         ("False", reasons.AS_EXPECTED),
     ),
     (
         "no deployment yet",
-        status.Observation("v1", desired_replicas=1),
+        status.Serving("v1", desired_replicas=1),
         ("False", reasons.REPLICAS_UNAVAILABLE),
         ("True", reasons.DEPLOYING),
         ("False", reasons.AS_EXPECTED),
     ),
     (
         "gpus short",
-        status.Observation(
+        status.Serving(
             "v1", deployment=deployment(0), pods=[pending_pod(GPU_SHORT)], desired_replicas=2
         ),
         ("False", reasons.INSUFFICIENT_GPU),
@@ -94,7 +94,7 @@ CASES = [
     ),
     (
         "mig slices short",
-        status.Observation(
+        status.Serving(
             "v1", deployment=deployment(0), pods=[pending_pod(MIG_SHORT)], desired_replicas=1
         ),
         ("False", reasons.INSUFFICIENT_GPU),
@@ -103,7 +103,7 @@ CASES = [
     ),
     (
         "cpu short",
-        status.Observation(
+        status.Serving(
             "v1", deployment=deployment(0), pods=[pending_pod(CPU_SHORT)], desired_replicas=1
         ),
         ("False", reasons.UNSCHEDULABLE),
@@ -112,28 +112,28 @@ CASES = [
     ),
     (
         "deadline exceeded",
-        status.Observation("v1", deployment=deployment(0, deadline=True), desired_replicas=1),
+        status.Serving("v1", deployment=deployment(0, deadline=True), desired_replicas=1),
         ("False", reasons.REPLICAS_UNAVAILABLE),
         ("False", reasons.PROGRESS_DEADLINE_EXCEEDED),
         ("True", reasons.PROGRESS_DEADLINE_EXCEEDED),
     ),
     (
         "scaled to zero",
-        status.Observation("v1", deployment=deployment(0, 0), desired_replicas=0),
+        status.Serving("v1", deployment=deployment(0, 0), desired_replicas=0),
         ("False", reasons.SCALED_TO_ZERO),
         ("False", reasons.SCALED_TO_ZERO),
         ("False", reasons.AS_EXPECTED),
     ),
     (
         "version missing",
-        status.Observation("v1", error=ModelVersionNotFound("ModelVersion 'v1' not found")),
+        status.Serving("v1", error=ModelVersionNotFound("ModelVersion 'v1' not found")),
         ("False", reasons.MODEL_VERSION_NOT_FOUND),
         ("False", reasons.MODEL_VERSION_NOT_FOUND),
         ("True", reasons.MODEL_VERSION_NOT_FOUND),
     ),
     (
         "version deleted while its deployment serves",
-        status.Observation(
+        status.Serving(
             "v1",
             error=ModelVersionNotFound("ModelVersion 'v1' not found"),
             deployment=deployment(2),
@@ -145,30 +145,28 @@ CASES = [
     ),
     (
         "name held by someone else, nothing served yet",
-        status.Observation("v1", error=NameConflict("Service digits belongs to someone else")),
+        status.Serving("v1", error=NameConflict("Service digits belongs to someone else")),
         ("False", reasons.NAME_CONFLICT),
         ("False", reasons.NAME_CONFLICT),
         ("True", reasons.NAME_CONFLICT),
     ),
     (
         "refused spec while the deployment is short of replicas",
-        status.Observation(
-            "v1", error=NameConflict("x"), deployment=deployment(1), desired_replicas=2
-        ),
+        status.Serving("v1", error=NameConflict("x"), deployment=deployment(1), desired_replicas=2),
         ("False", reasons.NAME_CONFLICT),
         ("False", reasons.NAME_CONFLICT),
         ("True", reasons.NAME_CONFLICT),
     ),
     (
         "stable version deleted mid-rollout: kept running",
-        status.Observation("v1", deployment=deployment(2), desired_replicas=2, missing=("v0",)),
+        status.Serving("v1", deployment=deployment(2), desired_replicas=2, missing=("v0",)),
         ("True", reasons.AVAILABLE),
         ("False", reasons.AVAILABLE),
         ("True", reasons.MODEL_VERSION_NOT_FOUND),
     ),
     (
         "refused by the API",
-        status.Observation("v1", error=InvalidSpec("spec.template...: Invalid value")),
+        status.Serving("v1", error=InvalidSpec("spec.template...: Invalid value")),
         ("False", reasons.INVALID_SPEC),
         ("False", reasons.INVALID_SPEC),
         ("True", reasons.INVALID_SPEC),
@@ -181,7 +179,7 @@ CASES = [
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
 def test_conditions(
-    obs: status.Observation,
+    obs: status.Serving,
     ready: tuple[str, str],
     progressing: tuple[str, str],
     degraded: tuple[str, str],
@@ -195,7 +193,7 @@ def test_conditions(
 
 
 def test_scheduler_message_is_kept() -> None:
-    obs = status.Observation(
+    obs = status.Serving(
         "v1", deployment=deployment(0), pods=[pending_pod(GPU_SHORT)], desired_replicas=2
     )
     ready = status.compute(svc(), obs, NOW).conditions[0]
@@ -204,17 +202,17 @@ def test_scheduler_message_is_kept() -> None:
 
 def test_transition_time_moves_only_when_status_changes() -> None:
     first = status.compute(
-        svc(), status.Observation("v1", deployment=deployment(1), desired_replicas=2), NOW
+        svc(), status.Serving("v1", deployment=deployment(1), desired_replicas=2), NOW
     )
     same = status.compute(
         svc(status.to_wire(first)),
-        status.Observation("v1", deployment=deployment(1), desired_replicas=2),
+        status.Serving("v1", deployment=deployment(1), desired_replicas=2),
         LATER,
     )
     assert status.to_wire(same) == status.to_wire(first)  # nothing to write
     flipped = status.compute(
         svc(status.to_wire(first)),
-        status.Observation("v1", deployment=deployment(2), desired_replicas=2),
+        status.Serving("v1", deployment=deployment(2), desired_replicas=2),
         LATER,
     )
     times = {c.type: c.last_transition_time for c in flipped.conditions}
@@ -222,10 +220,10 @@ def test_transition_time_moves_only_when_status_changes() -> None:
 
 
 def test_status_records_the_rollout_decision_and_endpoints() -> None:
-    policy = rollout.Policy.from_spec(svc().spec, desired_replicas=2)
+    policy = rollout.Policy.from_spec(svc().spec, 2, routers.create("replicas"))
     seen = rollout.Observation(ready={"digits-v1": 2})
     decision = rollout.decide(policy, rollout.RolloutState(), seen, None, NOW)
-    obs = status.Observation("digits-v1", deployment=deployment(2), desired_replicas=2)
+    obs = status.Serving("digits-v1", deployment=deployment(2), desired_replicas=2)
     wire = status.to_wire(status.compute(svc(), obs, NOW, decision, seen))
     assert wire["stable"] == {
         "version": "digits-v1",
@@ -243,7 +241,7 @@ def test_rollout_hints_speak_for_progressing_and_degraded() -> None:
     decision = rollout.Decision(
         state=rollout.RolloutState(stable="v1"), replicas={"v1": 2}, conditions=(hint,)
     )
-    obs = status.Observation("v1", deployment=deployment(2), desired_replicas=2)
+    obs = status.Serving("v1", deployment=deployment(2), desired_replicas=2)
     new = status.compute(svc(), obs, NOW, decision, rollout.Observation(ready={"v1": 2}))
     got = {c.type: (c.status, c.reason) for c in new.conditions}
     assert got["Degraded"] == ("True", "AnalysisFailed")
@@ -277,7 +275,7 @@ def failed_pull(code: int, message: str, crash_looping: bool = True) -> dict[str
 )
 def test_artifact_pull_failures_are_named(code: int, reason: str) -> None:
     line = f"conch pull: {reason}: https://models.example.com/m.tar: sha256 mismatch"
-    obs = status.Observation(
+    obs = status.Serving(
         "v1", deployment=deployment(0, 1), pods=[failed_pull(code, line)], desired_replicas=1
     )
     conditions = {c.type: c for c in status.compute(svc(), obs, NOW).conditions}

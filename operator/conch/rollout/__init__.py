@@ -26,6 +26,7 @@ from conch.rollout.state import (
     ScaleDownStable,
     ScaleStable,
     SetWeights,
+    Traffic,
     Weights,
     needs_metrics,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ScaleDownStable",
     "ScaleStable",
     "SetWeights",
+    "Traffic",
     "Weights",
     "accuracy_drop",
     "analysis_due",

@@ -28,7 +28,7 @@ def step_label(ctx: Context, state: RolloutState) -> str:
 
 
 def weight_text(ctx: Context, plan: ReplicaPlan) -> str:
-    if ctx.gateway or plan.achieved == plan.requested:
+    if ctx.exact or plan.achieved == plan.requested:
         return f"{plan.achieved}%"
     return (
         f"{plan.achieved}% (asked {plan.requested}%: {plan.canary} canary "
@@ -63,12 +63,8 @@ def step_conditions(ctx: Context, state: RolloutState, plan: ReplicaPlan) -> Hin
     if state.step_started_at is None:
         ready = obs.ready_of(canary)
         message = f"{label}: waiting for canary {canary}: {ready}/{plan.canary} replicas ready"
-        missing = max(0, plan.canary - ready) * ctx.policy.gpus_per_replica
         if obs.canary_unschedulable:
             message += f": {obs.canary_unschedulable}"
-            return (ConditionHint("Progressing", "True", reasons.INSUFFICIENT_GPU, message),)
-        if obs.gpus_free is not None and obs.gpus_free < missing:
-            message += f": needs {missing} GPUs, {obs.gpus_free} free"
             return (ConditionHint("Progressing", "True", reasons.INSUFFICIENT_GPU, message),)
         return (ConditionHint("Progressing", "True", reasons.CANARY_SCALING, message),)
     message = f"{label}: canary {canary} at {weight_text(ctx, plan)}"

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from conch.api.modelservice import AnalysisResult
 from conch.rollout.duration import parse_duration
 from conch.rollout.state import Observation, Policy, ReplicaPlan, RolloutState, Samples
-from conch.rollout.weights import split
 
 
 @dataclass(frozen=True)
@@ -27,12 +26,13 @@ class Context:
         return max(0, self.policy.desired_replicas)
 
     @property
-    def gateway(self) -> bool:
-        return self.policy.rollout.router == "gatewayAPI"
+    def exact(self) -> bool:
+        """The router sets the weight itself (the replica split only provides capacity)."""
+        return self.policy.traffic.exact
 
     def plan(self, index: int) -> ReplicaPlan:
         weight = self.policy.steps[index].weight
-        return split(self.policy.rollout.router, self.desired, weight, self.policy.extra_replicas)
+        return self.policy.traffic.split(self.desired, weight, self.policy.extra_replicas)
 
     def stable_before(self, index: int) -> int:
         """Stable replicas once the step before `index` had started."""

@@ -102,7 +102,6 @@ from conch.rollout.state import (
 )
 from conch.rollout.weights import (
     gateway_weights,
-    replica_weights,
     surge_stable,
 )
 
@@ -265,7 +264,7 @@ def _step_once(ctx: Context) -> Decision:
             return _settle(ctx, state)
         started = replace(state, step_started_at=ctx.now, progressed_at=ctx.now)
         actions: list[Action] = []
-        if ctx.gateway:
+        if ctx.exact:
             weights = gateway_weights(plan.achieved)
             actions.append(SetWeights(weights.stable, weights.canary))
         actions.append(ScaleStable(state.stable, plan.stable))
@@ -530,7 +529,7 @@ def _enter_rollback(
         base, phase="RollingBack", step_started_at=None, rollback_reason=reason, stall_reason=None
     )
     actions: list[Action] = []
-    if ctx.gateway:
+    if ctx.exact:
         actions.append(SetWeights(100, 0))
     actions += [
         RollBack(base.canary, reason),
@@ -620,12 +619,16 @@ def _then(
 
 
 def _weights(ctx: Context, state: RolloutState) -> Weights:
+    """The split users get: the router's, from what a route is asked for and what is ready."""
     if state.canary is None or state.stable is None:
         return ALL_STABLE
-    if not ctx.gateway:
-        return replica_weights(
-            ctx.observation.ready_of(state.stable), ctx.observation.ready_of(state.canary)
-        )
+    return ctx.policy.traffic.achieved(
+        _route_weights(state, ctx), ctx.observation.ready, state.stable, state.canary
+    )
+
+
+def _route_weights(state: RolloutState, ctx: Context) -> Weights:
+    """The split a router that sets exact weights is asked for in this phase."""
     if state.phase in ("Progressing", "Paused") and state.step is not None:
         if state.step_started_at is not None:
             return gateway_weights(ctx.plan(state.step).achieved)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from conch.api.modelservice import (
     AnalysisResult,
@@ -47,6 +47,9 @@ class Policy:
     rollout: Rollout
     desired_replicas: int
     """Replicas the service should run (spec.replicas, or the HPA's current count)."""
+    traffic: Traffic
+    """How the chosen router splits traffic (`conch.routers`): its replica math and whether
+    the weight it sets is exact."""
     gpus_per_replica: int = 1
     """spec.resources.gpus; 0 serves on CPU, where the GPU budget never binds."""
     metrics_available: bool = True
@@ -55,12 +58,17 @@ class Policy:
 
     @classmethod
     def from_spec(
-        cls, spec: ModelServiceSpec, desired_replicas: int, metrics_available: bool = True
+        cls,
+        spec: ModelServiceSpec,
+        desired_replicas: int,
+        traffic: Traffic,
+        metrics_available: bool = True,
     ) -> Policy:
         return cls(
             target=spec.model_version,
             rollout=spec.rollout,
             desired_replicas=desired_replicas,
+            traffic=traffic,
             gpus_per_replica=spec.resources.gpus,
             metrics_available=metrics_available,
         )
@@ -131,8 +139,6 @@ class Observation:
     """Ready replicas per ModelVersion name; a version that is absent has none."""
     canary_unschedulable: str | None = None
     """The scheduler's message when canary pods cannot be placed for lack of GPUs."""
-    gpus_free: int | None = None
-    """GPUs (or MIG slices) schedulable for the canary, when the controller knows."""
     accuracy_drop: float | None = None
     """baselineAccuracy - accuracy recorded on the target ModelVersion; None if not recorded."""
     abort_requested: bool = False
@@ -188,6 +194,26 @@ class ReplicaPlan:
     """The step's weight in percent."""
     achieved: int
     """The canary's share of traffic once both versions are ready at these counts."""
+
+
+class Traffic(Protocol):
+    """What the rollout needs to know of a router; each router in `conch.routers` is one."""
+
+    @property
+    def exact(self) -> bool:
+        """The weight it sets is the weight users get (replicas only provide capacity)."""
+        ...
+
+    def split(self, desired: int, weight: int, extra: int | None) -> ReplicaPlan:
+        """Replicas of each version for a canary `weight`, within `extra` spare replicas."""
+        ...
+
+    def achieved(
+        self, weights: Weights, ready: Mapping[str, int], stable: str | None, canary: str | None
+    ) -> Weights:
+        """The split users actually get from `weights` asked of a route, given the ready
+        replicas of each version."""
+        ...
 
 
 # Actions: what changed in a decision, in the order to carry it out. `Decision.replicas`

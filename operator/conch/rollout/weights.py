@@ -53,11 +53,7 @@ Gateway API router (`gateway_split`): the route weight is exact; the canary gets
 
 from __future__ import annotations
 
-from typing import Literal
-
 from conch.rollout.state import ReplicaPlan, Weights
-
-Router = Literal["replicas", "gatewayAPI"]
 
 
 def _ceil_share(desired: int, weight: int) -> int:
@@ -110,13 +106,6 @@ def gateway_split(desired: int, weight: int, extra: int | None) -> ReplicaPlan:
         requested=weight,
         achieved=weight if canary > 0 else 0,
     )
-
-
-def split(router: Router, desired: int, weight: int, extra: int | None) -> ReplicaPlan:
-    """The replica plan of `router` for one canary weight."""
-    if router == "gatewayAPI":
-        return gateway_split(desired, weight, extra)
-    return replica_split(desired, weight, extra)
 
 
 def gateway_weights(weight: int) -> Weights:

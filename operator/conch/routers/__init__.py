@@ -1,7 +1,10 @@
 """Traffic routers behind one small interface, chosen by one factory.
 
-A router turns the rollout's stable/canary split into the objects that carry traffic, and
-says which split those objects actually achieve.
+A router carries everything that differs between ways of splitting traffic: the objects
+that carry it (`objects`; a router that takes over prunes the other's through
+`builders.stale`), the kinds those need in the cluster (`unavailable`), the replica split
+a canary weight asks for (`split`), and the weight users actually get (`exact`,
+`achieved`). Nothing outside this package tests a router's name.
 """
 
 from __future__ import annotations
@@ -10,14 +13,32 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from conch.api import ModelService
+from conch.builders import Capabilities
 from conch.builders.meta import Manifest
-from conch.rollout import Weights
+from conch.rollout import ReplicaPlan, Weights
 
 __all__ = ["Router", "create"]
 
 
 class Router(Protocol):
+    """One way of splitting traffic between the stable and canary versions (a
+    `conch.rollout.Traffic` for the rollout's replica math)."""
+
     name: str
+
+    @property
+    def exact(self) -> bool:
+        """The weight it sets is the weight users get (replicas only provide capacity)."""
+        ...
+
+    def unavailable(self, capabilities: Capabilities) -> str | None:
+        """Why this cluster cannot carry this router's objects (a kind it needs is not
+        served), or None."""
+        ...
+
+    def split(self, desired: int, weight: int, extra: int | None) -> ReplicaPlan:
+        """Replicas of each version for a canary `weight`, within `extra` spare replicas."""
+        ...
 
     def objects(
         self, svc: ModelService, stable: str | None, canary: str | None, weights: Weights

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from conch.api import ModelService
-from conch.builders import service
+from conch.builders import Capabilities, service
 from conch.builders.meta import Manifest, metadata, selector, version_child_name
 from conch.builders.service import HTTP_PORT, PORTS
-from conch.rollout import Weights
+from conch.rollout import ReplicaPlan, Weights
+from conch.rollout.weights import gateway_split
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -56,6 +57,15 @@ def http_route(svc: ModelService, backends: list[tuple[str, int]]) -> Manifest:
 
 class GatewayRouter:
     name = "gatewayAPI"
+    exact = True
+
+    def unavailable(self, capabilities: Capabilities) -> str | None:
+        if capabilities.http_route:
+            return None
+        return "router gatewayAPI needs the Gateway API CRDs (HTTPRoute)"
+
+    def split(self, desired: int, weight: int, extra: int | None) -> ReplicaPlan:
+        return gateway_split(desired, weight, extra)
 
     def objects(
         self, svc: ModelService, stable: str | None, canary: str | None, weights: Weights
