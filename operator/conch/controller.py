@@ -36,7 +36,7 @@ Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Next:
     """What the work queue should do next: look again later, and/or look at other objects."""
 
     requeue_after: float = 0.0
@@ -61,7 +61,7 @@ class Controller:
         self.uses: dict[tuple[str, str], frozenset[str]] = {}  # (ns, service) -> versions
         metrics.watch_services(lambda: dict(self.ready))
 
-    def reconcile(self, key: Key) -> Outcome:
+    def reconcile(self, key: Key) -> Next:
         kind, namespace, name = key
         if kind == MODEL_VERSION.kind:
             return self._reconcile_version(namespace, name)
@@ -81,13 +81,13 @@ class Controller:
         ).inc()
         return outcome
 
-    def _reconcile(self, namespace: str, name: str) -> Outcome:
+    def _reconcile(self, namespace: str, name: str) -> Next:
         raw = self.kube.get(MODEL_SERVICE, namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return self._forget(namespace, name)
         svc = self._parse(raw)
         if svc is None:
-            return Outcome()
+            return Next()
         now = _now()
         snap = self.observe(svc, raw, now)
         decided = plan.plan(snap, self.settings, now)
@@ -100,15 +100,15 @@ class Controller:
             self.execute(raw, snap, decided)
         return self._remember(namespace, name, decided)
 
-    def _forget(self, namespace: str, name: str) -> Outcome:
+    def _forget(self, namespace: str, name: str) -> Next:
         """A deleted service: the garbage collector removes what it owned; the versions it
         ran lost a user (the handler that saw the deletion also queues spec.modelVersion)."""
         self.ready.pop((namespace, name), None)
         self.kube.forget(namespace, name)
         lost = self.uses.pop((namespace, name), frozenset())
-        return Outcome(touch=tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(lost)))
+        return Next(touch=tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(lost)))
 
-    def _remember(self, namespace: str, name: str, decided: plan.Plan) -> Outcome:
+    def _remember(self, namespace: str, name: str, decided: plan.Plan) -> Next:
         """The operator's own memory and metrics after a reconcile; which ModelVersions
         gained or lost this service as a user."""
         self.ready[(namespace, name)] = decided.ready
@@ -117,7 +117,7 @@ class Controller:
         before = self.uses.get((namespace, name), frozenset())
         self.uses[(namespace, name)] = decided.uses
         touch = tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(before ^ decided.uses))
-        return Outcome(requeue_after=decided.requeue_after, touch=touch)
+        return Next(requeue_after=decided.requeue_after, touch=touch)
 
     def _parse(self, raw: Manifest) -> ModelService | None:
         try:
@@ -304,11 +304,11 @@ class Controller:
 
     # -- ModelVersion status -------------------------------------------------------------
 
-    def _reconcile_version(self, namespace: str, name: str) -> Outcome:
+    def _reconcile_version(self, namespace: str, name: str) -> Next:
         """ModelVersion status: which ModelServices use it (read from the API, not memory)."""
         raw = self.kube.get(MODEL_VERSION, namespace, name)
         if raw is None:
-            return Outcome()
+            return Next()
         services = self.kube.list(MODEL_SERVICE, namespace, {})
         used_by = sorted(
             s["metadata"]["name"]
@@ -323,7 +323,7 @@ class Controller:
         }
         if wanted != current:
             self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
-        return Outcome()
+        return Next()
 
     def _write_invalid(self, raw: Manifest, message: str) -> None:
         meta = raw["metadata"]

@@ -1,6 +1,6 @@
 """Pure status computation: what was observed -> ModelService status with conditions.
 
-No I/O. The controller gathers an `Observation`; `compute()` decides what it means.
+No I/O. The controller gathers a `Serving` (what the serving version looks like); `compute()` decides what it means.
 Conditions keep their lastTransitionTime while their status is unchanged, so a status that
 means the same thing is byte-for-byte the same and is never written twice.
 """
@@ -35,8 +35,8 @@ def _pull_errors() -> list[type[PullError]]:
 
 
 @dataclass(frozen=True)
-class Observation:
-    """What the controller saw for one ModelService."""
+class Serving:
+    """What the controller saw of the version that serves one ModelService."""
 
     version: str
     error: ConchError | None = None
@@ -48,7 +48,7 @@ class Observation:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Conditions:
     """The three conditions, as (status, reason, message)."""
 
     ready: tuple[str, str, str]
@@ -97,7 +97,7 @@ def _deadline_exceeded(deployment: dict[str, Any]) -> bool:
     return False
 
 
-def judge(obs: Observation) -> Verdict:
+def judge(obs: Serving) -> Conditions:
     """Decide the conditions. Order matters: the first problem found is the one reported.
 
     A spec that cannot be acted on (`obs.error`) changes nothing that runs, so when the
@@ -119,17 +119,17 @@ def judge(obs: Observation) -> Verdict:
         degraded = ("True", obs.error.reason, obs.error.message)
         if obs.deployment is not None and desired > 0 and ready >= desired:
             up = ("True", reasons.AVAILABLE, f"{counts}; the spec is not applied: {obs.error}")
-            return Verdict(up, failed, degraded)
-        return Verdict(failed, failed, degraded)
+            return Conditions(up, failed, degraded)
+        return Conditions(failed, failed, degraded)
     if desired == 0:
         idle = ("False", reasons.SCALED_TO_ZERO, f"{obs.version} is scaled to zero")
-        return Verdict(idle, ("False", reasons.SCALED_TO_ZERO, ""), healthy)
+        return Conditions(idle, ("False", reasons.SCALED_TO_ZERO, ""), healthy)
     if ready >= desired:
         up = ("True", reasons.AVAILABLE, counts)
-        return Verdict(up, ("False", reasons.AVAILABLE, counts), healthy)
+        return Conditions(up, ("False", reasons.AVAILABLE, counts), healthy)
     if pulled := pull_failure(obs.pods):
         failure, detail = pulled
-        return Verdict(
+        return Conditions(
             ("False", failure, f"{counts}: {detail}"),
             ("False", failure, detail),
             ("True", failure, detail),
@@ -141,13 +141,13 @@ def judge(obs: Observation) -> Verdict:
             else reasons.UNSCHEDULABLE
         )
         blocked = ("False", reason, f"{counts}: {message}")
-        return Verdict(blocked, ("False", reason, message), ("True", reason, message))
+        return Conditions(blocked, ("False", reason, message), ("True", reason, message))
     if obs.deployment is not None and _deadline_exceeded(obs.deployment):
         stuck = ("False", reasons.REPLICAS_UNAVAILABLE, counts)
         late = ("True", reasons.PROGRESS_DEADLINE_EXCEEDED, counts)
-        return Verdict(stuck, ("False", reasons.PROGRESS_DEADLINE_EXCEEDED, counts), late)
+        return Conditions(stuck, ("False", reasons.PROGRESS_DEADLINE_EXCEEDED, counts), late)
     waiting = ("False", reasons.REPLICAS_UNAVAILABLE, counts)
-    return Verdict(waiting, ("True", reasons.DEPLOYING, counts), healthy)
+    return Conditions(waiting, ("True", reasons.DEPLOYING, counts), healthy)
 
 
 def _condition(
@@ -172,7 +172,7 @@ def _condition(
 
 def compute(
     svc: ModelService,
-    obs: Observation,
+    obs: Serving,
     now: dt.datetime,
     decision: Decision | None = None,
     seen: RolloutObservation | None = None,
