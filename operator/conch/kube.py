@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conch.api import GROUP, VERSION
-from conch.builders.meta import FIELD_MANAGER, Manifest
+from conch.builders.meta import FIELD_MANAGER, SERVICE_LABEL, Manifest
 from conch.errors import ApiError, InvalidSpec
 
 REPORTING_CONTROLLER = "serving.conch.dev/conch-operator"
@@ -136,7 +136,8 @@ class Kube:
         self.api = api
         self._on_error = on_error
         self._discovery: dict[str, tuple[float, set[str]]] = {}
-        self._applied: dict[tuple[str, str, str], str | None] = {}
+        self._applied: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
+        """(kind, namespace, name) -> (the ModelService it serves, our last apply time)"""
         self._counting = threading.local()
 
     @contextlib.contextmanager
@@ -255,18 +256,19 @@ class Kube:
         result, status = self._apply_call(obj, dry_run=False)
         ident = (obj["kind"], meta["namespace"], meta["name"])
         stamp = _manager_time(result)
-        before = self._applied.get(ident)
-        self._applied[ident] = stamp
+        _, before = self._applied.get(ident, (None, None))
+        self._applied[ident] = ((meta.get("labels") or {}).get(SERVICE_LABEL), stamp)
         if status == 201:
             return Applied.CREATED, dict(result)
         if before is not None and before != stamp:
             return Applied.UPDATED, dict(result)
         return Applied.UNCHANGED, dict(result)
 
-    def forget(self, namespace: str, name_prefix: str) -> None:
-        """Drop apply bookkeeping for a deleted ModelService's objects."""
+    def forget(self, namespace: str, service: str) -> None:
+        """Drop apply bookkeeping for a deleted ModelService's objects: those labelled as
+        its own (a name prefix would also match another service's, `a` taking `ab`'s)."""
         for ident in [
-            i for i in self._applied if i[1] == namespace and i[2].startswith(name_prefix)
+            i for i, (owner, _) in self._applied.items() if i[1] == namespace and owner == service
         ]:
             del self._applied[ident]
 
