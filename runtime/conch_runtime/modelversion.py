@@ -52,7 +52,7 @@ def default_name(model: str, version: str) -> str:
     return name[:253].strip("-.")
 
 
-def build_modelversion(
+def build_modelversion(  # noqa: PLR0913  (to split: issue 12)
     *,
     model: str,
     version: str,

@@ -92,7 +92,7 @@ class PackageResult:
     compression: dict[str, Any]
 
 
-def package(
+def package(  # noqa: PLR0913  (to split: issue 12)
     model: str | Path | nn.Module,
     out: Path,
     *,
@@ -274,7 +274,7 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _build(
+def _build(  # noqa: PLR0913, PLR0915  (to split: issue 12)
     loaded: LoadedModel,
     staging: Path,
     out: Path,

@@ -102,7 +102,7 @@ def installed_digest(dest: Path) -> str | None:
         return None
 
 
-def pull(
+def pull(  # noqa: PLR0913  (to split: issue 12)
     uri: str,
     sha256: str,
     dest: Path,

@@ -103,7 +103,7 @@ def batch_sizes(max_batch_size: int) -> tuple[int, ...]:
     return tuple(sorted(sizes))
 
 
-def validate(
+def validate(  # noqa: PLR0915  (to split: issue 12)
     package: Path,
     *,
     server: TritonServer | None = None,
