@@ -103,7 +103,7 @@ def batch_sizes(max_batch_size: int) -> tuple[int, ...]:
     return tuple(sorted(sizes))
 
 
-def validate(  # noqa: PLR0915  (to split: issue 12)
+def validate(
     package: Path,
     *,
     server: TritonServer | None = None,
@@ -157,56 +157,20 @@ def validate(  # noqa: PLR0915  (to split: issue 12)
     if "original" in manifest.validation:
         original = _arrays(package / manifest.validation["original"], signature.output_names)
 
-    notes: list[str] = []
-    latencies: list[float] = []
-    startup: float | None = None
     sizes = batch_sizes(min(signature.max_batch_size, len(data)))
-    runs: dict[int, Outputs]
     if manifest.format == "python":
-        engine = "tritonserver (Python backend, nvidia-pytriton wheel)"
-        with reporter.step("Serving the repository on tritonserver (127.0.0.1)"):
-            own = server is None
-            triton = server or TritonServer([package / REPOSITORY])
-            try:
-                triton.start()
-                startup = triton.startup_seconds if own else None
-                runs, latencies = _run_triton(
-                    triton, manifest.model, data, signature, sizes, latency_requests
-                )
-            finally:
-                if own:
-                    triton.stop()
-    else:
-        runtime = "onnxruntime" if manifest.format == "onnx" else "torch (TorchScript)"
-        engine = f"{runtime}, without Triton"
-        notes.append(
-            f"the nvidia-pytriton wheel has no {manifest.format} backend; numerics checked with "
-            f"{runtime} on the packaged file, config.pbtxt with the model-config protobuf"
+        ran = _on_triton(
+            package, manifest, data, signature, sizes, latency_requests, server, reporter
         )
-        if manifest.format == "torchscript":
-            unconventional = [
-                name for i, name in enumerate(signature.output_names) if not name.endswith(f"__{i}")
-            ]
-            if unconventional:
-                notes.append(
-                    "pytorch_libtorch matches outputs by the <name>__<index> convention; "
-                    f"not following it: {', '.join(unconventional)}"
-                )
-        with reporter.step(f"Running the packaged model with {runtime}"):
-            model = load_saved(package / REPOSITORY / manifest.model_file)
-
-            def run(batch: dict[str, torch.Tensor]) -> Outputs:
-                return [t.numpy() for t in model(*batch.values())]
-
-            runs = {size: _run_batched(run, data, size) for size in sizes}
-            latencies = _time_local(model, data, latency_requests)
+    else:
+        ran = _locally(package, manifest, data, signature, sizes, latency_requests, reporter)
 
     checks = tuple(
         _worst(
             [
                 _compare(
                     spec_name,
-                    runs[size][i],
+                    ran.runs[size][i],
                     want,
                     None if original is None else original[i],
                     atol,
@@ -218,12 +182,12 @@ def validate(  # noqa: PLR0915  (to split: issue 12)
         )
         for i, (spec_name, want) in enumerate(zip(signature.output_names, expected, strict=True))
     )
-    ordered = sorted(latencies)
+    ordered = sorted(ran.latencies)
     return ValidationReport(
         where,
         manifest.model,
         manifest.format,
-        engine=engine,
+        engine=ran.engine,
         passed=all(c.passed for c in checks),
         atol=atol,
         rtol=rtol,
@@ -235,9 +199,86 @@ def validate(  # noqa: PLR0915  (to split: issue 12)
         latency_ms_p99=ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3
         if ordered
         else None,
-        server_startup_seconds=startup,
-        notes=tuple(notes),
+        server_startup_seconds=ran.startup,
+        notes=ran.notes,
     )
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """What one engine did with the validation inputs."""
+
+    engine: str
+    runs: dict[int, Outputs]
+    """Every output at each batch size."""
+    latencies: list[float]
+    startup: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _on_triton(
+    package: Path,
+    manifest: Manifest,
+    data: Dataset,
+    signature: Signature,
+    sizes: tuple[int, ...],
+    latency_requests: int,
+    server: TritonServer | None,
+    reporter: Reporter,
+) -> _Ran:
+    """The python format on a real tritonserver (the caller's, or one of its own)."""
+    with reporter.step("Serving the repository on tritonserver (127.0.0.1)"):
+        own = server is None
+        triton = server or TritonServer([package / REPOSITORY])
+        try:
+            triton.start()
+            runs, latencies = _run_triton(
+                triton, manifest.model, data, signature, sizes, latency_requests
+            )
+            return _Ran(
+                "tritonserver (Python backend, nvidia-pytriton wheel)",
+                runs,
+                latencies,
+                startup=triton.startup_seconds if own else None,
+            )
+        finally:
+            if own:
+                triton.stop()
+
+
+def _locally(
+    package: Path,
+    manifest: Manifest,
+    data: Dataset,
+    signature: Signature,
+    sizes: tuple[int, ...],
+    latency_requests: int,
+    reporter: Reporter,
+) -> _Ran:
+    """ONNX and TorchScript on their own runtimes: the wheel's Triton has no such backend."""
+    runtime = "onnxruntime" if manifest.format == "onnx" else "torch (TorchScript)"
+    notes = [
+        f"the nvidia-pytriton wheel has no {manifest.format} backend; numerics checked with "
+        f"{runtime} on the packaged file, config.pbtxt with the model-config protobuf"
+    ]
+    if manifest.format == "torchscript":
+        unconventional = [
+            name for i, name in enumerate(signature.output_names) if not name.endswith(f"__{i}")
+        ]
+        if unconventional:
+            notes.append(
+                "pytorch_libtorch matches outputs by the <name>__<index> convention; "
+                f"not following it: {', '.join(unconventional)}"
+            )
+    with reporter.step(f"Running the packaged model with {runtime}"):
+        model = load_saved(package / REPOSITORY / manifest.model_file)
+
+        def run(batch: dict[str, torch.Tensor]) -> Outputs:
+            return [t.numpy() for t in model(*batch.values())]
+
+        runs = {size: _run_batched(run, data, size) for size in sizes}
+        latencies = _time_local(model, data, latency_requests)
+    return _Ran(f"{runtime}, without Triton", runs, latencies, notes=tuple(notes))
 
 
 def _arrays(path: Path, names: Sequence[str]) -> list[np.ndarray[Any, Any]]:
