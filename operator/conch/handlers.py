@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.controller import Controller, Key
 from conch.errors import ConchError
 from conch.kube import MODEL_SERVICE, MODEL_VERSION
+from conch.leader import LeaderElector
 from conch.workqueue import WorkQueue
 
 log = logging.getLogger("conch.operator")
@@ -32,16 +34,32 @@ class Runtime:
 
     controller: Controller
     workers: int = 8
+    elector: LeaderElector | None = None
+    """With leader election, only the replica holding the Lease reconciles; a standby
+    keeps its watches (kopf's) warm and starts as soon as it wins."""
     queue: WorkQueue = field(default_factory=WorkQueue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: concurrent.futures.ThreadPoolExecutor | None = None
 
-    async def start(self) -> None:
+    def start(self) -> None:
+        """Lead (in the background, so kopf's startup and liveness go on), then run."""
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, "reconcile")
+        self.tasks = [asyncio.create_task(self._lead())]
+
+    async def _lead(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.elector is not None:
+            if not await loop.run_in_executor(None, self.elector.acquire):
+                return  # stopped before winning
+            # a leader that cannot renew stops at once, before another may take over
+            self.elector.keep(on_lost=lambda: os._exit(1))
+        await self._run()
+
+    async def _run(self) -> None:
         """Watch the owned kinds (server-side label filter) and, once every informer has
         listed, start the workers: a reconcile never mistakes an unlisted child for a
         missing one."""
         loop = asyncio.get_running_loop()
-        self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, "reconcile")
 
         def owned_changed(obj: Manifest) -> None:
             if service := obj["metadata"].get("labels", {}).get(SERVICE_LABEL):
@@ -52,9 +70,11 @@ class Runtime:
         watched.start(owned_changed)
         if not await loop.run_in_executor(self.executor, watched.wait_synced):
             log.warning("some watches have not listed yet; reconciling anyway")
-        self.tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+        self.tasks += [asyncio.create_task(self._work()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
+        if self.elector is not None:
+            self.elector.stop(release=True)  # a standby takes over within one retry
         self.controller.watched.stop()
         for task in self.tasks:
             task.cancel()
@@ -95,7 +115,7 @@ async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    await _runtime(memo).start()
+    _runtime(memo).start()
 
 
 @kopf.on.cleanup()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from conch.builders.meta import MANAGED_BY, MANAGER
 from conch.controller import Controller
 from conch.informer import Watched
 from conch.kube import MODEL_VERSION, OWNED, Kube, load_api_client
+from conch.leader import LeaderElector
 from conch.metrics import OperatorMetrics
 from conch.policy import PodPolicy, image_rule
 from conch.providers import Source
@@ -152,6 +156,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image of the init container that pulls and verifies artifacts",
     )
     parser.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "(in $POD_NAMESPACE, named by --leader-election-id) reconciles",
+    )
+    parser.add_argument("--leader-election-id", default="conch-operator", metavar="NAME")
     parser.add_argument("--verbose", "-v", action="store_true")
     _add_policy_arguments(parser)
     _add_source_arguments(parser)
@@ -292,6 +303,14 @@ def run(args: argparse.Namespace) -> int:
         kube.api, OWNED, MODEL_VERSION, f"{MANAGED_BY}={MANAGER}", args.namespace or None
     )
     controller = Controller(kube, settings, metrics, watched, provider)
+    elector = None
+    if args.leader_elect:
+        elector = LeaderElector(
+            kube.api,
+            os.environ.get("POD_NAMESPACE") or "default",
+            args.leader_election_id,
+            os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        )
     metrics.serve(*args.metrics_bind_address)
     health_host, health_port = args.health_bind_address
     kopf.run(
@@ -299,6 +318,8 @@ def run(args: argparse.Namespace) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=f"http://{health_host}:{health_port}/healthz",
-        memo=kopf.Memo(runtime=Runtime(controller=controller, workers=args.workers)),
+        memo=kopf.Memo(
+            runtime=Runtime(controller=controller, workers=args.workers, elector=elector)
+        ),
     )
     return 0

@@ -300,7 +300,10 @@ def wait_available(api: client.ApiClient, name: str, namespace: str) -> client.V
     def available() -> client.V1Deployment | None:
         dep = apps.read_namespaced_deployment(name, namespace)
         conditions = {c.type: c.status for c in dep.status.conditions or []}
-        ok = conditions.get("Available") == "True" and dep.status.available_replicas == 1
+        ok = (
+            conditions.get("Available") == "True"
+            and dep.status.available_replicas == dep.spec.replicas
+        )
         return dep if ok else None
 
     return eventually(available, timeout=120, what=f"deployment {namespace}/{name} Available")
@@ -328,7 +331,8 @@ def test_lint_passes(offline_helm: Helm, strict: bool, values: tuple[str, ...]) 
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("replicaCount=2", "additional properties 'replicaCount' not allowed"),
+        ("replicaCount=9", "maximum: got 9, want 5"),
+        ("replicaKount=2", "additional properties 'replicaKount' not allowed"),
         ("watchNamespaces=notalist", "at '/watchNamespaces': got string, want array"),
         (
             "watchNamespaces={Not_A_Namespace}",
@@ -396,12 +400,21 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
         "ConfigMap",  # the Grafana dashboard
         "Deployment",
         "PodDisruptionBudget",
+        "Role",  # the leader Lease, in the release namespace
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",  # an in-use ModelVersion cannot be deleted
         "ValidatingAdmissionPolicyBinding",
     ]
     assert_least_privilege(only(objects, "ClusterRole")["rules"])
+    assert only(objects, "Role")["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
     binding = only(objects, "ClusterRoleBinding")
     account = only(objects, "ServiceAccount")["metadata"]
     assert binding["roleRef"] == {
@@ -421,8 +434,17 @@ def test_namespaced_mode_renders_a_role_in_each_watched_namespace(offline_helm: 
     objects = offline_helm.render("--set=watchNamespaces={team-a,team-b}", namespace="ops")
     kinds = [o["kind"] for o in objects]
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
-    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
-    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    leader = "leader-election"
+    roles = {
+        o["metadata"]["namespace"]: o
+        for o in objects
+        if o["kind"] == "Role" and not o["metadata"]["name"].endswith(leader)
+    }
+    bindings = {
+        o["metadata"]["namespace"]: o
+        for o in objects
+        if o["kind"] == "RoleBinding" and not o["metadata"]["name"].endswith(leader)
+    }
     assert sorted(roles) == sorted(bindings) == ["team-a", "team-b"]
     account = only(objects, "ServiceAccount")["metadata"]
     for ns, role in roles.items():
@@ -440,11 +462,18 @@ def test_namespaced_mode_renders_a_role_in_each_watched_namespace(offline_helm: 
     assert "--all-namespaces" not in args
 
 
-def test_deployment_is_one_standalone_restricted_replica(offline_helm: Helm) -> None:
+def test_deployment_is_two_leader_electing_restricted_replicas(offline_helm: Helm) -> None:
+    single = only(offline_helm.render("--set=leaderElection.enabled=false"), "Deployment")
+    assert single["spec"]["replicas"] == 1
+    assert single["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in container([single])["args"]
     objects = offline_helm.render()
     deployment = only(objects, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--leader-elect" in container(objects)["args"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container(objects)["env"]}
+    assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == only(objects, "ServiceAccount")["metadata"]["name"]
@@ -467,6 +496,7 @@ def test_deployment_is_one_standalone_restricted_replica(offline_helm: Helm) -> 
         "--metrics-bind-address=0.0.0.0:8080",
         "--health-bind-address=0.0.0.0:8081",
         "--runtime-image=ghcr.io/conch-serving/conch-runtime:0.1.0",
+        "--leader-elect",
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
     for probe in ("livenessProbe", "readinessProbe"):
@@ -870,7 +900,7 @@ def test_install_becomes_available_and_uninstall_cleans_up(
         pods = client.CoreV1Api(api).list_namespaced_pod(
             namespace, label_selector=f"app.kubernetes.io/instance={release}"
         )
-        assert len(pods.items) == 1
+        assert len(pods.items) == 2  # two replicas electing a leader
 
         for crd in ("modelservices.serving.conch.dev", "modelversions.serving.conch.dev"):
             eventually(lambda crd=crd: established(api, crd), what=f"CRD {crd} Established")
@@ -923,9 +953,10 @@ def test_install_is_admitted_in_a_restricted_namespace(
         pods = core.list_namespaced_pod(
             namespace, label_selector=f"app.kubernetes.io/instance={release}"
         ).items
-        assert len(pods) == 1
-        ready = {c.type: c.status for c in pods[0].status.conditions or []}
-        assert ready.get("Ready") == "True"
+        assert len(pods) == 2  # two replicas electing a leader
+        for pod in pods:
+            ready = {c.type: c.status for c in pod.status.conditions or []}
+            assert ready.get("Ready") == "True"
     finally:
         uninstall(helm, release, namespace)
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from conch.dev.cluster import Cluster
+from conch.dev.operator import OperatorProcess
 from conch.leader import LeaderElector
-from tests.support import eventually
+from tests.support import create_service, create_version, eventually, stays
 
 pytestmark = pytest.mark.integration
 
@@ -90,3 +93,47 @@ def test_racing_candidates_have_one_winner(api: client.ApiClient, namespace: str
     for t in threads:
         t.join(timeout=30)
     assert len(won) == 1 and holder(api, namespace) == won[0]
+
+
+def test_the_operator_reconciles_only_while_it_leads(
+    api: client.ApiClient,
+    cluster: Cluster,
+    crds: None,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`conch operator run --leader-elect` (the chart's default): a standby whose Lease is
+    held reconciles nothing; once the Lease is free it leads, reconciles, and hands the
+    Lease back when it stops."""
+    squatter = elector(api, namespace, "someone-else")
+    assert squatter.acquire()
+    squatter.keep(on_lost=lambda: None)
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    monkeypatch.setenv("POD_NAME", "operator-1")
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        f"--namespace={namespace}",
+        "--leader-elect",
+        "--leader-election-id=conch-operator",
+    ).start()
+    try:
+        create_version(api, namespace)
+        create_service(api, namespace, autoscaling=None, replicas=1)
+        # (the suite's own operator may reconcile this namespace too: count this one's work)
+        stays(lambda: reconciles(operator) == 0, 4, what="a standby idle")
+        squatter.stop(release=True)
+        eventually(lambda: holder(api, namespace) == "operator-1", what="the operator leads")
+        eventually(lambda: reconciles(operator) > 0, what="the leader reconciling")
+    finally:
+        operator.stop()
+    eventually(lambda: holder(api, namespace) is None, what="the Lease handed back")
+
+
+def reconciles(operator: OperatorProcess) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith("conch_reconcile_total{")
+    )
