@@ -80,6 +80,28 @@ def _cluster_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from conch.dev import demo
+    from conch.dev.cluster import Cluster, default_directory
+
+    directory = Path(args.dir) if args.dir else default_directory(args.name)
+    with err.status("serving the package from a pod on the real node"):
+        answer = demo.run(Cluster.load(directory), Path(args.package), args.timeout)
+    table = Table(
+        title=f"{answer.model}: pod {answer.pod} ({answer.pod_ip}) vs the package's "
+        f"validation/expected.npz, output {answer.output!r}"
+    )
+    for column in ("sample", "expected argmax (max)", "served argmax (max)", "max |diff|"):
+        table.add_column(column)
+    for row in demo.comparison_rows(answer.served, answer.expected):
+        table.add_row(*row)
+    Console().print(table)
+    print(f"apply -> first inference answered: {answer.apply_to_answer_s:.1f} s")
+    return 0
+
+
 def _toolchain(args: argparse.Namespace) -> int:
     from conch.dev import toolchain
 
@@ -189,6 +211,14 @@ def parser() -> argparse.ArgumentParser:
         if action == "import":
             p.add_argument("archives", nargs="+", help="OCI image archives (.tar)")
         p.set_defaults(func=func)
+    demo = dev_sub.add_parser(
+        "demo", help="serve a package from a pod on the real node and ask it once"
+    )
+    demo.add_argument("package", help="a `conch package` output directory")
+    demo.add_argument("--name", default="dev", help="cluster name (state under the cache)")
+    demo.add_argument("--dir", help="state directory (overrides --name)")
+    demo.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    demo.set_defaults(func=_demo)
     tools = dev_sub.add_parser("toolchain", help="build (once) the pinned binaries")
     tools.add_argument(
         "action",

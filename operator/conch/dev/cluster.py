@@ -18,12 +18,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from conch.dev import netplan, s3
 from conch.dev import pki as pkimod
 from conch.dev.node import RealNode
 from conch.dev.node_toolchain import NodeToolchain
+from conch.dev.nodeconfig import NODE_LABEL, NODE_TAINT
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
 from conch.policy import PodPolicy
@@ -40,6 +43,8 @@ SANDBOX_POLICY_ARGS = tuple(
     for entry in (*PodPolicy().allowed_triton_images, SANDBOX_IMAGES)
 )
 """The operator's default PodPolicy, plus the sandbox's own Triton images."""
+SANDBOX_BUCKET = "conch-sandbox"
+"""The S3 bucket the sandbox with a real node serves its artifacts from."""
 KWOK_ANNOTATION = "kwok.x-k8s.io/node=fake"
 """kwok manages only nodes carrying it (every FakeNode), never the real node."""
 
@@ -122,6 +127,8 @@ class Cluster:
     api_port: int = 0
     etcd_url: str = ""
     bin_dir: str = ""
+    s3_endpoint: str = ""
+    """The S3 store pods reach (bridge address), when the cluster has a real node."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -176,9 +183,17 @@ class Cluster:
         from conch.dev.node_toolchain import ensure_node_toolchain
 
         node_tc = node_tc or ensure_node_toolchain()
-        RealNode(self.node_directory).start(
-            node_tc, certs, self.server, lambda *args: self.kubectl(tc, *args)
-        )
+        node = RealNode(self.node_directory)
+        node.start(node_tc, certs, self.server, lambda *args: self.kubectl(tc, *args))
+        self._start_s3(str(netplan.bridge_address(node.network).ip))
+
+    def _start_s3(self, host: str) -> None:
+        """The S3 store on the bridge address (the one host address pods reach), so
+        `conch push` and the pods' pull meet in one store; stopped with the others."""
+        server = s3.start_versitygw(s3.ensure_versitygw(), self.directory / "s3", host)
+        self.pids["versitygw"] = server.process.pid
+        self.s3_endpoint = server.endpoint
+        self._save()
 
     @property
     def real_node(self) -> RealNode | None:
@@ -198,6 +213,9 @@ class Cluster:
         node = self.real_node
         errors: list[str] = []
         if node is not None:
+            # nothing may recreate the pods the node drains (a Deployment's ReplicaSet would)
+            if (manager := self.pids.pop("kube-controller-manager", None)) is not None:
+                stop_pid(manager)
             kubectl = Path(self.bin_dir) / "kubectl"
             errors += node.stop(
                 self._raw_kubectl if kubectl.exists() and self.pids.get("kube-apiserver") else None
@@ -228,6 +246,7 @@ class Cluster:
             pids=state["pids"],
             api_port=state["apiPort"],
             bin_dir=state.get("binDir", ""),
+            s3_endpoint=state.get("s3Endpoint", ""),
         )
 
     def _save(self) -> None:
@@ -238,6 +257,7 @@ class Cluster:
                     "apiPort": self.api_port,
                     "server": self.server,
                     "binDir": self.bin_dir,
+                    "s3Endpoint": self.s3_endpoint,
                 }
             )
         )
@@ -393,12 +413,21 @@ class Cluster:
         for name, text in files().items():
             (crd_dir / name).write_text(text)
         self.install_crds(tc, crd_dir, *tc.extra_crds)
+        real: list[str] = []
+        if self.s3_endpoint:
+            from conch.dev import images
+
+            recipes = images.load()[1]
+            real = real_node_operator_args(
+                self.s3_endpoint, recipes["runtime"].reference, recipes["triton"].reference
+            )
         operator = OperatorProcess(
             self.kubeconfig,
             self.directory / "conch-operator.log",
             "--all-namespaces",
             "--allow-file-sources",  # `conch package` writes file:// URIs for local use
             *SANDBOX_POLICY_ARGS,
+            *real,
         ).start()
         assert operator.proc is not None
         self.pids["conch-operator"] = operator.proc.pid
@@ -476,6 +505,31 @@ class Cluster:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
+
+
+def real_node_operator_args(s3_endpoint: str, runtime_image: str, triton_image: str) -> list[str]:
+    """Operator flags for a sandbox with a real node: pulls from its S3 store (credentials
+    only to that host:port and the sandbox bucket), the runtime image the images recipe
+    builds, and placement on the real node. Policy lists replace their defaults once given,
+    so the defaults are repeated."""
+    defaults = PodPolicy()
+    host_port = urlsplit(s3_endpoint).netloc
+    triton_repo = triton_image.rsplit(":", 1)[0]
+    return [
+        f"--s3-endpoint={s3_endpoint}",
+        f"--credentials-host={host_port}",
+        f"--credentials-host={SANDBOX_BUCKET}",
+        f"--runtime-image={runtime_image}",
+        f"--allowed-triton-image={triton_repo}",
+        *(
+            f"--allowed-toleration-key={key}"
+            for key in (*defaults.allowed_toleration_keys, NODE_TAINT["key"])
+        ),
+        *(
+            f"--allowed-node-selector-key={key}"
+            for key in (*defaults.allowed_node_selector_keys, NODE_LABEL[0])
+        ),
+    ]
 
 
 def _insecure() -> ssl.SSLContext:

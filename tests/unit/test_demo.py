@@ -1,0 +1,93 @@
+"""The sandbox's real-node wiring: the operator flags `cluster up --real-node` passes, read
+back by the operator's own parser, allow exactly what `conch dev demo` creates."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conch import operator_main
+from conch.api import ModelService, ModelVersion
+from conch.artifacts import ArtifactAccess, check
+from conch.dev.cluster import SANDBOX_BUCKET, SANDBOX_POLICY_ARGS, real_node_operator_args
+from conch.dev.demo import SECRET, comparison_rows, model_service
+from conch.errors import CredentialsNotAllowed
+from conch.policy import PodPolicy, violations
+
+ENDPOINT = "http://10.244.7.1:41234"
+TRITON = "ghcr.io/conch-serving/conch-triton-cpu:0.1.0"
+RUNTIME = "ghcr.io/conch-serving/conch-runtime:0.1.0"
+
+
+def operator_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    operator_main.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def real_args() -> argparse.Namespace:
+    return operator_args(*SANDBOX_POLICY_ARGS, *real_node_operator_args(ENDPOINT, RUNTIME, TRITON))
+
+
+def test_real_node_flags_keep_every_policy_default_and_add_the_node() -> None:
+    args = real_args()
+    policy, defaults = operator_main.pod_policy(args), PodPolicy()
+    assert set(defaults.allowed_toleration_keys) < set(policy.allowed_toleration_keys)
+    assert set(defaults.allowed_node_selector_keys) < set(policy.allowed_node_selector_keys)
+    assert set(defaults.allowed_triton_images) < set(policy.allowed_triton_images)
+    assert args.runtime_image == RUNTIME
+    assert args.s3_endpoint == ENDPOINT
+
+
+def test_the_demo_model_service_passes_the_sandbox_policy() -> None:
+    svc = ModelService.model_validate(
+        {**model_service("digits", "digits-1.0.0", TRITON), "metadata": {"name": "digits"}}
+    )
+    assert violations(svc.spec, operator_main.pod_policy(real_args())) == []
+    assert violations(svc.spec, PodPolicy()) != []  # the defaults alone refuse it
+
+
+def pushed(uri: str) -> ModelVersion:
+    source: dict[str, Any] = {
+        "uri": uri,
+        "sha256": "0" * 64,
+        "credentialsSecretRef": {"name": SECRET},
+    }
+    return ModelVersion.model_validate(
+        {
+            "metadata": {"name": "digits-1.0.0", "namespace": "conch-demo"},
+            "spec": {
+                "model": "digits",
+                "version": "1.0.0",
+                "format": "python",
+                "source": source,
+                "signature": {
+                    "inputs": [{"name": "pixels", "dataType": "TYPE_FP32", "dims": [64]}],
+                    "outputs": [{"name": "logits", "dataType": "TYPE_FP32", "dims": [10]}],
+                },
+            },
+        }
+    )
+
+
+def test_the_demo_secret_may_go_only_to_the_sandbox_store() -> None:
+    access = operator_main.artifact_access(real_args())
+    meta = {"metadata": {"labels": {"serving.conch.dev/artifact-credentials": "true"}}}
+    uri = f"s3://{SANDBOX_BUCKET}/models/digits-1.0.0.tar.gz"
+    assert check(pushed(uri), meta, access) == [SANDBOX_BUCKET, "10.244.7.1:41234"]
+    elsewhere = ArtifactAccess(access.credentials_hosts, s3_endpoint="http://10.244.7.1:9")
+    with pytest.raises(CredentialsNotAllowed, match=r"10\.244\.7\.1:9\b"):
+        check(pushed(uri), meta, elsewhere)
+
+
+def test_comparison_rows_show_argmax_and_largest_difference() -> None:
+    expected = np.array([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]], dtype=np.float32)
+    served = expected + np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.0]], dtype=np.float32)
+    rows = comparison_rows(served, expected)
+    assert rows == [
+        ("0", "1 (3.0000)", "1 (3.0000)", "5.00e-01"),
+        ("1", "0 (2.0000)", "0 (2.0000)", "0.00e+00"),
+    ]
