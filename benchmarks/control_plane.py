@@ -27,7 +27,9 @@ import argparse
 import concurrent.futures
 import itertools
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -530,12 +532,16 @@ def main() -> None:
     sizes = replace(
         sizes, **{k: v for k, v in vars(args).items() if k != "quick" and v is not None}
     )
+    # a stopped benchmark still stops its control plane and operators (the `finally`s run)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     toolchain = ensure_toolchain()
     with tempfile.TemporaryDirectory(prefix="conch-bench-") as tmp:
         cluster = Cluster(Path(tmp) / "cluster")
-        # room for every run's pods (CPU-only services land on the untainted nodes)
+        # room for every run's pods, kept to the end (CPU-only services land on the two
+        # untainted nodes; each pod requests 100m CPU and 128Mi for its pull step)
         room = sizes.n * sizes.rounds + sizes.arrivals + sizes.scale + 100
-        cluster.start(toolchain, tuple(replace(n, pods=room) for n in DEFAULT_NODES))
+        roomy = {"pods": room, "cpu": str(max(32, room // 5)), "memory": f"{room}Gi"}
+        cluster.start(toolchain, tuple(replace(n, **roomy) for n in DEFAULT_NODES))
         try:
             cluster.install_crds(toolchain, ROOT / "crds")
             bench = Bench(cluster, Path(tmp))
