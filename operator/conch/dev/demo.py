@@ -137,7 +137,11 @@ def _secret() -> client.V1Secret:
         metadata=client.V1ObjectMeta(
             name=SECRET, labels={"serving.conch.dev/artifact-credentials": "true"}
         ),
-        string_data={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+        string_data={
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": REGION,
+        },
     )
 
 
@@ -185,7 +189,7 @@ def run(cluster: Cluster, package: Path, timeout: float = 300) -> Answer:
     cluster.import_images([Path(b.archive) for b in built.values()])
     api_client = config.new_client_from_config(str(cluster.kubeconfig))
     core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-    _ensure(core.create_namespace, client.V1Namespace(metadata={"name": NAMESPACE}))
+    _ensure(core.create_namespace, client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
     _ensure(core.create_namespaced_secret, NAMESPACE, _secret())
     _upload(cluster, package)
     manifest = Manifest.read(package)
