@@ -524,6 +524,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, help="ModelServices per ceiling/operator run")
     parser.add_argument("--rounds", type=int, help="ceiling/operator pairs (at least 3)")
     parser.add_argument("--rate", type=float, help="arrivals per second")
+    parser.add_argument("--arrivals", type=int, help="services arriving at --rate")
     parser.add_argument("--scale", type=int, help="services for the RSS/restart figure")
     parser.add_argument("--churn", type=int, help="unrelated Deployments in the busy cluster")
     parser.add_argument("--window", type=float, help="seconds of each idle/busy window")
