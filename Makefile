@@ -60,19 +60,25 @@ test-integration: toolchain system-deps
 
 DEMO := $(HOME)/.cache/conch/demo
 
-demo: toolchain             ## the local sandbox: control plane + operator + a real node; a model packaged (int8) and validated on a real Triton, then served
+demo: toolchain             ## the local sandbox: control plane + operator + a real node; a model packaged (fp32 and int8), validated on a real Triton, pushed to the sandbox's S3 and answering from a pod on the real node
 	@rm -rf $(DEMO) && \
 	$(BIN)/python examples/models/digits.py $(DEMO) && \
 	$(BIN)/conch package digits:build --search-path examples/models --weights $(DEMO)/weights.pt \
 	  --example $(DEMO)/example.npz --output-names logits --validation $(DEMO)/validation.npz \
 	  --quantize int8 --out $(DEMO)/pkg --name digits --version 2.0.0 && \
 	$(BIN)/conch validate $(DEMO)/pkg && \
+	$(BIN)/conch package digits:build --search-path examples/models --weights $(DEMO)/weights.pt \
+	  --example $(DEMO)/example.npz --output-names logits --validation $(DEMO)/validation.npz \
+	  --out $(DEMO)/pkg-fp32 --name digits --version 1.0.0 && \
+	$(BIN)/conch validate $(DEMO)/pkg-fp32 && \
 	KUBECONFIG=$$($(BIN)/conch dev cluster up --name $(CLUSTER) --operator --real-node) && \
 	KUBECTL="$$($(BIN)/conch dev toolchain build)/kubectl --kubeconfig=$$KUBECONFIG" && \
 	$$KUBECTL apply -f examples/ -f $(DEMO)/pkg/modelversion.yaml -f examples/demo/ && \
 	$$KUBECTL wait --for=condition=Ready msvc --all --timeout=120s && \
 	$$KUBECTL get nodes -L nvidia.com/gpu.product && \
 	$$KUBECTL get mv,msvc,deploy,pods -o wide && \
+	$(BIN)/conch dev demo $(DEMO)/pkg-fp32 --name $(CLUSTER) && \
+	$$KUBECTL get msvc,pods -n conch-demo -o wide && \
 	echo && echo "export KUBECONFIG=$$KUBECONFIG  # then: make down"
 
 down: install               ## stop the sandbox started by `make demo`
