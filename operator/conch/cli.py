@@ -247,6 +247,7 @@ RUNTIME_COMMANDS = {
     "pull": "fetch, verify and unpack a model artifact (the serving pods' init container)",
     "package": "compress, export and package a PyTorch model as a Triton repository",
     "validate": "serve a packaged repository on a real Triton and compare with the model",
+    "push": "upload a package's artifact to S3 and point its ModelVersion at it",
 }
 
 

@@ -117,3 +117,12 @@ def test_a_changed_artifact_is_never_uploaded(
 def test_a_bad_destination_is_refused(package: Path, to: str) -> None:
     with pytest.raises(InvalidData, match="--to"):
         push(package, to)
+
+
+def test_the_conch_command_offers_push(capsys: pytest.CaptureFixture[str]) -> None:
+    from conch.cli import main as conch
+
+    with pytest.raises(SystemExit) as done:
+        conch(["push", "--help"])
+    assert done.value.code == 0
+    assert "--to s3://BUCKET[/PREFIX]" in capsys.readouterr().out
