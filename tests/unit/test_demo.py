@@ -17,7 +17,7 @@ from conch.dev.demo import SECRET, comparison_rows, model_service
 from conch.errors import CredentialsNotAllowed
 from conch.policy import PodPolicy, violations
 
-ENDPOINT = "http://10.244.7.1:41234"
+ENDPOINT = "http://10.213.0.1:41234"
 TRITON = "ghcr.io/conch-serving/conch-triton-cpu:0.1.0"
 RUNTIME = "ghcr.io/conch-serving/conch-runtime:0.1.0"
 
@@ -77,9 +77,9 @@ def test_the_demo_secret_may_go_only_to_the_sandbox_store() -> None:
     access = operator_main.artifact_access(real_args())
     meta = {"metadata": {"labels": {"serving.conch.dev/artifact-credentials": "true"}}}
     uri = f"s3://{SANDBOX_BUCKET}/models/digits-1.0.0.tar.gz"
-    assert check(pushed(uri), meta, access) == [SANDBOX_BUCKET, "10.244.7.1:41234"]
-    elsewhere = ArtifactAccess(access.credentials_hosts, s3_endpoint="http://10.244.7.1:9")
-    with pytest.raises(CredentialsNotAllowed, match=r"10\.244\.7\.1:9\b"):
+    assert check(pushed(uri), meta, access) == [SANDBOX_BUCKET, "10.213.0.1:41234"]
+    elsewhere = ArtifactAccess(access.credentials_hosts, s3_endpoint="http://10.213.0.1:9")
+    with pytest.raises(CredentialsNotAllowed, match=r"10\.213\.0\.1:9\b"):
         check(pushed(uri), meta, elsewhere)
 
 
