@@ -15,21 +15,14 @@ import pytest
 from conch import reasons, routers
 from conch.api.modelservice import AnalysisResult, Rollout, RolloutRecord
 from conch.rollout import (
-    AbandonCanary,
     AcknowledgeRequest,
     Action,
     Decision,
     Observation,
     Policy,
-    Promote,
     RecordHistory,
-    RollBack,
     RolloutState,
     Samples,
-    ScaleCanary,
-    ScaleDownStable,
-    ScaleStable,
-    SetWeights,
     analysis_due,
     decide,
     needs_metrics,
@@ -131,7 +124,6 @@ CASES = [
         "Progressing",
         0,
         {"v1": 4, "v2": 1},
-        actions=(ScaleCanary("v2", 1),),
         events=(reasons.ROLLOUT_STARTED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -153,7 +145,6 @@ CASES = [
         {"v1": 4, "v2": 1},
         policy=policy(max_accuracy_drop=0.05),
         observation={"accuracy_drop": 0.01},
-        actions=(ScaleCanary("v2", 1),),
         events=(reasons.ROLLOUT_STARTED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -173,7 +164,7 @@ CASES = [
         None,
         {"v1": 4, "v2": 4},
         policy=policy(strategy="Immediate"),
-        actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.IMMEDIATE, NOW)),
+        actions=(history("v2", "Promoted", reasons.IMMEDIATE, NOW),),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
     ),
@@ -184,7 +175,7 @@ CASES = [
         None,
         {"v1": 1, "v2": 4},
         policy=policy(strategy="Immediate", gpus=2, max_extra_gpus=3),
-        actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.IMMEDIATE, NOW)),
+        actions=(history("v2", "Promoted", reasons.IMMEDIATE, NOW),),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
     ),
@@ -196,7 +187,7 @@ CASES = [
         {"v1": 0, "v2": 0},
         policy=policy(desired=0),
         ready={},
-        actions=(ScaleCanary("v2", 0), history("v2", "Promoted", reasons.SCALED_TO_ZERO, NOW)),
+        actions=(history("v2", "Promoted", reasons.SCALED_TO_ZERO, NOW),),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
     ),
@@ -246,7 +237,6 @@ CASES = [
         {"v1": 4, "v2": 1},
         weights=(80, 20),
         ready={"v1": 4, "v2": 1},
-        actions=(ScaleStable("v1", 4),),
         events=(reasons.CANARY_STEP,),
         conditions=(reasons.CANARY_STEP,),
     ),
@@ -259,7 +249,6 @@ CASES = [
         weights=(90, 10),
         policy=policy(router="gatewayAPI", gateway_ref={"name": "gw"}),
         ready={"v1": 4, "v2": 1},
-        actions=(SetWeights(90, 10), ScaleStable("v1", 4)),
         events=(reasons.CANARY_STEP,),
         conditions=(reasons.CANARY_STEP,),
     ),
@@ -315,7 +304,6 @@ CASES = [
         {"v1": 4, "v2": 2},
         weights=(80, 20),
         ready={"v1": 4, "v2": 1},
-        actions=(ScaleCanary("v2", 2),),
         events=(reasons.ANALYSIS_PASSED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -352,9 +340,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         samples=BAD,
         actions=(
-            RollBack("v2", reasons.ANALYSIS_FAILED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "RolledBack", reasons.ANALYSIS_FAILED),
         ),
         events=(reasons.ROLLING_BACK,),
@@ -370,10 +355,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         samples=BAD,
         actions=(
-            SetWeights(100, 0),
-            RollBack("v2", reasons.ANALYSIS_FAILED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "RolledBack", reasons.ANALYSIS_FAILED),
         ),
         events=(reasons.ROLLING_BACK,),
@@ -435,7 +416,7 @@ CASES = [
         {"v1": 2, "v2": 4},
         weights=(50, 50),
         ready={"v1": 2, "v2": 2},
-        actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.ANALYSIS_PASSED)),
+        actions=(history("v2", "Promoted", reasons.ANALYSIS_PASSED),),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
     ),
@@ -448,7 +429,7 @@ CASES = [
         weights=(80, 20),
         policy=policy(strategy="Immediate"),
         ready={"v1": 4, "v2": 1},
-        actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.IMMEDIATE)),
+        actions=(history("v2", "Promoted", reasons.IMMEDIATE),),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
     ),
@@ -469,7 +450,6 @@ CASES = [
         0,
         {"v1": 4, "v2": 1},
         policy=replace(policy(analysis={"enabled": False}), metrics_available=False),
-        actions=(ScaleCanary("v2", 1),),
         events=(reasons.ROLLOUT_STARTED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -480,7 +460,7 @@ CASES = [
         None,
         {"v1": 4, "v2": 4},
         policy=replace(policy(strategy="Immediate"), metrics_available=False),
-        actions=(ScaleCanary("v2", 4), history("v2", "Promoted", reasons.IMMEDIATE, NOW)),
+        actions=(history("v2", "Promoted", reasons.IMMEDIATE, NOW),),
         events=(reasons.PROMOTING,),
         conditions=(reasons.PROMOTING,),
     ),
@@ -494,7 +474,6 @@ CASES = [
         policy=policy(analysis={"enabled": False}),
         ready={"v1": 4, "v2": 1},
         samples=None,
-        actions=(ScaleCanary("v2", 2),),
         events=(reasons.ANALYSIS_PASSED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -545,9 +524,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         samples=None,
         actions=(
-            RollBack("v2", reasons.INCONCLUSIVE_LIMIT_REACHED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "RolledBack", reasons.INCONCLUSIVE_LIMIT_REACHED),
         ),
         events=(reasons.ROLLING_BACK,),
@@ -574,9 +550,6 @@ CASES = [
         ready={"v1": 3, "v2": 2},
         samples=THIN,
         actions=(
-            RollBack("v2", reasons.ROLLOUT_DEADLINE_EXCEEDED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "RolledBack", reasons.ROLLOUT_DEADLINE_EXCEEDED),
         ),
         events=(reasons.ANALYSIS_INCONCLUSIVE, reasons.ROLLING_BACK),
@@ -625,9 +598,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         observation={"abort_requested": True},
         actions=(
-            RollBack("v2", reasons.ABORTED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "Aborted", reasons.ABORTED),
             AcknowledgeRequest("abort"),
         ),
@@ -658,9 +628,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         observation={"abort_requested": True},
         actions=(
-            RollBack("v2", reasons.ABORTED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "Aborted", reasons.ABORTED),
             AcknowledgeRequest("abort"),
         ),
@@ -677,9 +644,6 @@ CASES = [
         policy=policy("v1"),
         ready={"v1": 4, "v2": 1},
         actions=(
-            RollBack("v2", reasons.TARGET_REVERTED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "Aborted", reasons.TARGET_REVERTED),
         ),
         events=(reasons.ROLLING_BACK,),
@@ -695,9 +659,7 @@ CASES = [
         ready={"v1": 2, "v2": 2},
         weights=(100, 0),
         actions=(
-            AbandonCanary("v2"),
             history("v2", "Aborted", reasons.SUPERSEDED),
-            ScaleCanary("v3", 1),
         ),
         events=(reasons.SUPERSEDED, reasons.ROLLOUT_STARTED),
         conditions=(reasons.CANARY_SCALING,),
@@ -713,9 +675,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         observation={"accuracy_drop": 0.2},
         actions=(
-            RollBack("v2", reasons.SUPERSEDED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "Aborted", reasons.SUPERSEDED),
         ),
         events=(reasons.ROLLING_BACK,),
@@ -767,9 +726,6 @@ CASES = [
         ready={"v1": 4, "v2": 1},
         observation={"abort_requested": True},
         actions=(
-            RollBack("v2", reasons.ABORTED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "Aborted", reasons.ABORTED),
             AcknowledgeRequest("abort"),
         ),
@@ -786,9 +742,6 @@ CASES = [
         policy=policy("v1", paused=True),
         ready={"v1": 4, "v2": 1},
         actions=(
-            RollBack("v2", reasons.TARGET_REVERTED),
-            ScaleCanary("v2", 0),
-            ScaleStable("v1", 4),
             history("v2", "Aborted", reasons.TARGET_REVERTED),
         ),
         events=(reasons.ROLLING_BACK,),
@@ -834,7 +787,6 @@ CASES = [
         None,
         {"v1": 0, "v2": 4},
         ready={"v1": 2, "v2": 4},
-        actions=(Promote("v2"), ScaleDownStable("v1")),
         events=(reasons.PROMOTED,),
     ),
     Case(
@@ -886,7 +838,6 @@ CASES = [
         {"v1": 4, "v2": 1},
         weights=(80, 20),
         ready={"v1": 4, "v2": 1},
-        actions=(ScaleCanary("v2", 1),),
         events=(reasons.ROLLOUT_STARTED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -898,7 +849,6 @@ CASES = [
         {"v1": 4, "v2": 0, "v3": 1},
         policy=policy("v3"),
         ready={"v1": 4, "v2": 1},
-        actions=(AbandonCanary("v2"), ScaleCanary("v3", 1)),
         events=(reasons.SUPERSEDED, reasons.ROLLOUT_STARTED),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -929,7 +879,7 @@ CASES = [
         0,
         {"v1": 4, "v2": 1},
         observation={"retry_requested": True},
-        actions=(ScaleCanary("v2", 1), AcknowledgeRequest("retry")),
+        actions=(AcknowledgeRequest("retry"),),
         events=(reasons.ROLLOUT_STARTED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -970,7 +920,6 @@ CASES = [
         0,
         {"v1": 4, "v3": 1},
         policy=policy("v3"),
-        actions=(ScaleCanary("v3", 1),),
         events=(reasons.ROLLOUT_STARTED,),
         conditions=(reasons.CANARY_SCALING,),
     ),
@@ -1027,8 +976,8 @@ def test_step_started_records_now_and_next_check() -> None:
     )
     assert decision.state.step_started_at == NOW
     assert decision.next_check == NOW + dt.timedelta(seconds=30)
-    assert decision.plan is not None
-    assert (decision.plan.requested, decision.plan.achieved) == (10, 20)
+    # 10% asked; one canary replica beside four stable ones gives 20%
+    assert (decision.weights.stable, decision.weights.canary) == (80, 20)
 
 
 def test_failed_analysis_is_recorded_with_its_message() -> None:
@@ -1171,7 +1120,7 @@ def test_story_a_gpu_shortage_waits_and_never_fails() -> None:
     assert "never became ready" in stalled[0].events[0].message
     assert [c.reason for c in seen[-1].conditions] == [reasons.ROLLOUT_DEADLINE_EXCEEDED] * 2
     assert seen[-1].state.failed_analyses == 0
-    assert not any(isinstance(a, RollBack) for d in seen for a in d.actions)
+    assert not any(d.phase in ("RollingBack", "RolledBack") for d in seen)
 
 
 def test_story_no_traffic_stalls_after_the_inconclusive_limit_then_a_retry_resumes() -> None:

@@ -307,6 +307,7 @@ def test_every_rollback_ends_all_stable_with_the_canary_at_zero(
         assert (decision.weights.stable, decision.weights.canary) == (100, 0)
         assert decision.replicas[decision.state.stable or ""] == world.policy.desired_replicas
     else:  # nothing to roll back: promoted already, or waiting on a GPU budget with no room
-        stalled = decision.plan is not None and decision.plan.canary == 0
+        canary = decision.state.canary
+        stalled = canary is not None and decision.replicas.get(canary) == 0
         assert decision.phase == "Stable" or (decision.phase == "Progressing" and stalled)
     event(f"rolled back: {rolled_back}")

@@ -7,7 +7,6 @@ from conch.rollout.gate import accuracy_drop
 from conch.rollout.machine import analysis_due, decide
 from conch.rollout.record import from_status, reconcile_with_live, to_status
 from conch.rollout.state import (
-    AbandonCanary,
     AcknowledgeRequest,
     Action,
     ConditionHint,
@@ -16,16 +15,10 @@ from conch.rollout.state import (
     Observation,
     Phase,
     Policy,
-    Promote,
     RecordHistory,
     ReplicaPlan,
-    RollBack,
     RolloutState,
     Samples,
-    ScaleCanary,
-    ScaleDownStable,
-    ScaleStable,
-    SetWeights,
     Traffic,
     Weights,
     needs_metrics,
@@ -33,7 +26,6 @@ from conch.rollout.state import (
 from conch.rollout.weights import gateway_split, gateway_weights, replica_split
 
 __all__ = [
-    "AbandonCanary",
     "AcknowledgeRequest",
     "Action",
     "AnalysisVerdict",
@@ -43,16 +35,10 @@ __all__ = [
     "Observation",
     "Phase",
     "Policy",
-    "Promote",
     "RecordHistory",
     "ReplicaPlan",
-    "RollBack",
     "RolloutState",
     "Samples",
-    "ScaleCanary",
-    "ScaleDownStable",
-    "ScaleStable",
-    "SetWeights",
     "Traffic",
     "Weights",
     "accuracy_drop",

@@ -80,7 +80,6 @@ from conch.rollout.context import (
 )
 from conch.rollout.state import (
     ALL_STABLE,
-    AbandonCanary,
     AcknowledgeRequest,
     Action,
     ConditionHint,
@@ -88,15 +87,9 @@ from conch.rollout.state import (
     Event,
     Observation,
     Policy,
-    Promote,
     RecordHistory,
-    RollBack,
     RolloutState,
     Samples,
-    ScaleCanary,
-    ScaleDownStable,
-    ScaleStable,
-    SetWeights,
     Weights,
     needs_metrics,
 )
@@ -263,16 +256,9 @@ def _step_once(ctx: Context) -> Decision:
         if ctx.observation.ready_of(state.canary) < plan.canary:
             return _settle(ctx, state)
         started = replace(state, step_started_at=ctx.now, progressed_at=ctx.now)
-        actions: list[Action] = []
-        if ctx.exact:
-            weights = gateway_weights(plan.achieved)
-            actions.append(SetWeights(weights.stable, weights.canary))
-        actions.append(ScaleStable(state.stable, plan.stable))
         message = f"{step_label(ctx, started)}: canary {state.canary} at {weight_text(ctx, plan)}"
         return _then(
-            _settle(ctx, started),
-            actions=tuple(actions),
-            events=(Event("Normal", reasons.CANARY_STEP, message),),
+            _settle(ctx, started), events=(Event("Normal", reasons.CANARY_STEP, message),)
         )
     if not due(ctx, state):
         return _settle(ctx, state)
@@ -333,12 +319,9 @@ def _advance(ctx: Context, state: RolloutState, why: str) -> Decision:
         inconclusive_analyses=0,
         progressed_at=ctx.now,
     )
-    following = ctx.plan(index + 1)
     message = f"step {index + 1}/{count} passed ({why}); next: {step_label(ctx, advanced)}"
     return _then(
-        _settle(ctx, advanced),
-        actions=(ScaleCanary(state.canary, following.canary),),
-        events=(Event("Normal", reasons.ANALYSIS_PASSED, message),),
+        _settle(ctx, advanced), events=(Event("Normal", reasons.ANALYSIS_PASSED, message),)
     )
 
 
@@ -372,7 +355,6 @@ def _promoting(ctx: Context) -> Decision:
     return _then(
         _settle(ctx, promoted),
         replicas={state.stable: 0},
-        actions=(Promote(state.canary), ScaleDownStable(state.stable)),
         events=(Event("Normal", reasons.PROMOTED, message),),
     )
 
@@ -461,7 +443,6 @@ def _begin(ctx: Context, abandoned: str | None, record: bool = True) -> Decision
     replicas: dict[str, int] = {}
     if abandoned is not None:
         replicas[abandoned] = 0
-        actions.append(AbandonCanary(abandoned))
         if record:
             actions.append(
                 RecordHistory(_record(ctx, state, abandoned, "Aborted", reasons.SUPERSEDED))
@@ -486,8 +467,6 @@ def _begin(ctx: Context, abandoned: str | None, record: bool = True) -> Decision
             actions=(*actions, *promoting.actions),
             events=(*events, *promoting.events),
         )
-    first = ctx.plan(0)
-    actions.append(ScaleCanary(target, first.canary))
     steps = ", ".join(f"{s.weight}%" for s in policy.steps)
     events.append(
         Event("Normal", reasons.ROLLOUT_STARTED, f"rollout from {stable} to {target}: {steps}")
@@ -516,7 +495,7 @@ def _enter_promoting(ctx: Context, base: RolloutState, step: int | None, reason:
     message = f"promoting {base.canary} over {base.stable}: {why}"
     return _then(
         _settle(ctx, promoting),
-        actions=(ScaleCanary(base.canary, ctx.desired), RecordHistory(record)),
+        actions=(RecordHistory(record),),
         events=(Event("Normal", reasons.PROMOTING, message),),
     )
 
@@ -528,20 +507,12 @@ def _enter_rollback(
     rolling = replace(
         base, phase="RollingBack", step_started_at=None, rollback_reason=reason, stall_reason=None
     )
-    actions: list[Action] = []
-    if ctx.exact:
-        actions.append(SetWeights(100, 0))
-    actions += [
-        RollBack(base.canary, reason),
-        ScaleCanary(base.canary, 0),
-        ScaleStable(base.stable, ctx.desired),
-        RecordHistory(_record(ctx, base, base.canary, result, reason)),
-    ]
+    record = RecordHistory(_record(ctx, base, base.canary, result, reason))
     kind: EventType = "Warning" if reason in WARNING_REASONS else "Normal"
     message = f"rolling back {base.canary} to {base.stable}: {rollback_detail(rolling)}"
     return _then(
         _settle(ctx, rolling),
-        actions=tuple(actions),
+        actions=(record,),
         events=(Event(kind, reasons.ROLLING_BACK, message),),
     )
 
@@ -585,7 +556,6 @@ def _settle(ctx: Context, state: RolloutState) -> Decision:
             weights=weights,
             conditions=step_conditions(ctx, state, plan),
             next_check=_next_check(ctx, state),
-            plan=plan,
         )
     if state.phase == "Promoting":
         before = desired if state.step is None else ctx.plan(state.step).stable

@@ -216,58 +216,9 @@ class Traffic(Protocol):
         ...
 
 
-# Actions: what changed in a decision, in the order to carry it out. `Decision.replicas`
-# and `Decision.weights` are the full desired state; the actions name the transitions
-# (and carry what the desired state cannot: history records, acknowledged requests).
-
-
-@dataclass(frozen=True)
-class ScaleCanary:
-    version: str
-    replicas: int
-
-
-@dataclass(frozen=True)
-class ScaleStable:
-    version: str
-    replicas: int
-
-
-@dataclass(frozen=True)
-class SetWeights:
-    """Set the HTTPRoute's backend weights (gatewayAPI router only)."""
-
-    stable: int
-    canary: int
-
-
-@dataclass(frozen=True)
-class Promote:
-    """`version` becomes the stable version, at 100% of traffic."""
-
-    version: str
-
-
-@dataclass(frozen=True)
-class ScaleDownStable:
-    """The previous stable version is no longer served: scale it to zero (or delete it)."""
-
-    version: str
-
-
-@dataclass(frozen=True)
-class RollBack:
-    """Traffic back to the stable version, and the canary `version` to zero replicas."""
-
-    version: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class AbandonCanary:
-    """A canary that is no longer the target: scale it to zero (or delete it)."""
-
-    version: str
+# Actions: what a decision asks beyond its desired state (`Decision.replicas` and
+# `Decision.weights`, which say everything about scaling and traffic): history records and
+# acknowledged requests.
 
 
 @dataclass(frozen=True)
@@ -284,17 +235,7 @@ class AcknowledgeRequest:
     request: Literal["abort", "retry"]
 
 
-Action = (
-    ScaleCanary
-    | ScaleStable
-    | SetWeights
-    | Promote
-    | ScaleDownStable
-    | RollBack
-    | AbandonCanary
-    | RecordHistory
-    | AcknowledgeRequest
-)
+Action = RecordHistory | AcknowledgeRequest
 
 
 @dataclass(frozen=True)
@@ -330,7 +271,6 @@ class Decision:
     - `conditions`: Progressing/Degraded hints while a rollout is under way, recomputed on
       every call; empty when the rollout has nothing to say (the service is Stable).
     - `next_check`: when the next analysis is due, for the work queue's requeue.
-    - `plan`: the replica plan of the current step (requested vs achieved weight).
     """
 
     state: RolloutState
@@ -340,7 +280,6 @@ class Decision:
     events: tuple[Event, ...] = ()
     conditions: tuple[ConditionHint, ...] = ()
     next_check: dt.datetime | None = None
-    plan: ReplicaPlan | None = None
 
     @property
     def phase(self) -> Phase:
