@@ -127,6 +127,26 @@ class Signature(ApiModel):
     """Largest batch Triton may form; 0 disables batching."""
 
 
+class Latency(ApiModel):
+    """Measured latency of the packaged model file, so the catalog and the rollout can show
+    what a version costs to serve. Median of repeated calls in one process, one batch at a
+    time; compare versions by the ratio to the baseline measured in the same run."""
+
+    device: Literal["cpu", "gpu"]
+    """Where it was measured."""
+    threads: int = Field(ge=1, le=1024)
+    """Intra-op threads the model ran with."""
+    batch1_ms: float = Field(ge=0)
+    """Median milliseconds of one call with a batch of one sample."""
+    max_batch: int = Field(ge=1, le=65536)
+    """The batch size of maxBatchMs: the signature's maxBatchSize (1 when batching is off)."""
+    max_batch_ms: float = Field(ge=0)
+    """Median milliseconds of one call with a batch of maxBatch samples."""
+    baseline_batch1_ms: float | None = Field(default=None, ge=0)
+    """The same for the uncompressed model, measured in the same run."""
+    baseline_max_batch_ms: float | None = Field(default=None, ge=0)
+
+
 class Compression(ApiModel):
     """What the runtime did to the trained model, and what it measured. Read by the rollout gate."""
 
@@ -140,8 +160,8 @@ class Compression(ApiModel):
         )
     )
 
-    quantization: Literal["int8-dynamic", "none"] | None = None
-    """Quantization applied: int8 dynamic quantization of Linear layers, or none."""
+    quantization: Literal["int8-static", "int8-dynamic", "none"] | None = None
+    """int8-static (calibrated activation scales), int8-dynamic (per-sample scales) or none."""
     sparsity: float | None = Field(default=None, ge=0, le=1)
     """Fraction of weights pruned to zero (magnitude pruning, made permanent)."""
     fp16: bool | None = None
@@ -159,6 +179,8 @@ class Compression(ApiModel):
     """What accuracy is: top-1 on labels, or share agreeing with the baseline (then 1.0)."""
     size_bytes: int | None = Field(default=None, ge=0)
     """Size of the artifact in bytes."""
+    latency: Latency | None = None
+    """Measured latency of this version (and of the baseline) at batch 1 and max batch."""
 
 
 class ModelVersionSpec(ApiModel):
