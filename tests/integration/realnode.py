@@ -33,15 +33,17 @@ class NodeCluster:
 
 
 @contextmanager
-def node_cluster(toolchain: Toolchain, directory: Path) -> Iterator[NodeCluster]:
-    """A control plane with one kwok node and the real node; stopped on the way out unless
-    a test already stopped it."""
+def node_cluster(
+    toolchain: Toolchain, directory: Path, preload: tuple[Path, ...] = ()
+) -> Iterator[NodeCluster]:
+    """A control plane with one kwok node and the real node (holding the `preload` image
+    archives); stopped on the way out unless a test already stopped it."""
     node_tc = ensure_node_toolchain()
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another engineer's real-node run finishes first
         before = hoststate.snapshot()
         cluster = Cluster(directory)
-        cluster.start(toolchain, nodes=(FakeNode("cpu-0"),), real_node=True)
+        cluster.start(toolchain, nodes=(FakeNode("cpu-0"),), real_node=True, preload=preload)
         try:
             node = cluster.real_node
             assert node is not None

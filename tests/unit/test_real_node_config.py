@@ -11,7 +11,7 @@ import pytest
 
 from conch.dev import netplan, nodeconfig
 from conch.dev.hoststate import parse_mountinfo
-from conch.dev.node import oci_ref_names
+from conch.dev.imagestore import archive_images
 
 NET = ipaddress.IPv4Network
 
@@ -149,16 +149,17 @@ def test_mountinfo_is_parsed_with_escapes() -> None:
     assert parse_mountinfo(text) == [("/mnt/a b", "ext3"), ("/sys/fs/cgroup/memory", "cgroup")]
 
 
-def test_oci_ref_names(tmp_path: Path) -> None:
+def test_archive_images(tmp_path: Path) -> None:
     import io
     import json
     import tarfile
 
     index = {
         "manifests": [
-            {"annotations": {"org.opencontainers.image.ref.name": "a/b:1"}},
-            {},
+            {"digest": "sha256:a", "annotations": {"org.opencontainers.image.ref.name": "a/b:1"}},
+            {"digest": "sha256:x"},
             {
+                "digest": "sha256:c",
                 "annotations": {
                     "org.opencontainers.image.ref.name": "2",
                     "io.containerd.image.name": "conch.local/c:2",
@@ -172,4 +173,4 @@ def test_oci_ref_names(tmp_path: Path) -> None:
         info = tarfile.TarInfo("./index.json")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    assert oci_ref_names(archive) == ["a/b:1", "conch.local/c:2"]
+    assert archive_images(archive) == {"a/b:1": "sha256:a", "conch.local/c:2": "sha256:c"}

@@ -150,10 +150,12 @@ class Cluster:
         nodes: tuple[FakeNode, ...] = DEFAULT_NODES,
         real_node: bool = False,
         node_toolchain: NodeToolchain | None = None,
+        preload: tuple[Path, ...] = (),
     ) -> None:
         """The control plane and the kwok nodes; with `real_node`, also a kubelet +
         containerd node (see conch.dev.node, built binaries unless `node_toolchain` says
-        otherwise), waited for until Ready."""
+        otherwise), waited for until Ready, holding the images of the `preload` archives
+        (from the image store cache when the same ones were preloaded before)."""
         tc = toolchain or ensure_toolchain()
         self.bin_dir = str(tc.bin_dir)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ class Cluster:
             self._save()
             self._register_nodes(tc, nodes)
             if real_node:
-                self._start_real_node(tc, certs, node_toolchain)
+                self._start_real_node(tc, certs, node_toolchain, preload)
         except BaseException as failure:
             try:
                 self.stop()
@@ -178,13 +180,17 @@ class Cluster:
             raise
 
     def _start_real_node(
-        self, tc: Toolchain, certs: pkimod.Pki, node_tc: NodeToolchain | None
+        self,
+        tc: Toolchain,
+        certs: pkimod.Pki,
+        node_tc: NodeToolchain | None,
+        preload: tuple[Path, ...],
     ) -> None:
         from conch.dev.node_toolchain import ensure_node_toolchain
 
         node_tc = node_tc or ensure_node_toolchain()
         node = RealNode(self.node_directory)
-        node.start(node_tc, certs, self.server, lambda *args: self.kubectl(tc, *args))
+        node.start(node_tc, certs, self.server, lambda *args: self.kubectl(tc, *args), preload)
         self._start_s3(str(netplan.bridge_address(node.network).ip))
 
     def _start_s3(self, host: str) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from conch.dev import hoststate, netplan
+from conch.dev import hoststate, imagestore, netplan
 from conch.dev import pki as pkimod
 from conch.dev.node_toolchain import NodeToolchain, runc_path
 from conch.dev.nodeconfig import (
@@ -43,7 +43,6 @@ from conch.dev.nodeconfig import (
 from conch.dev.process import alive, free_port, http_ok, spawn, stop_pid, wait_until
 
 BRIDGE = "conch0"
-OCI_REF_NAME = "org.opencontainers.image.ref.name"
 Kubectl = Callable[..., str]
 
 
@@ -52,24 +51,6 @@ def _run(argv: list[str], timeout: float = 60) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout
-
-
-def oci_ref_names(archive: Path) -> list[str]:
-    """The image names an OCI archive carries: the name containerd gives each manifest
-    (`io.containerd.image.name`, else the OCI ref.name annotation)."""
-    with tarfile.open(archive) as tar:
-        members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
-        member = tar.extractfile(members["index.json"]) if "index.json" in members else None
-        if member is None:
-            return []
-        index = json.load(member)
-    names = []
-    for manifest in index.get("manifests", []):
-        notes = manifest.get("annotations", {})
-        name = notes.get("io.containerd.image.name") or notes.get(OCI_REF_NAME)
-        if name:
-            names.append(str(name))
-    return names
 
 
 @dataclass
@@ -120,9 +101,18 @@ class RealNode:
 
     # -- up ------------------------------------------------------------------------
 
-    def start(self, tc: NodeToolchain, certs: pkimod.Pki, server: str, kubectl: Kubectl) -> None:
+    def start(
+        self,
+        tc: NodeToolchain,
+        certs: pkimod.Pki,
+        server: str,
+        kubectl: Kubectl,
+        preload: tuple[Path, ...] = (),
+    ) -> None:
         """Bring the node up and wait until it is Ready; on failure, the caller's stop()
-        cleans up whatever got started (all of it is recorded in node.json first)."""
+        cleans up whatever got started (all of it is recorded in node.json first).
+        `preload`: image archives the node starts with, from the image store cache
+        (conch.dev.imagestore) when a node before it imported the same ones."""
         if os.geteuid() != 0:
             raise PermissionError("a real node needs root (bridge, cgroups, mounts)")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -132,8 +122,7 @@ class RealNode:
         self.save()
         self._claim_bridge()
         self._write_files(tc, certs, server)
-        self._start_containerd(tc)
-        self.import_images([tc.pause_archive])
+        self._start_with_images(tc, (tc.pause_archive, *preload))
         self._start_kubelet(tc, kubectl)
         self._restore_sysctls()
 
@@ -213,14 +202,41 @@ class RealNode:
 
         wait_until("containerd", serving, 60, log, proc)
 
+    def _start_with_images(self, tc: NodeToolchain, archives: tuple[Path, ...]) -> None:
+        """containerd with `archives` imported: cloned from the saved image store of the same
+        archives, or imported and then saved (containerd stopped meanwhile, before kubelet
+        runs anything, so the store holds images only)."""
+        images = [item for a in archives for item in imagestore.archive_images(a).items()]
+        store = imagestore.store_for(imagestore.store_key(images))
+        if imagestore.clone(store, self.layout.containerd_root):
+            self._start_containerd(tc)
+            return
+        self._start_containerd(tc)
+        self.import_images(list(archives))
+        if len(archives) > 1:  # the pause image alone is quicker to import than to save
+            self._stop("containerd")
+            imagestore.save(self.layout.containerd_root, store)
+            self._start_containerd(tc)
+
+    def images(self) -> dict[str, str]:
+        """Image name -> manifest digest of what the node's k8s.io namespace holds."""
+        out = self._ctr("-n", "k8s.io", "images", "ls")
+        rows = [line.split() for line in out.splitlines()[1:]]
+        return {row[0]: row[2] for row in rows if len(row) >= 3}
+
     def import_images(self, archives: list[Path]) -> list[str]:
         """Import OCI (or docker) image archives into the node's k8s.io namespace, where
-        kubelet finds them; pods use them by the names the archives carry."""
+        kubelet finds them; pods use them by the names the archives carry. An archive
+        whose every image is already there (same digest, e.g. preloaded) is skipped."""
         names: list[str] = []
+        present = self.images()
         for archive in archives:
-            self._ctr("-n", "k8s.io", "images", "import", str(archive))
+            carried: dict[str, str] = {}
             with contextlib.suppress(tarfile.TarError, KeyError, json.JSONDecodeError):
-                names += oci_ref_names(archive)
+                carried = imagestore.archive_images(archive)
+            if not carried or any(present.get(n) != d for n, d in carried.items()):
+                self._ctr("-n", "k8s.io", "images", "import", str(archive))
+            names += carried
         return names
 
     def _start_kubelet(self, tc: NodeToolchain, kubectl: Kubectl) -> None:
