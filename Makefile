@@ -77,7 +77,7 @@ demo: toolchain             ## the local sandbox: control plane + operator + a r
 	$$KUBECTL wait --for=condition=Ready msvc --all --timeout=120s && \
 	$$KUBECTL get nodes -L nvidia.com/gpu.product && \
 	$$KUBECTL get mv,msvc,deploy,pods -o wide && \
-	$(BIN)/conch dev demo $(DEMO)/pkg-fp32 --name $(CLUSTER) && \
+	$(BIN)/conch dev demo $(DEMO)/pkg-fp32 --roll-out-to $(DEMO)/pkg --name $(CLUSTER) && \
 	$$KUBECTL get msvc,pods -n conch-demo -o wide && \
 	echo && echo "export KUBECONFIG=$$KUBECONFIG  # then: make down"
 

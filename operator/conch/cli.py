@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from conch.dev.demo import Answer
 
 err = Console(stderr=True)
 
@@ -43,9 +47,15 @@ def _cluster_up(args: argparse.Namespace) -> int:
         return 1
     toolchain = ensure_toolchain()
     cluster = Cluster(directory)
+    preload: tuple[Path, ...] = ()
+    if args.real_node:  # the sandbox's Triton image (3 GB) comes with the node, cached
+        from conch.dev import imagebuild
+
+        with err.status("building (or finding) the sandbox's Triton image"):
+            preload = tuple(Path(b.archive) for b in imagebuild.build(["triton"]))
     parts = "etcd, kube-apiserver, controller-manager, scheduler, kwok"
     with err.status(f"starting {parts}" + (", a real node" if args.real_node else "")):
-        cluster.start(toolchain, real_node=args.real_node)
+        cluster.start(toolchain, real_node=args.real_node, preload=preload)
     err.print(f"control plane up at {cluster.server}; binaries in {toolchain.bin_dir}")
     node = cluster.real_node
     if node is not None:
@@ -80,15 +90,11 @@ def _cluster_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _answer_table(answer: Answer) -> None:
     from rich.table import Table
 
     from conch.dev import demo
-    from conch.dev.cluster import Cluster, default_directory
 
-    directory = Path(args.dir) if args.dir else default_directory(args.name)
-    with err.status("serving the package from a pod on the real node"):
-        answer = demo.run(Cluster.load(directory), Path(args.package), args.timeout)
     table = Table(
         title=f"{answer.model}: pod {answer.pod} ({answer.pod_ip}) vs the package's "
         f"validation/expected.npz, output {answer.output!r}"
@@ -98,7 +104,28 @@ def _demo(args: argparse.Namespace) -> int:
     for row in demo.comparison_rows(answer.served, answer.expected):
         table.add_row(*row)
     Console().print(table)
-    print(f"apply -> first inference answered: {answer.apply_to_answer_s:.1f} s")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from conch.dev import demo
+    from conch.dev.cluster import Cluster, default_directory
+
+    directory = Path(args.dir) if args.dir else default_directory(args.name)
+    cluster = Cluster.load(directory)
+    with err.status("serving the package from a pod on the real node"):
+        answer = demo.run(cluster, Path(args.package), args.timeout)
+    _answer_table(answer)
+    print(f"apply -> first inference answered: {answer.apply_to_answer_s:.1f} s", flush=True)
+    if not args.roll_out_to:
+        return 0
+    print(f"\nrolling out to {args.roll_out_to} under live traffic (pod addresses only):")
+    rolled = demo.roll_out(cluster, Path(args.roll_out_to), lambda line: print(line, flush=True))
+    _answer_table(rolled.answer)
+    answered = ", ".join(f"{v} {n}" for v, n in sorted(rolled.ok.items()))
+    print(
+        f"rollout done in {rolled.seconds:.1f} s; requests answered: {answered}; "
+        f"failed: {sum(rolled.failed.values())}"
+    )
     return 0
 
 
@@ -206,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--real-node",
                 action="store_true",
-                help="also run a real node (kubelet + containerd) beside the kwok nodes",
+                help="also run a real node (kubelet + containerd) beside the kwok nodes, "
+                "holding the sandbox's Triton image (built once, its import cached)",
             )
         if action == "import":
             p.add_argument("archives", nargs="+", help="OCI image archives (.tar)")
@@ -218,6 +246,11 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--name", default="dev", help="cluster name (state under the cache)")
     demo.add_argument("--dir", help="state directory (overrides --name)")
     demo.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    demo.add_argument(
+        "--roll-out-to",
+        metavar="PACKAGE",
+        help="then roll the ModelService out to this package's version under live traffic",
+    )
     demo.set_defaults(func=_demo)
     tools = dev_sub.add_parser("toolchain", help="build (once) the pinned binaries")
     tools.add_argument(

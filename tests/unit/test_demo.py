@@ -91,3 +91,68 @@ def test_comparison_rows_show_argmax_and_largest_difference() -> None:
         ("0", "1 (3.0000)", "1 (3.0000)", "5.00e-01"),
         ("1", "0 (2.0000)", "0 (2.0000)", "0.00e+00"),
     ]
+
+
+def _pod(name: str, ip: str | None, ready: bool, version: str, deleting: bool = False) -> Any:
+    from kubernetes import client
+
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name=name,
+            labels={"serving.conch.dev/version": version},
+            deletion_timestamp="2026-01-01T00:00:00Z" if deleting else None,
+        ),
+        status=client.V1PodStatus(
+            pod_ip=ip,
+            conditions=[client.V1PodCondition(type="Ready", status=str(ready))],
+        ),
+    )
+
+
+def test_load_goes_only_to_ready_pods_on_the_bridge() -> None:
+    import ipaddress
+
+    from conch.dev import netplan
+    from conch.dev.podload import Endpoint, ready_endpoints
+
+    net = ipaddress.IPv4Network("10.213.0.0/24")
+    pods = [
+        _pod("b", "10.213.0.3", True, "v2"),
+        _pod("a", "10.213.0.2", True, "v1"),
+        _pod("starting", "10.213.0.4", False, "v2"),
+        _pod("leaving", "10.213.0.5", True, "v1", deleting=True),
+        _pod("pending", None, True, "v1"),
+    ]
+    found = ready_endpoints(pods, lambda ip: netplan.dialable_pod_ip(ip, net))
+    assert found == [Endpoint("10.213.0.2", "a", "v1"), Endpoint("10.213.0.3", "b", "v2")]
+    with pytest.raises(ValueError):
+        ready_endpoints(
+            [_pod("x", "127.0.0.1", True, "v1")], lambda ip: netplan.dialable_pod_ip(ip, net)
+        )
+
+
+def test_infer_body_names_triton_datatypes() -> None:
+    import json
+
+    from conch.dev.podload import infer_body
+
+    body = json.loads(infer_body({"pixels": np.zeros((2, 3), dtype=np.float32)}))
+    assert body == {
+        "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2, 3], "data": [0.0] * 6}]
+    }
+
+
+def test_progress_line_shows_phase_weight_and_requests_per_version() -> None:
+    from conch.dev.demo import progress_line
+
+    status = {
+        "phase": "Progressing",
+        "stable": {"version": "digits-1.0.0"},
+        "canary": {"version": "digits-2.0.0", "weight": 50},
+    }
+    line = progress_line(12.34, status, {"digits-2.0.0": 7, "digits-1.0.0": 9}, {"digits-1.0.0": 1})
+    assert line == (
+        " 12.3s  Progressing stable digits-1.0.0, canary digits-2.0.0 at 50%; "
+        "answered: digits-1.0.0 9, digits-2.0.0 7; failed: 1"
+    )
+    assert progress_line(0, {}, {}, {}) == "  0.0s  -           stable -; answered: none yet"
