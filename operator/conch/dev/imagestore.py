@@ -84,9 +84,10 @@ def _clone_tree(src: Path, dst: Path) -> None:
     modes and the overlay xattrs that mark opaque directories)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", "--link", str(src), str(dst)], check=True, capture_output=True)
-    for directory, _, files in os.walk(dst):
+    for directory, subdirectories, files in os.walk(dst):
         here = Path(directory)
         if is_linked(here.relative_to(dst)):
+            subdirectories.clear()  # all links: nothing below needs a look
             continue
         for name in files:
             path = here / name

@@ -110,3 +110,4 @@ def test_every_pull_failure_reason_reaches_status_from_a_real_exit(
         assert _pull_exit(real, ns, name) == code  # kubelet saw the runtime's own exit
         degraded = conditions(custom, ns, name)["Degraded"]
         assert (degraded["status"], degraded["reason"]) == ("True", reason)
+    real.core.delete_namespace(ns)  # its pods' init containers would keep restarting

@@ -2,10 +2,8 @@
 
 - a hand-written Triton pod serves a Python-backend model in an enforce=restricted namespace
   with a read-only root; kubelet's readiness probe proves the model is loaded;
-- the operator's own Deployment: the runtime image's init container pulls and verifies the
-  artifact from the store on the host's bridge address, Triton serves it, Ready comes from
-  kubelet's probes;
-- an int8 (torchao) `python`-format package loads and answers in the sandbox's Triton image.
+- the operator's own Deployments are in test_operator_rollout.py (serving, an int8 package,
+  a rollout) and test_pull_failures.py (every pull failure reason).
 """
 
 from __future__ import annotations
@@ -14,26 +12,12 @@ import json
 import urllib.request
 from pathlib import Path
 
-import torch
 from kubernetes import client
 
 from conch.dev.imagebuild import Built
-from conch.dev.operator import OperatorProcess
-from conch_runtime.compress import CompressionOptions
-from conch_runtime.package import PackageResult, package
 from tests.integration.realnode import NodeCluster, namespace, restricted_pod, wait_ready
-from tests.integration.realnode_serving.helpers import (
-    Store,
-    example_logits,
-    model_service,
-    modelversion_in_store,
-    ready_pods,
-    wait_service_ready,
-)
-from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
-from tests.support import GROUP, VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _triton_pod(image: str) -> dict[str, object]:
@@ -116,77 +100,3 @@ def test_triton_pod_answers_an_inference_on_its_pod_ip(
         answer = json.load(response)
     (y,) = answer["outputs"]
     assert (y["name"], y["data"]) == ("y", [10.5])
-
-
-def _serve(
-    real: NodeCluster,
-    store: Store,
-    operator: OperatorProcess,
-    triton_image: str,
-    result: PackageResult,
-) -> torch.Tensor:
-    """Apply the package's ModelVersion (artifact in the store) and a ModelService on the
-    node; wait for Ready from kubelet's probes; the logits its one pod answers."""
-    mv = modelversion_in_store(result, store)
-    ns = namespace(real)
-    custom = client.CustomObjectsApi(real.core.api_client)
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "modelversions", mv)
-    svc = model_service("mlp", mv["metadata"]["name"], triton_image)
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "modelservices", svc)
-    wait_service_ready(custom, ns, "mlp", operator.log)
-    (pod,) = ready_pods(real, ns)
-    return example_logits(real.node.dialable(pod.status.pod_ip), "mlp")
-
-
-def test_operator_serves_a_package_from_a_real_pod(
-    real: NodeCluster,
-    images: dict[str, Built],
-    operator: OperatorProcess,
-    store: Store,
-    tmp_path: Path,
-) -> None:
-    """The operator's own Deployment: the runtime image's init container pulls and verifies
-    the artifact over HTTP, Triton serves it, Ready comes from kubelet's probes, and the
-    answer on the pod's address matches the model."""
-    result = package(
-        trained_teacher(),
-        tmp_path / "pkg",
-        name="mlp",
-        version="1.0.0",
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        validation=validation(),
-    )
-    served = _serve(real, store, operator, images["triton"].reference, result)
-    inputs = example()
-    with torch.no_grad():
-        expected = trained_teacher()(inputs["features"], inputs["category"])[0]
-    assert torch.allclose(served, expected, atol=1e-4), (served, expected)
-
-
-def test_an_int8_package_loads_in_the_sandbox_triton_image(
-    real: NodeCluster,
-    images: dict[str, Built],
-    operator: OperatorProcess,
-    store: Store,
-    tmp_path: Path,
-) -> None:
-    """torchao's int8 tensors in an exported program: the image carries torchao, so the
-    package loads in a real pod and answers what the package recorded for the same input
-    (not the fp32 model's answer: int8 differs from it)."""
-    result = package(
-        trained_teacher(),
-        tmp_path / "pkg",
-        name="mlp",
-        version="2.0.0",
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        validation=validation(),
-        compression=CompressionOptions(int8=True),
-    )
-    served = _serve(real, store, operator, images["triton"].reference, result)
-    program = torch.export.load(str(result.repository / "mlp" / "1" / "model.pt2"))
-    inputs = example()
-    with torch.no_grad():
-        expected = program.module()(inputs["features"], inputs["category"])[0]
-    assert torch.allclose(served, expected, atol=1e-4), (served, expected)
