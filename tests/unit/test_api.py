@@ -68,7 +68,7 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)
 def test_schemas_are_structural(resource: Any) -> None:
-    for part in (resource.spec, resource.status):
+    for part in (p for p in (resource.spec, resource.status) if p is not None):
         for path, node in _walk(structural(part)):
             assert "$ref" not in node and "title" not in node, path
             assert (
@@ -109,3 +109,56 @@ def test_committed_crds_are_fresh() -> None:
         committed = ROOT / "crds" / name
         assert committed.exists(), f"{committed} missing: run `make crds`"
         assert committed.read_text() == text, f"{committed} is stale: run `make crds`"
+
+
+TERMS = {"uri": "https://models.example/terms/digits-v1.pdf", "sha256": "a" * 64}
+
+
+def test_usage_terms_parse_with_safe_defaults() -> None:
+    from conch.api.modelversion import Usage
+
+    usage = Usage.model_validate(
+        {"license": "Apache-2.0", "terms": TERMS, "allowedNamespaces": ["team-b"]}
+    )
+    assert usage.terms is not None and usage.terms.sha256 == "a" * 64
+    assert (usage.data.log_requests, usage.data.retain, usage.data.retention) == (
+        False,
+        False,
+        None,
+    )
+    assert usage.expires is None
+    assert usage.model_dump(exclude_defaults=True)["allowedNamespaces"] == ["team-b"]
+
+
+def test_a_grant_reads_from_and_to_on_the_wire() -> None:
+    from conch.api import ModelAccessGrant
+
+    grant = ModelAccessGrant.model_validate(
+        {
+            "metadata": {"name": "digits-to-b", "namespace": "team-a"},
+            "spec": {
+                "from": [{"namespace": "team-b", "serviceNames": ["digits"]}],
+                "to": [{"model": "digits"}, {"modelVersion": "digits-v1.2"}],
+            },
+        }
+    )
+    assert grant.spec.from_[0].service_names == ["digits"]
+    assert grant.spec.to[1].model_version == "digits-v1.2"
+    assert "from" in grant.spec.model_dump()
+
+
+def test_model_service_accepts_terms_by_digest_only_in_the_schema() -> None:
+    spec = crd(RESOURCES[1])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"
+    ]["properties"]
+    rules = [r["rule"] for r in spec["acceptTerms"]["x-kubernetes-validations"]]
+    assert rules == ["self.all(d, d.matches('^sha256:[a-f0-9]{64}$'))"]
+    assert spec["modelNamespace"]["pattern"].startswith("^[a-z0-9]")
+
+
+def test_the_grant_kind_has_no_status_and_a_short_name() -> None:
+    grant = crd(RESOURCES[2])
+    version = grant["spec"]["versions"][0]
+    assert grant["spec"]["names"]["shortNames"] == ["mag"]
+    assert "status" not in version["schema"]["openAPIV3Schema"]["properties"]
+    assert version["subresources"] == {}

@@ -74,6 +74,10 @@ per watched namespace. Nothing else: no Secrets, ConfigMaps, Nodes, RBAC or CRD 
 - apiGroups: ["serving.conch.dev"]
   resources: ["modelservices/finalizers"]
   verbs: ["update"]
+# Read-only: the grants that let other namespaces serve a team's ModelVersions.
+- apiGroups: ["serving.conch.dev"]
+  resources: ["modelaccessgrants"]
+  verbs: ["get", "list", "watch"]
 # What a ModelService becomes.
 - apiGroups: ["apps"]
   resources: ["deployments"]

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from conch.api.common import GROUP, VERSION
+from conch.api.grant import ModelAccessGrantSpec
 from conch.api.modelservice import ModelServiceSpec, ModelServiceStatus
 from conch.api.modelversion import ModelVersionSpec, ModelVersionStatus
 
@@ -97,7 +98,8 @@ class Resource:
     plural: str
     short_names: tuple[str, ...]
     spec: type[BaseModel]
-    status: type[BaseModel]
+    status: type[BaseModel] | None
+    """None: the kind has no status (nothing writes one)."""
     description: str
     printer_columns: tuple[dict[str, str], ...]
     name_rule: tuple[str, str]
@@ -161,7 +163,24 @@ MODEL_SERVICE = Resource(
     ),
 )
 
-RESOURCES = (MODEL_VERSION, MODEL_SERVICE)
+MODEL_ACCESS_GRANT = Resource(
+    kind="ModelAccessGrant",
+    plural="modelaccessgrants",
+    short_names=("mag",),
+    spec=ModelAccessGrantSpec,
+    status=None,
+    description=(
+        "Lets ModelServices of other namespaces serve ModelVersions of this namespace "
+        "(ReferenceGrant-like: it lives beside what it shares)."
+    ),
+    name_rule=("size(self.metadata.name) <= 253", "a name is at most 253 characters"),
+    printer_columns=(
+        {"name": "Consumers", "type": "string", "jsonPath": ".spec.from[*].namespace"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+)
+
+RESOURCES = (MODEL_VERSION, MODEL_SERVICE, MODEL_ACCESS_GRANT)
 
 
 def _printer_column(column: dict[str, str]) -> dict[str, Any]:
@@ -173,6 +192,14 @@ def _printer_column(column: dict[str, str]) -> dict[str, Any]:
 
 def crd(resource: Resource) -> dict[str, Any]:
     """The CustomResourceDefinition of one resource."""
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": structural(resource.spec),
+    }
+    if resource.status is not None:
+        properties["status"] = structural(resource.status)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -193,7 +220,7 @@ def crd(resource: Resource) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}} if resource.status else {},
                     "additionalPrinterColumns": [
                         _printer_column(c) for c in resource.printer_columns
                     ],
@@ -205,13 +232,7 @@ def crd(resource: Resource) -> dict[str, Any]:
                             "x-kubernetes-validations": [
                                 {"rule": resource.name_rule[0], "message": resource.name_rule[1]}
                             ],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": structural(resource.spec),
-                                "status": structural(resource.status),
-                            },
+                            "properties": properties,
                         }
                     },
                 }

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 
 from conch.api.common import (
     CONDITIONS_LIST,
+    DNS_LABEL,
     DNS_SUBDOMAIN,
     ApiModel,
     Condition,
@@ -335,7 +336,25 @@ class ModelServiceSpec(ApiModel):
     )
 
     model_version: str = Field(min_length=1, max_length=63, pattern=DNS_SUBDOMAIN)
-    """Name of the ModelVersion (same namespace) to serve."""
+    """Name of the ModelVersion to serve (in modelNamespace)."""
+    model_namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL)
+    """Namespace of the ModelVersions this service serves; unset: its own. Another namespace needs that ModelVersion's usage.allowedNamespaces to name this one and a ModelAccessGrant there naming this service (else Ready=False, UsageNotGranted)."""
+    accept_terms: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra=items(
+            {"type": "string", "maxLength": 71},
+            {"x-kubernetes-list-type": "set"},
+            validations(
+                cel(
+                    "self.all(d, d.matches('^sha256:[a-f0-9]{64}$'))",
+                    "acceptTerms entries are sha256:<64 lowercase hex>, the digest of a terms "
+                    "document (ModelVersion spec.usage.terms.sha256)",
+                )
+            ),
+        ),
+    )
+    """Digests (`sha256:<hex>`) of the terms documents this service's owner accepts; a ModelVersion with terms is served only when its digest is listed (else TermsNotAccepted)."""
     replicas: int | None = Field(default=None, ge=0, le=1000)
     """Fixed replica count when autoscaling is unset (default 1)."""
     resources: Resources = Field(default_factory=Resources)
@@ -384,6 +403,16 @@ class Endpoints(ApiModel):
     metrics: str | None = None
 
 
+class AcceptedTerms(ApiModel):
+    """Terms in force for what this service serves, and when it first accepted them."""
+
+    model_version: str = Field(max_length=253, pattern=DNS_SUBDOMAIN)
+    digest: str = Field(max_length=71)
+    """sha256:<hex> of the terms document."""
+    accepted_at: datetime
+    """When the operator first saw this acceptance (serving under these terms began)."""
+
+
 class ModelServiceStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
     observed_generation: int | None = None
@@ -413,6 +442,15 @@ class ModelServiceStatus(ApiModel):
     """Why the rollout is paused on its own (InconclusiveLimitReached, RolloutDeadlineExceeded)."""
     last_analysis: AnalysisResult | None = None
     endpoints: Endpoints | None = None
+    accepted_terms: list[AcceptedTerms] = Field(
+        default_factory=list,
+        max_length=4,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["modelVersion"],
+        },
+    )
+    """Terms accepted for the versions served (stable, canary)."""
     rollout_history: list[RolloutRecord] = Field(default_factory=list, max_length=20)
 
 

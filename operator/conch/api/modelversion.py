@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import ConfigDict, Field
@@ -10,6 +11,7 @@ from pydantic.config import JsonDict
 from conch.api.common import (
     CONDITIONS_LIST,
     DNS_LABEL,
+    SHA256_HEX,
     ApiModel,
     Condition,
     LocalObjectReference,
@@ -183,6 +185,119 @@ class Compression(ApiModel):
     """Measured latency of this version (and of the baseline) at batch 1 and max batch."""
 
 
+CATALOG_LABEL = "serving.conch.dev/catalog"
+"""Label on a ModelVersion: `shared` lists it in the catalog every team sees; absent, it is
+private. A label, not spec, so a team publishes or unpublishes without a new version."""
+CATALOG_SHARED = "shared"
+
+SPDX_ID = r"^(LicenseRef-)?[A-Za-z0-9][A-Za-z0-9.+-]*$"
+
+
+class Terms(ApiModel):
+    """The terms-of-use document consumers accept, pinned by its digest."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        json_schema_extra=validations(
+            cel(
+                r"self.matches('^https://[^/@\\s?#]+([/?#][^\\s]*)?$')",
+                "terms uri must be https://HOST/PATH, without user:password@",
+                message_expression="'terms uri must be https://HOST/PATH, without "
+                "user:password@, got ' + self",
+            )
+        ),
+    )
+    """Where the terms document is published (https only)."""
+    sha256: str = Field(
+        max_length=256,
+        json_schema_extra=validations(
+            cel(
+                f"self.matches('{SHA256_HEX}')",
+                "terms sha256 must be 64 lowercase hexadecimal characters, without a sha256: "
+                "prefix",
+            )
+        ),
+    )
+    """sha256 of the terms document. Consumers accept `sha256:<this>` in spec.acceptTerms."""
+
+
+class DataRights(ApiModel):
+    """What may be done with the data sent to the model (its inputs) and what it returns."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.logRequests || self.retain",
+                "logRequests needs retain: logged inputs and outputs are retained data",
+                ".logRequests",
+            ),
+            cel(
+                "!has(self.retention) || self.retain",
+                "retention needs retain: true",
+                ".retention",
+            ),
+        )
+    )
+
+    log_requests: bool = False
+    """Whether inputs and outputs may be logged or traced. false: Conch refuses a ModelService whose Triton flags log or trace requests (--log-verbose, --trace-*)."""
+    retain: bool = False
+    """Whether inputs and outputs may be kept after the request is answered."""
+    retention: str | None = Field(
+        default=None,
+        max_length=16,
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[0-9]{1,6}h$') && duration(self) >= duration('1h')",
+                "retention is a whole number of hours, such as 24h or 720h (30 days)",
+            )
+        ),
+    )
+    """How long retained data may be kept, in hours (e.g. 720h); unset: as long as needed."""
+
+
+class Usage(ApiModel):
+    """Terms of use: who may serve this version, and on what terms. Enforced by the operator for every ModelService that serves it (docs/catalog.md)."""
+
+    license: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        json_schema_extra=validations(
+            cel(
+                f"self.matches('{SPDX_ID}')",
+                "license must be an SPDX licence identifier such as Apache-2.0, MIT or "
+                "LicenseRef-Acme-Internal",
+            )
+        ),
+    )
+    """SPDX licence identifier of the model (e.g. Apache-2.0, or LicenseRef-<name>)."""
+    terms: Terms | None = None
+    """A terms document; when set, every ModelService that serves this version must list `sha256:<terms.sha256>` in spec.acceptTerms."""
+    purposes: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=items(
+            {"type": "string", "maxLength": 63, "pattern": DNS_LABEL},
+            {"x-kubernetes-list-type": "set"},
+        ),
+    )
+    """Purposes the model may be used for (short lowercase words, e.g. research, internal-support). Informational: shown in the catalog."""
+    data: DataRights = Field(default_factory=DataRights)
+    allowed_namespaces: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        json_schema_extra=items(
+            {"type": "string", "maxLength": 63, "pattern": DNS_LABEL},
+            {"x-kubernetes-list-type": "set"},
+        ),
+    )
+    """Namespaces whose ModelServices may serve this version; empty: only its own. A namespace listed here also needs a ModelAccessGrant in this namespace naming it."""
+    expires: datetime | None = None
+    """RFC 3339 time after which no ModelService may serve it (running ones scale to zero)."""
+
+
 class ModelVersionSpec(ApiModel):
     """An immutable packaged model. A new model is a new ModelVersion."""
 
@@ -210,6 +325,8 @@ class ModelVersionSpec(ApiModel):
     source: ArtifactSource
     signature: Signature
     compression: Compression | None = None
+    usage: Usage | None = None
+    """Terms of use; unset: only ModelServices in this namespace serve it, on no terms."""
 
 
 class ModelVersionStatus(ApiModel):
