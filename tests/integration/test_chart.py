@@ -45,6 +45,7 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("serving.conch.dev", "modelservices/status"): {"get", "patch", "update"},
     ("serving.conch.dev", "modelversions/status"): {"get", "patch", "update"},
     ("serving.conch.dev", "modelservices/finalizers"): {"update"},
+    ("serving.conch.dev", "modelaccessgrants"): {"get", "list", "watch"},  # read-only
     ("apps", "deployments"): WRITE,
     ("", "services"): WRITE,
     ("autoscaling", "horizontalpodautoscalers"): WRITE,
