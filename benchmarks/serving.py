@@ -1,4 +1,4 @@
-"""Serving benchmark: one packaged model on Triton vs a hand-written Flask and FastAPI server.
+"""Serving benchmark: a packaged model on Triton (fp32 and int8) vs Flask and FastAPI.
 
 Trains a 64-512-512-10 MLP on scikit-learn's bundled digits data set (no download) in
 seconds, packages it with `conch_runtime.package` (python format: Triton's Python backend,
@@ -8,6 +8,8 @@ ServingOptions default, waits up to 2 ms for more, which costs latency at 1 conn
 serves that one model file three ways, each on 127.0.0.1 and pinned to one core:
 
 - triton:  the real tritonserver (`conch_runtime.triton.TritonServer`), KServe v2 JSON;
+- int8:    the same model packaged with `--int8` (static x86 int8, calibrated on 512 training
+           digits; a TorchScript file the Python backend runs), in the same tritonserver;
 - flask:   Flask's server with `threaded=False`, one request at a time, torch on 1 thread;
 - fastapi: FastAPI under uvicorn (1 worker, an async endpoint), torch on 1 thread.
 
@@ -18,7 +20,8 @@ requests/s, p50 and p99 (wrk's histogram), and each against Flask's at the same 
 Ratios, not absolute figures, are comparable on a shared machine. Every process is stopped
 by its pid, whatever happens.
 
-Target (the issue): Triton at least 3x Flask's requests/s at 32 connections, p99 no worse.
+Targets: Triton at least 3x Flask's requests/s at 32 connections, p99 no worse; the int8
+package at least fp32's requests/s at 32 connections (issue 15).
 
     .venv/bin/python benchmarks/serving.py [--duration 10] [--queue-delay-us 0]
 
@@ -54,7 +57,7 @@ HOST = "127.0.0.1"
 NAME = "digits"
 HIDDEN = 512
 CONNECTIONS = (1, 8, 32)
-SERVERS = ("triton", "flask", "fastapi")
+SERVERS = ("triton", "int8", "flask", "fastapi")
 TARGET_SPEEDUP = 3.0
 LUA = Path(__file__).resolve().with_name("post.lua")
 
@@ -79,8 +82,9 @@ class Inputs(BaseModel):
     pixels: list[list[float]]
 
 
-def train(epochs: int) -> tuple[nn.Module, torch.Tensor, float]:
-    """The trained MLP, the held-out digits and its accuracy on them."""
+def train(epochs: int) -> tuple[nn.Module, torch.Tensor, float, torch.Tensor]:
+    """The trained MLP, the held-out digits, its accuracy on them, and 512 training digits
+    (the int8 package's calibration data)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -102,7 +106,7 @@ def train(epochs: int) -> tuple[nn.Module, torch.Tensor, float]:
     model.eval()
     with torch.no_grad():
         accuracy = float((model(xte).argmax(1) == yte).float().mean())
-    return model, xte, accuracy
+    return model, xte, accuracy, xtr[:512]
 
 
 # The hand-written servers: this file run as `serving.py --serve flask|fastapi ...`.
@@ -296,13 +300,15 @@ def main() -> None:
         raise SystemExit(f"needs 2 CPUs (server, load generator); this process may use {cpus}")
     server_cpu, load_cpu = cpus[0], cpus[1]
 
+    from conch_runtime.compress import CompressionOptions
+    from conch_runtime.data import Dataset
     from conch_runtime.export import load_saved
     from conch_runtime.package import package
     from conch_runtime.repository import ServingOptions
     from conch_runtime.triton import TritonServer
 
     trained = time.monotonic()
-    model, test_x, accuracy = train(args.epochs)
+    model, test_x, accuracy, calibration = train(args.epochs)
     print(
         f"digits MLP 64-{HIDDEN}-{HIDDEN}-10: {args.epochs} epochs, held-out accuracy "
         f"{accuracy:.4f}, trained in {time.monotonic() - trained:.1f}s",
@@ -320,9 +326,28 @@ def main() -> None:
             output_names=["logits"],
             serving=serving,
         )
+        int8 = package(
+            model,
+            workdir / "int8",
+            name=f"{NAME}-int8",
+            version="1",
+            example={"pixels": test_x[:8]},
+            output_names=["logits"],
+            validation={"pixels": test_x},
+            compression=CompressionOptions(int8=True, calibration=Dataset({"pixels": calibration})),
+            serving=serving,
+        )
         model_file = next(result.repository.glob(f"{NAME}/1/model.pt*"))
+        int8_file = next(int8.repository.glob(f"{NAME}-int8/1/model.pt*"))
         sample = test_x[:1]
         reference = load_saved(model_file)(sample)[0][0].tolist()
+        int8_reference = load_saved(int8_file)(sample)[0][0].tolist()
+        print(
+            f"int8 package: {int8_file.name}, top-1 agreement with fp32 on the held-out digits "
+            f"{int8.compression.accuracy:.4f}, artifact "
+            f"{result.size_bytes / int8.size_bytes:.2f}x smaller",
+            flush=True,
+        )
         pixels = sample.tolist()
         v2 = {
             "inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels[0]}]
@@ -335,7 +360,7 @@ def main() -> None:
         )
 
         pids: dict[str, int] = {}
-        triton = TritonServer([result.repository])
+        triton = TritonServer([result.repository, int8.repository])
         try:
             with pinned(server_cpu):
                 triton.start()
@@ -347,7 +372,13 @@ def main() -> None:
                         f"http://{triton.http_url}/v2/models/{NAME}/infer",
                         json.dumps(v2).encode(),
                         lambda r: r["outputs"][0]["data"],
-                    )
+                    ),
+                    Endpoint(
+                        "int8",
+                        f"http://{triton.http_url}/v2/models/{NAME}-int8/infer",
+                        json.dumps(v2).encode(),
+                        lambda r: r["outputs"][0]["data"],
+                    ),
                 ]
                 for kind in ("flask", "fastapi"):
                     pids[kind], port = start_python_server(kind, model_file, workdir)
@@ -366,10 +397,11 @@ def main() -> None:
             )
             for endpoint in endpoints:
                 got = endpoint.logits(post(endpoint.url, endpoint.body))
-                diff = max(abs(a - b) for a, b in zip(got, reference, strict=True))
+                want = int8_reference if endpoint.name == "int8" else reference
+                diff = max(abs(a - b) for a, b in zip(got, want, strict=True))
                 assert diff <= 1e-4, f"{endpoint.name} logits differ by {diff}: {got}"
                 print(
-                    f"  {endpoint.name}: same logits as the packaged file (max |diff| {diff:.1e})"
+                    f"  {endpoint.name}: same logits as its packaged file (max |diff| {diff:.1e})"
                 )
             print(flush=True)
 
@@ -423,6 +455,15 @@ def main() -> None:
         f"target: Triton >= {TARGET_SPEEDUP:g}x Flask's req/s at {top} connections, p99 no worse: "
         f"{speedup:.2f}x, p99 {p99:.2f}x Flask's{'' if clean else ', with errors'} -> "
         f"{'MET' if met else 'MISSED'}"
+    )
+    served = [
+        results["int8", c].requests_per_s / results["triton", c].requests_per_s for c in CONNECTIONS
+    ]
+    int8_met = served[-1] >= 1.0 and clean
+    print(
+        f"target: served int8 >= fp32's req/s at {top} connections: "
+        + ", ".join(f"{r:.2f}x at {c}" for r, c in zip(served, CONNECTIONS, strict=True))
+        + f" -> {'MET' if int8_met else 'MISSED'}"
     )
     print(f"whole run: {time.monotonic() - began:.0f}s")
 

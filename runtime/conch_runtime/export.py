@@ -1,9 +1,10 @@
 """Serialize a (compressed) model for one Triton format, and load it back to check it.
 
 - ``python``: an exported program (``model.pt2``, ``torch.export``) that the generated
-  Python-backend ``model.py`` runs; a TorchScript input stays TorchScript (``model.pt``).
-  torch 2.10+ deprecates ``torch.jit.trace``/``script``, and torchao's int8 tensors cannot be
-  TorchScripted, so the exported program is the default.
+  Python-backend ``model.py`` runs; a TorchScript program stays TorchScript (``model.pt``):
+  a TorchScript input, and an int8 model (torch.ao's quantized kernels, which an exported
+  program would run as slow reference ops). torch 2.10+ deprecates ``torch.jit``, so the
+  exported program is the default otherwise.
 - ``torchscript``: ``model.pt`` for Triton's ``pytorch_libtorch`` platform, scripted (or
   traced when it cannot be scripted) and checked against the model (see `torchscript`).
 - ``onnx``: ``model.onnx`` for ``onnxruntime_onnx`` (torch's dynamo exporter); internal

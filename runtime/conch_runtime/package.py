@@ -27,17 +27,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from conch_runtime.compress import (
-    AccuracyMetric,
+    INT8_QUANTIZER,
     CompressionOptions,
     HalfPrecision,
     accuracy,
@@ -47,12 +46,22 @@ from conch_runtime.compress import (
     quantize_int8,
     run_model,
 )
-from conch_runtime.data import Dataset, generate_inputs, save_npz
+from conch_runtime.data import Batch, Dataset, generate_inputs, save_npz
 from conch_runtime.export import FORMATS, Format, SavedModel, export_model, load_saved
+from conch_runtime.latency import measure
 from conch_runtime.manifest import Manifest, file_digests, write_artifact
 from conch_runtime.models import LoadedModel, load_model
 from conch_runtime.modelversion import MODELVERSION, build_modelversion, check_identity, dump_yaml
 from conch_runtime.progress import Reporter, SilentReporter
+from conch_runtime.report import (
+    AccuracyMetric,
+    CompressionReport,
+    Distillation,
+    Latency,
+    OutputError,
+    Transform,
+    compression_warnings,
+)
 from conch_runtime.repository import (
     MODEL_VERSION,
     ServingOptions,
@@ -71,7 +80,7 @@ from conch_runtime.tool_errors import (
     InvalidSignature,
 )
 
-__all__ = ["PackageResult", "package"]
+__all__ = ["CompressionReport", "PackageResult", "package"]
 
 REPOSITORY = "repository"
 VALIDATION = "validation"
@@ -89,7 +98,7 @@ class PackageResult:
     signature: Signature
     manifest: Path
     modelversion: Path
-    compression: dict[str, Any]
+    compression: CompressionReport
 
 
 def package(  # noqa: PLR0913  (to split: issue 12)
@@ -159,10 +168,21 @@ def package(  # noqa: PLR0913  (to split: issue 12)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.conch-package-", dir=out.parent))
     try:
-        result = _build(
-            loaded, staging, out, name, version, format, signature, data, export_batch,
-            compression, serving, uri, artifact_name, baseline_version, reporter,
-        )  # fmt: skip
+        job = _Job(
+            loaded=loaded,
+            name=name,
+            version=version,
+            format=format,
+            signature=signature,
+            data=data,
+            export_batch=export_batch,
+            options=compression,
+            serving=serving,
+            uri=uri,
+            artifact_name=artifact_name,
+            baseline_version=baseline_version,
+        )
+        result = _build(job, staging, out, reporter)
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
@@ -255,14 +275,11 @@ def _run_saved(model: SavedModel, data: Dataset, batch: int) -> list[torch.Tenso
 
 def _output_errors(
     signature: Signature, reference: Sequence[torch.Tensor], actual: Sequence[torch.Tensor]
-) -> dict[str, dict[str, float]]:
+) -> dict[str, OutputError]:
     errors = {}
     for spec, want, got in zip(signature.outputs, reference, actual, strict=True):
         diff = (got.double() - want.double()).abs()
-        errors[spec.name] = {
-            "maxAbsError": float(diff.max()),
-            "meanAbsError": float(diff.mean()),
-        }
+        errors[spec.name] = OutputError(float(diff.max()), float(diff.mean()))
     return errors
 
 
@@ -274,147 +291,224 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _build(  # noqa: PLR0913, PLR0915  (to split: issue 12)
-    loaded: LoadedModel,
-    staging: Path,
-    out: Path,
-    name: str,
-    version: str,
-    format: Format,
-    signature: Signature,
-    data: Dataset,
-    export_batch: dict[str, torch.Tensor],
-    options: CompressionOptions,
-    serving: ServingOptions,
-    uri: str,
-    artifact_name: str,
-    baseline_version: str | None,
-    reporter: Reporter,
-) -> PackageResult:
-    batch = signature.max_batch_size
+@dataclass(frozen=True)
+class _Job:
+    """What `package` settled before building: the model, its signature and data, and the
+    options; `_build` and its steps work from this alone."""
+
+    loaded: LoadedModel
+    name: str
+    version: str
+    format: Format
+    signature: Signature
+    data: Dataset
+    export_batch: Batch
+    options: CompressionOptions
+    serving: ServingOptions
+    uri: str
+    artifact_name: str
+    baseline_version: str | None
+
+    @property
+    def batch(self) -> int:
+        return max(1, self.signature.max_batch_size)
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """The uncompressed model packaged the same way: its sizes, and its model file loaded
+    (for latency), so the report compares like with like."""
+
+    model_bytes: int
+    artifact_bytes: int
+    model: SavedModel
+
+
+def _build(job: _Job, staging: Path, out: Path, reporter: Reporter) -> PackageResult:
+    original = _run_original(job, reporter)
+    baseline = _baseline(job, reporter) if job.options.any else None
+    working, transform = _compress(job, reporter)
+
+    repository = staging / REPOSITORY
+    with reporter.step(f"Exporting for the {job.format} format, writing the repository"):
+        model_path = _write_repository(
+            working, repository, job.name, job.format, job.signature, job.serving, job.export_batch
+        )
+    with reporter.step("Running the packaged model file (the validation reference)"):
+        saved = load_saved(model_path)
+        expected = _run_saved(saved, job.data, job.batch)
+        _write_validation(staging, job, original, expected)
+    latency = _latency(job, saved, baseline, reporter)
+    with reporter.step("Packing the artifact"):
+        sha256, size = write_artifact(repository, staging / job.artifact_name)
+
+    metric, score, baseline_score = _scores(job.data, original, expected)
+    report = CompressionReport(
+        transform=transform,
+        baseline_version=job.baseline_version,
+        model_bytes=model_path.stat().st_size,
+        artifact_bytes=size,
+        baseline_model_bytes=None if baseline is None else baseline.model_bytes,
+        baseline_artifact_bytes=None if baseline is None else baseline.artifact_bytes,
+        baseline_accuracy=baseline_score,
+        accuracy=score,
+        accuracy_metric=metric,
+        validation_samples=len(job.data),
+        output_errors=_output_errors(job.signature, original, expected),
+        latency=latency,
+    )
+    report = replace(report, warnings=compression_warnings(report, job.serving.device))
+    _write_records(job, staging, report, model_path.relative_to(repository), sha256, size)
+    return PackageResult(
+        directory=out,
+        repository=out / REPOSITORY,
+        artifact=out / job.artifact_name,
+        sha256=sha256,
+        size_bytes=size,
+        uri=job.uri,
+        signature=job.signature,
+        manifest=out / "conch.json",
+        modelversion=out / MODELVERSION,
+        compression=report,
+    )
+
+
+def _run_original(job: _Job, reporter: Reporter) -> list[torch.Tensor]:
+    loaded, data = job.loaded, job.data
     with reporter.step(f"Running the original model on {len(data)} validation samples"):
         try:
-            original = run_model(loaded.module, data, batch)
+            return run_model(loaded.module, data, job.batch)
         except Exception as exc:
             hint = ""
             if loaded.kind == "exported":
                 hint = " (was the program exported with a dynamic batch dimension?)"
             raise InvalidModel(
-                f"the model fails on a batch of {min(batch, len(data))} validation samples"
+                f"the model fails on a batch of {min(job.batch, len(data))} validation samples"
                 f"{hint}: {type(exc).__name__}: {exc}"
             ) from None
-        baseline_accuracy = 1.0 if data.labels is None else accuracy(original, data.labels)
 
-    baseline_bytes = baseline_artifact = None
-    if options.any:
-        with (
-            reporter.step("Packaging the uncompressed model to measure its size"),
-            tempfile.TemporaryDirectory() as scratch,
-        ):
-            root = Path(scratch) / REPOSITORY
-            path = _write_repository(
-                loaded.module, root, name, format, signature, serving, export_batch
-            )
-            baseline_bytes = path.stat().st_size
-            baseline_artifact = write_artifact(root, Path(scratch) / artifact_name)[1]
 
-    report: dict[str, Any] = {"quantization": "none"}
+def _baseline(job: _Job, reporter: Reporter) -> _Baseline:
+    with (
+        reporter.step("Packaging the uncompressed model to measure its size and latency"),
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        root = Path(scratch) / REPOSITORY
+        path = _write_repository(
+            job.loaded.module, root, job.name, job.format, job.signature, job.serving,
+            job.export_batch,
+        )  # fmt: skip
+        artifact_bytes = write_artifact(root, Path(scratch) / job.artifact_name)[1]
+        return _Baseline(path.stat().st_size, artifact_bytes, load_saved(path))
+
+
+def _compress(job: _Job, reporter: Reporter) -> tuple[nn.Module, Transform]:
+    """Apply the options in their fixed order (distill -> prune -> int8 | fp16)."""
+    options, loaded = job.options, job.loaded
     working: nn.Module = loaded.module
     kind = loaded.kind
+    transform = Transform()
     if options.distill is not None:
         working = distill(loaded.module, options.distill, reporter)
         kind = "eager"
-        report["distilledFrom"] = options.distill.teacher_version or Path(loaded.source).name
-        report["distillation"] = {
-            "epochs": options.distill.epochs,
-            "temperature": options.distill.temperature,
-            "alpha": options.distill.alpha,
-            "samples": len(options.distill.data),
-        }
+        transform = replace(
+            transform,
+            distilled_from=options.distill.teacher_version or Path(loaded.source).name,
+            distillation=Distillation(
+                epochs=options.distill.epochs,
+                temperature=options.distill.temperature,
+                alpha=options.distill.alpha,
+                samples=len(options.distill.data),
+            ),
+        )
     elif options.any and kind == "eager":
         working = copy.deepcopy(working)  # the caller's module stays as it was
     if options.sparsity is not None:
         with reporter.step(f"Pruning to {options.sparsity:.0%} sparsity"):
-            report["sparsity"] = round(prune(working, options.sparsity, kind), 6)
-            report["targetSparsity"] = options.sparsity
+            measured = prune(working, options.sparsity, kind)
+        transform = replace(transform, sparsity=measured, target_sparsity=options.sparsity)
     if options.int8:
-        report["quantization"] = "int8-dynamic"
-        with reporter.step("Quantizing Linear layers to int8 (torchao, dynamic)"):
-            working = quantize_int8(working)
-        report["quantizer"] = "torchao Int8DynamicActivationInt8WeightConfig"
+        calibration = options.calibration or job.data
+        with reporter.step(f"Quantizing to int8 (x86, calibrated on {len(calibration)} samples)"):
+            working = quantize_int8(working, job.signature, calibration, job.export_batch)
+        transform = replace(
+            transform,
+            quantization="int8-static",
+            quantizer=INT8_QUANTIZER,
+            calibration_samples=len(calibration),
+        )
     if options.fp16:
-        working = HalfPrecision(working, [spec.dtype for spec in signature.outputs])
-        report["fp16"] = True
+        working = HalfPrecision(working, [spec.dtype for spec in job.signature.outputs])
+        transform = replace(transform, fp16=True)
+    return working, transform
 
-    repository = staging / REPOSITORY
-    with reporter.step(f"Exporting for the {format} format, writing the repository"):
-        model_path = _write_repository(
-            working, repository, name, format, signature, serving, export_batch
-        )
 
-    with reporter.step("Running the packaged model file (the validation reference)"):
-        expected = _run_saved(load_saved(model_path), data, batch)
-        metric: AccuracyMetric = "top1"
-        if data.labels is None:  # no labels: how often the package answers as the original
-            metric, compressed_accuracy = agreement(expected, original)
-        else:
-            compressed_accuracy = accuracy(expected, data.labels)
-        inputs_file = staging / VALIDATION / "inputs.npz"
-        save_npz(inputs_file, data.to_arrays())
-        save_npz(
-            staging / VALIDATION / "expected.npz",
-            dict(zip(signature.output_names, expected, strict=True)),
-        )
-        save_npz(
-            staging / VALIDATION / "original.npz",
-            dict(zip(signature.output_names, original, strict=True)),
-        )
+def _write_validation(
+    staging: Path, job: _Job, original: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]
+) -> None:
+    names = job.signature.output_names
+    save_npz(staging / VALIDATION / "inputs.npz", job.data.to_arrays())
+    save_npz(staging / VALIDATION / "expected.npz", dict(zip(names, expected, strict=True)))
+    save_npz(staging / VALIDATION / "original.npz", dict(zip(names, original, strict=True)))
 
-    with reporter.step("Packing the artifact"):
-        sha256, size = write_artifact(repository, staging / artifact_name)
 
-    model_bytes = model_path.stat().st_size
-    report.update(
-        {
-            "baselineVersion": baseline_version,
-            "modelBytes": model_bytes,
-            "baselineModelBytes": baseline_bytes,
-            "sizeRatio": None if baseline_bytes is None else round(baseline_bytes / model_bytes, 4),
-            "artifactBytes": size,
-            "baselineArtifactBytes": baseline_artifact,
-            "artifactSizeRatio": None
-            if baseline_artifact is None
-            else round(baseline_artifact / size, 4),
-            "baselineAccuracy": baseline_accuracy,
-            "accuracy": compressed_accuracy,
-            "accuracyMetric": metric,
-            "accuracyDelta": compressed_accuracy - baseline_accuracy,
-            "validationSamples": len(data),
-            "outputErrors": _output_errors(signature, original, expected),
-        }
+def _scores(
+    data: Dataset, original: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]
+) -> tuple[AccuracyMetric, float, float]:
+    """(metric, packaged score, original score): top-1 on the labels, or without labels how
+    often the package answers as the original (which then scores 1)."""
+    if data.labels is None:
+        metric, score = agreement(expected, original)
+        return metric, score, 1.0
+    return "top1", accuracy(expected, data.labels), accuracy(original, data.labels)
+
+
+def _latency(
+    job: _Job, saved: SavedModel, baseline: _Baseline | None, reporter: Reporter
+) -> Latency:
+    threads = job.serving.torch_threads
+    with reporter.step(f"Timing batch 1 and batch {job.batch} on {threads} thread(s)"):
+        models = {"package": saved}
+        if baseline is not None:
+            models["baseline"] = baseline.model
+        times = measure(models, job.data, job.batch, thread_count=threads)
+    one, most = times["package"]
+    base = times.get("baseline")
+    return Latency(
+        threads=threads,
+        max_batch=job.batch,
+        batch1_ms=one,
+        max_batch_ms=most,
+        baseline_batch1_ms=None if base is None else base[0],
+        baseline_max_batch_ms=None if base is None else base[1],
+        device="cpu",
     )
-    report = {k: v for k, v in report.items() if v is not None}
 
+
+def _write_records(
+    job: _Job, staging: Path, report: CompressionReport, model_file: Path, sha256: str, size: int
+) -> None:
+    """modelversion.yaml and conch.json (the manifest, with every file's digest)."""
     modelversion = build_modelversion(
-        model=name,
-        version=version,
-        format=format,
-        uri=uri,
+        model=job.name,
+        version=job.version,
+        format=job.format,
+        uri=job.uri,
         sha256=sha256,
-        signature=signature.to_dict(),
-        compression=_crd_compression(report),
+        signature=job.signature.to_dict(),
+        compression=report.to_crd(),
     )
     dump_yaml(modelversion, staging / MODELVERSION)
     manifest = Manifest(
-        model=name,
-        version=version,
-        format=format,
-        model_file=model_path.relative_to(repository).as_posix(),
-        signature=signature.to_dict(),
-        artifact=artifact_name,
+        model=job.name,
+        version=job.version,
+        format=job.format,
+        model_file=model_file.as_posix(),
+        signature=job.signature.to_dict(),
+        artifact=job.artifact_name,
         artifact_sha256=sha256,
         artifact_bytes=size,
-        compression=report,
+        compression=report.to_dict(),
         validation={
             "inputs": f"{VALIDATION}/inputs.npz",
             "expected": f"{VALIDATION}/expected.npz",
@@ -424,37 +518,3 @@ def _build(  # noqa: PLR0913, PLR0915  (to split: issue 12)
     )
     manifest.files = file_digests(staging)
     manifest.write(staging)
-    return PackageResult(
-        directory=out,
-        repository=out / REPOSITORY,
-        artifact=out / artifact_name,
-        sha256=sha256,
-        size_bytes=size,
-        uri=uri,
-        signature=signature,
-        manifest=out / "conch.json",
-        modelversion=out / MODELVERSION,
-        compression=report,
-    )
-
-
-_CRD_FIELDS = (
-    "quantization",
-    "sparsity",
-    "fp16",
-    "distilledFrom",
-    "baselineVersion",
-    "baselineAccuracy",
-    "accuracy",
-    "accuracyMetric",
-)
-
-
-def _crd_compression(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The report's fields that ModelVersion.spec.compression has, plus the artifact size."""
-    block = {k: report[k] for k in _CRD_FIELDS if k in report}
-    for key in ("baselineAccuracy", "accuracy", "sparsity"):
-        if key in block:
-            block[key] = float(np.clip(round(float(block[key]), 6), 0.0, 1.0))
-    block["sizeBytes"] = int(report["artifactBytes"])
-    return block

@@ -46,9 +46,13 @@ def add_tool_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     comp = p.add_argument_group("compression (each optional)")
     comp.add_argument(
         "--quantize", choices=["int8", "none"], default="none",
-        help="int8: dynamic quantization of Linear layers",
+        help="int8: static quantization (x86 kernels), scales calibrated on --calibration",
     )  # fmt: skip
     comp.add_argument("--int8", action="store_true", help="the same as --quantize int8")
+    comp.add_argument(
+        "--calibration", type=Path,
+        help=".npz inputs that fix int8 activation scales (default: the validation data)",
+    )  # fmt: skip
     comp.add_argument("--sparsity", type=float, help="magnitude-prune this share of weights")
     comp.add_argument("--fp16", action="store_true", help="half precision (GPU targets)")
     comp.add_argument("--distill-student", help="module:factory of the student to distill")
@@ -173,6 +177,7 @@ def _package(args: argparse.Namespace) -> int:
             sparsity=args.sparsity,
             fp16=args.fp16,
             distill=distill,
+            calibration=None if args.calibration is None else load_npz(args.calibration),
         ),
         validation=None if args.validation is None else load_npz(args.validation),
         validation_samples=args.validation_samples,
@@ -193,11 +198,14 @@ def _package(args: argparse.Namespace) -> int:
     table.add_row("sha256", result.sha256)
     table.add_row("uri", result.uri)
     table.add_row("ModelVersion", str(result.modelversion))
-    for key, value in result.compression.items():
-        if key != "outputErrors":
+    report = result.compression.to_dict()
+    for key, value in report.items():
+        if key not in ("outputErrors", "warnings"):
             table.add_row(key, str(value))
-    for output, errors in result.compression.get("outputErrors", {}).items():
+    for output, errors in report["outputErrors"].items():
         table.add_row(f"error vs original: {output}", f"max {errors['maxAbsError']:.3g}")
+    for warning in result.compression.warnings:
+        table.add_row("[yellow]warning[/yellow]", warning)
     Console().print(table)
     return 0
 

@@ -16,13 +16,14 @@ import torch
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
-from conch_runtime.compress import CompressionOptions, DistillOptions
+from conch_runtime.compress import INT8_QUANTIZER, CompressionOptions, DistillOptions
 from conch_runtime.data import Dataset
-from conch_runtime.export import Format
+from conch_runtime.export import Format, load_saved
 from conch_runtime.manifest import MANIFEST, Manifest, file_digests, sha256_file
 from conch_runtime.models import quiet_deprecations
 from conch_runtime.package import PackageResult, package
 from conch_runtime.pull import pull
+from conch_runtime.report import Distillation
 from conch_runtime.repository import ServingOptions, config_signature, read_config
 from conch_runtime.signature import Signature, TensorSpec
 from conch_runtime.sources import SourceConfig
@@ -216,9 +217,13 @@ def test_modelversion_validates_against_the_crd_schema(int8_pruned: PackageResul
         "accuracy",
         "accuracyMetric",
         "sizeBytes",
+        "latency",
     }
     assert compression["accuracyMetric"] == "top1"  # the validation data has labels
-    assert compression["quantization"] == "int8-dynamic"
+    assert compression["quantization"] == "int8-static"
+    latency = compression["latency"]
+    assert latency["device"] == "cpu" and latency["threads"] == 1 and latency["maxBatch"] == 64
+    assert latency["batch1Ms"] > 0 and latency["baselineMaxBatchMs"] > 0
     assert compression["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert compression["sizeBytes"] == int8_pruned.size_bytes
     assert compression["baselineVersion"] == "mlp-1.0.0"
@@ -261,7 +266,10 @@ def _state(result: PackageResult) -> dict[str, torch.Tensor]:
 
 def test_pruning_is_permanent_and_measured(int8_pruned: PackageResult, tmp_path: Path) -> None:
     report = int8_pruned.compression
-    assert report["sparsity"] == pytest.approx(0.5, abs=0.01) and report["targetSparsity"] == 0.5
+    assert (
+        report.transform.sparsity == pytest.approx(0.5, abs=0.01)
+        and report.transform.target_sparsity == 0.5
+    )
     pruned = build(tmp_path / "pruned", CompressionOptions(sparsity=0.8))
     weights = {k: v for k, v in _state(pruned).items() if k.endswith("weight") and "embed" not in k}
     assert sorted(weights) == ["fc1.weight", "fc2.weight", "out.weight"]
@@ -274,10 +282,56 @@ def test_pruning_is_permanent_and_measured(int8_pruned: PackageResult, tmp_path:
 
 def test_int8_shrinks_the_artifact_and_keeps_accuracy(int8_pruned: PackageResult) -> None:
     report = int8_pruned.compression
-    assert report["quantizer"] == "torchao Int8DynamicActivationInt8WeightConfig"
-    assert report["artifactSizeRatio"] > 2.5, report
-    assert report["accuracy"] >= report["baselineAccuracy"] - 0.05, report
-    assert report["outputErrors"]["logits"]["maxAbsError"] > 0  # pruned, not fine-tuned
+    assert report.transform.quantizer == INT8_QUANTIZER
+    assert report.transform.calibration_samples == 256  # the validation data by default
+    assert report.artifact_size_ratio is not None and report.artifact_size_ratio > 2.5, report
+    assert report.accuracy >= report.baseline_accuracy - 0.05, report
+    assert report.output_errors["logits"].max_abs_error > 0  # pruned, not fine-tuned
+
+
+def test_int8_is_static_torchscript_and_answers_alike_in_any_batch(
+    int8_pruned: PackageResult,
+) -> None:
+    """Calibrated scales: a sample's answer does not depend on what it is batched with."""
+    config = read_config(int8_pruned.repository / "mlp" / "config.pbtxt")
+    assert config.parameters["model_file"].string_value == "model.pt"
+    model = load_saved(int8_pruned.repository / "mlp" / "1" / "model.pt")
+    data = Dataset.of(validation())
+    features, category = data.inputs["features"], data.inputs["category"]
+    whole = model(features[:64], category[:64])[0]
+    for size in (1, 7):
+        alone = model(features[:size], category[:size])[0]
+        assert torch.equal(alone, whole[:size]), size
+
+
+def test_int8_for_the_torchscript_format(tmp_path: Path) -> None:
+    result = build(tmp_path / "ts", CompressionOptions(int8=True), format="torchscript")
+    config = read_config(result.repository / "mlp" / "config.pbtxt")
+    assert config.platform == "pytorch_libtorch"
+    assert result.compression.transform.quantization == "int8-static"
+    assert result.compression.accuracy >= result.compression.baseline_accuracy - 0.05
+
+
+def test_int8_calibrates_on_the_data_given(tmp_path: Path) -> None:
+    calibration = Dataset.of(task(96, seed=21))
+    result = build(tmp_path / "cal", CompressionOptions(int8=True, calibration=calibration))
+    assert result.compression.transform.calibration_samples == 96
+
+
+def test_latency_is_measured_for_every_package(fp32: PackageResult) -> None:
+    latency = fp32.compression.latency
+    assert latency is not None and (latency.threads, latency.max_batch) == (1, 64)
+    assert latency.batch1_ms > 0 and latency.max_batch_ms > 0
+    assert latency.speedup() is None  # nothing compressed: no baseline to compare with
+    spec = yaml.safe_load(fp32.modelversion.read_text())["spec"]
+    assert spec["compression"]["latency"]["batch1Ms"] == round(latency.batch1_ms, 4)
+
+
+def test_unstructured_pruning_says_it_buys_neither_size_nor_speed(tmp_path: Path) -> None:
+    result = build(tmp_path / "pruned", CompressionOptions(sparsity=0.5))
+    assert any("unstructured" in w for w in result.compression.warnings), result.compression
+    manifest = Manifest.read(result.directory)
+    assert manifest.compression["warnings"] == list(result.compression.warnings)
 
 
 def test_fp16_halves_the_weights_and_keeps_the_interface(tmp_path: Path) -> None:
@@ -286,8 +340,10 @@ def test_fp16_halves_the_weights_and_keeps_the_interface(tmp_path: Path) -> None
     assert weights and weights[0].dtype == torch.float16
     assert result.signature.inputs[0].data_type == "TYPE_FP32"  # clients see no change
     report = result.compression
-    assert report["fp16"] is True and report["sizeRatio"] > 1.3  # the graph is not halved
-    assert report["outputErrors"]["logits"]["maxAbsError"] < 0.05
+    assert report.transform.fp16 is True
+    assert report.size_ratio is not None and report.size_ratio > 1.3  # the graph is not halved
+    assert any(w.startswith("fp16 is for GPUs") for w in report.warnings)  # a CPU target
+    assert report.output_errors["logits"].max_abs_error < 0.05
     expected = np.load(result.directory / "validation" / "expected.npz")
     assert expected["logits"].dtype == np.float32
 
@@ -301,10 +357,10 @@ def test_distillation_trains_a_smaller_student(tmp_path: Path) -> None:
     )
     result = build(tmp_path / "student", CompressionOptions(distill=options))
     report = result.compression
-    assert report["distilledFrom"] == "mlp-teacher-1.0.0"
-    assert report["distillation"]["epochs"] == 15 and report["distillation"]["samples"] == 2048
-    assert report["sizeRatio"] > 3
-    assert report["accuracy"] >= report["baselineAccuracy"] - 0.1, report
+    assert report.transform.distilled_from == "mlp-teacher-1.0.0"
+    assert report.transform.distillation == Distillation(15, 2.0, 0.7, 2048)
+    assert report.size_ratio is not None and report.size_ratio > 3
+    assert report.accuracy >= report.baseline_accuracy - 0.1, report
     spec = yaml.safe_load(result.modelversion.read_text())["spec"]
     assert spec["compression"]["distilledFrom"] == "mlp-teacher-1.0.0"
 
@@ -316,8 +372,8 @@ def test_factory_and_state_dict(tmp_path: Path) -> None:
     weights = tmp_path / "teacher.pt"
     torch.save(trained_teacher().state_dict(), weights)
     result = build(tmp_path / "pkg", model="tests.runtime.packaging:teacher", weights=weights)
-    assert result.compression["accuracy"] == pytest.approx(
-        build(tmp_path / "ref").compression["accuracy"]
+    assert result.compression.accuracy == pytest.approx(
+        build(tmp_path / "ref").compression.accuracy
     )
 
 
@@ -329,7 +385,7 @@ def test_exported_program_input(tmp_path: Path) -> None:
     path = tmp_path / "teacher.pt2"
     torch.export.save(program, path)
     result = build(tmp_path / "pkg", CompressionOptions(sparsity=0.25), model=str(path))
-    assert result.compression["sparsity"] == pytest.approx(0.25, abs=0.01)
+    assert result.compression.transform.sparsity == pytest.approx(0.25, abs=0.01)
     with pytest.raises(UnsupportedCompression, match="module:factory"):
         build(tmp_path / "int8", CompressionOptions(int8=True), model=str(path))
 
@@ -348,7 +404,7 @@ def test_torchscript_input_stays_torchscript(tmp_path: Path) -> None:
     result = build(tmp_path / "pkg", model=str(path))
     config = read_config(result.repository / "mlp" / "config.pbtxt")
     assert config.parameters["model_file"].string_value == "model.pt"
-    assert result.compression["outputErrors"]["logits"]["maxAbsError"] == 0
+    assert result.compression.output_errors["logits"].max_abs_error == 0
 
 
 def test_signature_given_instead_of_inferred(tmp_path: Path) -> None:
@@ -372,8 +428,6 @@ def test_refusals(tmp_path: Path) -> None:
         CompressionOptions(int8=True, fp16=True)
     with pytest.raises(UnsupportedCompression, match="sparsity"):
         CompressionOptions(sparsity=1.0)
-    with pytest.raises(UnsupportedCompression, match="TorchScripted"):
-        build(tmp_path / "a", CompressionOptions(int8=True), format="torchscript")
     with pytest.raises(UnsupportedCompression, match="depend on the requests batched with it"):
         build(tmp_path / "a", CompressionOptions(int8=True), format="onnx")
     with pytest.raises(InvalidSignature, match="DNS label"):
@@ -554,15 +608,15 @@ def test_without_labels_accuracy_is_agreement_with_the_original(tmp_path: Path) 
     from conch.rollout.gate import accuracy_drop, refusal
 
     plain = build(tmp_path / "plain", validation=None)
-    assert plain.compression["accuracyMetric"] == "top1-agreement-with-baseline"
-    assert plain.compression["baselineAccuracy"] == plain.compression["accuracy"] == 1.0
+    assert plain.compression.accuracy_metric == "top1-agreement-with-baseline"
+    assert plain.compression.baseline_accuracy == plain.compression.accuracy == 1.0
 
     pruned = build(
         tmp_path / "pruned", CompressionOptions(sparsity=0.5), model=teacher(), validation=None
     )
     report = pruned.compression
-    assert report["accuracyMetric"] == "top1-agreement-with-baseline"
-    assert report["baselineAccuracy"] == 1.0 and report["accuracy"] < 0.9, report
+    assert report.accuracy_metric == "top1-agreement-with-baseline"
+    assert report.baseline_accuracy == 1.0 and report.accuracy < 0.9, report
     spec = ModelVersionSpec.model_validate(yaml.safe_load(pruned.modelversion.read_text())["spec"])
     assert spec.compression is not None
     assert spec.compression.accuracy_metric == "top1-agreement-with-baseline"

@@ -46,10 +46,10 @@ def test_package_then_validate_from_the_command_line(tmp_path: Path) -> None:
         "--baseline-version", "mlp-cli-1.0.0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "Quantizing Linear layers to int8" in done.stderr  # progress, one line per step
-    assert "int8-dynamic" in done.stdout and "mlp-cli-2.0.0.tar.gz" in done.stdout
+    assert "Quantizing to int8" in done.stderr  # progress, one line per step
+    assert "int8-static" in done.stdout and "mlp-cli-2.0.0.tar.gz" in done.stdout
     spec = yaml.safe_load((out / "modelversion.yaml").read_text())["spec"]
-    assert spec["compression"]["quantization"] == "int8-dynamic"
+    assert spec["compression"]["quantization"] == "int8-static"
 
     checked = run("validate", str(out), "--json")
     assert checked.returncode == 0, checked.stderr + checked.stdout

@@ -113,8 +113,8 @@ def test_every_compression_passes_on_a_real_triton(
     assert logits.max_abs_error_vs_original is not None
     if variant in ("fp32", "torchscript-input"):
         assert logits.max_abs_error_vs_original == 0
-    accuracy = result.compression["accuracy"]
-    assert accuracy >= result.compression["baselineAccuracy"] - 0.1, result.compression
+    accuracy = result.compression.accuracy
+    assert accuracy >= result.compression.baseline_accuracy - 0.1, result.compression
 
 
 def servers_for(path: Path) -> list[int]:
@@ -231,7 +231,7 @@ def test_other_formats_are_checked_numerically_and_say_so(variant: str, tmp_path
     assert report.passed and report.max_abs_error <= bound, report
     assert report.engine.endswith("without Triton")
     assert any(f"no {format} backend" in note for note in report.notes)
-    assert result.compression["accuracy"] >= result.compression["baselineAccuracy"] - 0.05
+    assert result.compression.accuracy >= result.compression.baseline_accuracy - 0.05
     wrong = validate(result.directory, reference=Shifted(trained_teacher()), atol=bound)
     assert not wrong.passed
 
