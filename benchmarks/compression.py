@@ -36,7 +36,7 @@ from conch_runtime.compress import CompressionOptions, DistillOptions
 from conch_runtime.data import Dataset
 from conch_runtime.export import load_saved
 from conch_runtime.latency import measure
-from conch_runtime.package import PackageResult, package
+from conch_runtime.package import PackageRequest, PackageResult, package
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples" / "models"))
@@ -162,14 +162,16 @@ def run(subject: Subject, epochs: int, scratch: Path) -> list[str]:
         result = package(
             model,
             scratch / f"{subject.name}-{i}",
-            name=f"digits-{subject.name}",
-            version=str(i),
-            example={subject.input_name: test_set.inputs[subject.input_name][:8]},
-            output_names=["logits"],
-            validation=test_set,
-            compression=options,
-            max_batch_size=MAX_BATCH,
-            baseline_version=f"digits-{subject.name}-fp32",
+            PackageRequest(
+                name=f"digits-{subject.name}",
+                version=str(i),
+                example={subject.input_name: test_set.inputs[subject.input_name][:8]},
+                output_names=["logits"],
+                validation=test_set,
+                compression=options,
+                max_batch_size=MAX_BATCH,
+                baseline_version=f"digits-{subject.name}-fp32",
+            ),
         )
         rows.append(Row(name, result))
     files = {

@@ -303,7 +303,7 @@ def main() -> None:
     from conch_runtime.compress import CompressionOptions
     from conch_runtime.data import Dataset
     from conch_runtime.export import load_saved
-    from conch_runtime.package import package
+    from conch_runtime.package import PackageRequest, package
     from conch_runtime.repository import ServingOptions
     from conch_runtime.triton import TritonServer
 
@@ -320,22 +320,28 @@ def main() -> None:
         result = package(
             model,
             workdir / "package",
-            name=NAME,
-            version="1",
-            example={"pixels": test_x[:8]},
-            output_names=["logits"],
-            serving=serving,
+            PackageRequest(
+                name=NAME,
+                version="1",
+                example={"pixels": test_x[:8]},
+                output_names=["logits"],
+                serving=serving,
+            ),
         )
         int8 = package(
             model,
             workdir / "int8",
-            name=f"{NAME}-int8",
-            version="1",
-            example={"pixels": test_x[:8]},
-            output_names=["logits"],
-            validation={"pixels": test_x},
-            compression=CompressionOptions(int8=True, calibration=Dataset({"pixels": calibration})),
-            serving=serving,
+            PackageRequest(
+                name=f"{NAME}-int8",
+                version="1",
+                example={"pixels": test_x[:8]},
+                output_names=["logits"],
+                validation={"pixels": test_x},
+                compression=CompressionOptions(
+                    int8=True, calibration=Dataset({"pixels": calibration})
+                ),
+                serving=serving,
+            ),
         )
         model_file = next(result.repository.glob(f"{NAME}/1/model.pt*"))
         int8_file = next(int8.repository.glob(f"{NAME}-int8/1/model.pt*"))

@@ -52,7 +52,7 @@ def default_name(model: str, version: str) -> str:
     return name[:253].strip("-.")
 
 
-def build_modelversion(  # noqa: PLR0913  (to split: issue 12)
+def build_modelversion(
     *,
     model: str,
     version: str,
@@ -61,13 +61,10 @@ def build_modelversion(  # noqa: PLR0913  (to split: issue 12)
     sha256: str,
     signature: dict[str, Any],
     compression: dict[str, Any],
-    name: str | None = None,
-    namespace: str | None = None,
 ) -> dict[str, Any]:
-    """The whole object; `compression` already in the CRD's camelCase form."""
-    metadata: dict[str, Any] = {"name": name or default_name(model, version)}
-    if namespace:
-        metadata["namespace"] = namespace
+    """The whole object, named `default_name(model, version)` and without a namespace (the
+    one `kubectl apply` is given); `compression` already in the CRD's camelCase form."""
+    metadata: dict[str, Any] = {"name": default_name(model, version)}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

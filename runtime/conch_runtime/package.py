@@ -80,7 +80,7 @@ from conch_runtime.tool_errors import (
     InvalidSignature,
 )
 
-__all__ = ["CompressionReport", "PackageResult", "package"]
+__all__ = ["CompressionReport", "PackageRequest", "PackageResult", "package"]
 
 REPOSITORY = "repository"
 VALIDATION = "validation"
@@ -101,40 +101,48 @@ class PackageResult:
     compression: CompressionReport
 
 
-def package(  # noqa: PLR0913  (to split: issue 12)
-    model: str | Path | nn.Module,
-    out: Path,
-    *,
-    name: str,
-    version: str,
-    format: Format = "python",
-    weights: Path | None = None,
-    signature: Signature | None = None,
-    example: Mapping[str, Any] | Dataset | None = None,
-    output_names: Sequence[str] | None = None,
-    dynamic_axes: Mapping[str, Sequence[int]] | None = None,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    compression: CompressionOptions | None = None,
-    validation: Mapping[str, Any] | Dataset | None = None,
-    validation_samples: int = 64,
-    serving: ServingOptions | None = None,
-    uri: str | None = None,
-    baseline_version: str | None = None,
-    search_path: Sequence[Path] = (),
-    seed: int = 0,
-    reporter: Reporter | None = None,
-) -> PackageResult:
-    """Package `model` (a .pt2, a TorchScript file, a module:factory or an nn.Module) into
-    the new directory `out`. See the module docstring for what is written.
+@dataclass(frozen=True)
+class PackageRequest:
+    """What to package and how, besides the model and the output directory.
 
     The signature is `signature`, or inferred from `example` (input name -> batched tensor,
     in forward's order) with `output_names`. Validation inputs are `validation` (with
     optional `labels` for accuracy), or `validation_samples` generated ones. `uri` is where
     the artifact will be served from (default: its file:// path).
     """
+
+    name: str
+    version: str
+    format: Format = "python"
+    weights: Path | None = None
+    """State dict for a module:factory (or an nn.Module)."""
+    signature: Signature | None = None
+    example: Mapping[str, Any] | Dataset | None = None
+    output_names: Sequence[str] | None = None
+    dynamic_axes: Mapping[str, Sequence[int]] | None = None
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    compression: CompressionOptions | None = None
+    validation: Mapping[str, Any] | Dataset | None = None
+    validation_samples: int = 64
+    serving: ServingOptions | None = None
+    uri: str | None = None
+    baseline_version: str | None = None
+    search_path: Sequence[Path] = ()
+    seed: int = 0
+
+
+def package(
+    model: str | Path | nn.Module,
+    out: Path,
+    request: PackageRequest,
+    reporter: Reporter | None = None,
+) -> PackageResult:
+    """Package `model` (a .pt2, a TorchScript file, a module:factory or an nn.Module) into
+    the new directory `out`, as `request` says. See the module docstring for what is
+    written."""
     reporter = reporter or SilentReporter()
-    compression = compression or CompressionOptions()
-    serving = serving or ServingOptions()
+    compression = request.compression or CompressionOptions()
+    name, version, format = request.name, request.version, request.format
     check_identity(name, version)
     if format not in FORMATS:
         raise ExportFailed(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
@@ -142,28 +150,12 @@ def package(  # noqa: PLR0913  (to split: issue 12)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidRepository(f"{out} exists and is not empty; package into a new directory")
     artifact_name = f"{name}-{version}.tar.gz"
-    uri = uri or (out / artifact_name).as_uri()
 
     with reporter.step(f"Loading {model if not isinstance(model, nn.Module) else 'the model'}"):
-        loaded = load_model(model, weights=weights, search_path=search_path)
+        loaded = load_model(model, weights=request.weights, search_path=request.search_path)
     compression.check(loaded, format)
-
     with reporter.step("Working out the signature"):
-        sample = None if example is None else _dataset(example, "example")
-        signature = _signature(
-            loaded, signature, sample, output_names, dynamic_axes, max_batch_size
-        )
-        if sample is None:
-            sample = generate_inputs(signature, 8, seed=seed)
-        sample = sample.ordered(signature)
-        data = (
-            generate_inputs(signature, validation_samples, seed=seed + 1, like=sample)
-            if validation is None
-            else _dataset(validation, "validation").ordered(signature)
-        )
-        export_batch = (sample if len(sample) >= 2 else data).head(8).inputs
-        if len(next(iter(export_batch.values()))) < 2:
-            raise InvalidData("export needs an example or validation batch of at least 2 samples")
+        signature, data, export_batch = _interface(loaded, request)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.conch-package-", dir=out.parent))
@@ -177,10 +169,10 @@ def package(  # noqa: PLR0913  (to split: issue 12)
             data=data,
             export_batch=export_batch,
             options=compression,
-            serving=serving,
-            uri=uri,
+            serving=request.serving or ServingOptions(),
+            uri=request.uri or (out / artifact_name).as_uri(),
             artifact_name=artifact_name,
-            baseline_version=baseline_version,
+            baseline_version=request.baseline_version,
         )
         result = _build(job, staging, out, reporter)
         if out.exists():
@@ -189,6 +181,26 @@ def package(  # noqa: PLR0913  (to split: issue 12)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _interface(loaded: LoadedModel, request: PackageRequest) -> tuple[Signature, Dataset, Batch]:
+    """The signature, the validation data in its order, and a batch of >= 2 samples to
+    export with."""
+    seed = request.seed
+    sample = None if request.example is None else _dataset(request.example, "example")
+    signature = _signature(loaded, request, sample)
+    if sample is None:
+        sample = generate_inputs(signature, 8, seed=seed)
+    sample = sample.ordered(signature)
+    data = (
+        generate_inputs(signature, request.validation_samples, seed=seed + 1, like=sample)
+        if request.validation is None
+        else _dataset(request.validation, "validation").ordered(signature)
+    )
+    export_batch = (sample if len(sample) >= 2 else data).head(8).inputs
+    if len(next(iter(export_batch.values()))) < 2:
+        raise InvalidData("export needs an example or validation batch of at least 2 samples")
+    return signature, data, export_batch
 
 
 def _dataset(value: Mapping[str, Any] | Dataset, what: str) -> Dataset:
@@ -200,14 +212,8 @@ def _dataset(value: Mapping[str, Any] | Dataset, what: str) -> Dataset:
         raise InvalidData(f"{what}: {exc.message}") from None
 
 
-def _signature(
-    loaded: LoadedModel,
-    given: Signature | None,
-    sample: Dataset | None,
-    output_names: Sequence[str] | None,
-    dynamic_axes: Mapping[str, Sequence[int]] | None,
-    max_batch_size: int,
-) -> Signature:
+def _signature(loaded: LoadedModel, request: PackageRequest, sample: Dataset | None) -> Signature:
+    given = request.signature
     if given is None:
         if sample is None:
             raise InvalidSignature("give a signature, or an example input to infer it from")
@@ -215,9 +221,9 @@ def _signature(
             return infer_signature(
                 loaded.module,
                 sample.inputs,
-                output_names=output_names,
-                max_batch_size=max_batch_size,
-                dynamic=dynamic_axes,
+                output_names=request.output_names,
+                max_batch_size=request.max_batch_size,
+                dynamic=request.dynamic_axes,
             )
         except InvalidSignature:
             raise

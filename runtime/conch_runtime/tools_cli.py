@@ -140,7 +140,7 @@ def _dynamic(values: list[str]) -> dict[str, list[int]]:
 def _package(args: argparse.Namespace) -> int:
     from conch_runtime.compress import CompressionOptions, DistillOptions
     from conch_runtime.data import load_npz
-    from conch_runtime.package import package
+    from conch_runtime.package import PackageRequest, package
     from conch_runtime.progress import RichReporter
     from conch_runtime.repository import ServingOptions
     from conch_runtime.signature import Signature
@@ -163,33 +163,35 @@ def _package(args: argparse.Namespace) -> int:
     result = package(
         args.model,
         args.out,
-        name=args.name,
-        version=args.version,
-        format=args.format,
-        weights=args.weights,
-        signature=signature,
-        example=None if args.example is None else load_npz(args.example),
-        output_names=args.output_names.split(",") if args.output_names else None,
-        dynamic_axes=_dynamic(args.dynamic),
-        max_batch_size=args.max_batch_size,
-        compression=CompressionOptions(
-            int8=args.int8 or args.quantize == "int8",
-            sparsity=args.sparsity,
-            fp16=args.fp16,
-            distill=distill,
-            calibration=None if args.calibration is None else load_npz(args.calibration),
+        PackageRequest(
+            name=args.name,
+            version=args.version,
+            format=args.format,
+            weights=args.weights,
+            signature=signature,
+            example=None if args.example is None else load_npz(args.example),
+            output_names=args.output_names.split(",") if args.output_names else None,
+            dynamic_axes=_dynamic(args.dynamic),
+            max_batch_size=args.max_batch_size,
+            compression=CompressionOptions(
+                int8=args.int8 or args.quantize == "int8",
+                sparsity=args.sparsity,
+                fp16=args.fp16,
+                distill=distill,
+                calibration=None if args.calibration is None else load_npz(args.calibration),
+            ),
+            validation=None if args.validation is None else load_npz(args.validation),
+            validation_samples=args.validation_samples,
+            serving=ServingOptions(
+                device=args.device,
+                instances=args.instances,
+                max_queue_delay_us=args.max_queue_delay_us,
+                torch_threads=args.torch_threads,
+            ),
+            uri=args.uri,
+            baseline_version=args.baseline_version,
+            search_path=args.search_path,
         ),
-        validation=None if args.validation is None else load_npz(args.validation),
-        validation_samples=args.validation_samples,
-        serving=ServingOptions(
-            device=args.device,
-            instances=args.instances,
-            max_queue_delay_us=args.max_queue_delay_us,
-            torch_threads=args.torch_threads,
-        ),
-        uri=args.uri,
-        baseline_version=args.baseline_version,
-        search_path=args.search_path,
         reporter=RichReporter(),
     )
     table = Table(title=f"{args.name} {args.version} ({args.format})", show_header=False)

@@ -23,7 +23,7 @@ from conch.api import ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings, deployment, single
 from conch.dev import imagebuild, imagerun
 from conch.dev.imagebuild import Built
-from conch_runtime.package import package
+from conch_runtime.package import PackageRequest, package
 from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
 
 # A cold first build (Debian root, 2.7 GB of wheels, the Triton image) runs in the first
@@ -99,11 +99,13 @@ def test_pulled_package_is_served_by_the_triton_image(
     result = package(
         trained_teacher(),
         tmp_path / "pkg",
-        name="mlp",
-        version="1.0.0",
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        validation=validation(),
+        PackageRequest(
+            name="mlp",
+            version="1.0.0",
+            example=example(),
+            output_names=OUTPUT_NAMES,
+            validation=validation(),
+        ),
     )
     pod = serving_pod()
     uid, gid = pod_user(pod)

@@ -14,7 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conch_runtime.compress import CompressionOptions
-from conch_runtime.package import PackageResult, package
+from conch_runtime.package import PackageRequest, PackageResult, package
 from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("crds")]
@@ -27,14 +27,16 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> PackageResult:
     return package(
         trained_teacher(),
         tmp_path_factory.mktemp("mv") / "pkg",
-        name="mlp",
-        version="1.0.0-int8",
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        validation=validation(),
-        compression=CompressionOptions(int8=True, sparsity=0.3),
-        baseline_version="mlp-1.0.0",
-        uri="s3://conch-models/mlp/1.0.0-int8/mlp.tar.gz",
+        PackageRequest(
+            name="mlp",
+            version="1.0.0-int8",
+            example=example(),
+            output_names=OUTPUT_NAMES,
+            validation=validation(),
+            compression=CompressionOptions(int8=True, sparsity=0.3),
+            baseline_version="mlp-1.0.0",
+            uri="s3://conch-models/mlp/1.0.0-int8/mlp.tar.gz",
+        ),
     )
 
 

@@ -21,7 +21,7 @@ from conch_runtime.data import Dataset
 from conch_runtime.export import Format, load_saved
 from conch_runtime.manifest import MANIFEST, Manifest, file_digests, sha256_file
 from conch_runtime.models import quiet_deprecations
-from conch_runtime.package import PackageResult, package
+from conch_runtime.package import PackageRequest, PackageResult, package
 from conch_runtime.pull import pull
 from conch_runtime.report import Distillation
 from conch_runtime.repository import ServingOptions, config_signature, read_config
@@ -63,7 +63,7 @@ def build(out: Path, compression: CompressionOptions | None = None, **kwargs: An
     }
     arguments.update(kwargs)
     model = arguments.pop("model", trained_teacher())
-    return package(model, out, **arguments)
+    return package(model, out, PackageRequest(**arguments))
 
 
 @pytest.fixture(scope="module")
@@ -467,11 +467,13 @@ def test_variable_dims_are_exported_dynamic(tmp_path: Path) -> None:
     result = package(
         Pool().eval(),
         tmp_path / "pool",
-        name="pool",
-        version="1",
-        example=example,
-        output_names=["scores"],
-        dynamic_axes={"tokens": [0]},
+        PackageRequest(
+            name="pool",
+            version="1",
+            example=example,
+            output_names=["scores"],
+            dynamic_axes={"tokens": [0]},
+        ),
     )
     assert result.signature.inputs[0].dims == (-1, 8)
     assert result.signature.inputs[1].data_type == "TYPE_FP64"
@@ -494,13 +496,15 @@ def test_torchscript_keeps_data_dependent_control_flow(tmp_path: Path) -> None:
     result = package(
         "tests.runtime.packaging:branchy",
         tmp_path / "pkg",
-        name="branchy",
-        version="1",
-        format="torchscript",
-        example={"features": positive},
-        output_names=["scores"],
-        validation={"features": positive},
-        max_batch_size=128,
+        PackageRequest(
+            name="branchy",
+            version="1",
+            format="torchscript",
+            example={"features": positive},
+            output_names=["scores"],
+            validation={"features": positive},
+            max_batch_size=128,
+        ),
     )
     assert validate(result.directory).passed
     with quiet_deprecations():
@@ -522,11 +526,13 @@ def test_torch_export_formats_refuse_data_dependent_branches_saying_what_to_do(
         package(
             "tests.runtime.packaging:branchy",
             tmp_path / "pkg",
-            name="branchy",
-            version="1",
-            format=format,
-            example={"features": task(4, seed=5)["features"].abs()},
-            output_names=["scores"],
+            PackageRequest(
+                name="branchy",
+                version="1",
+                format=format,
+                example={"features": task(4, seed=5)["features"].abs()},
+                output_names=["scores"],
+            ),
         )
     message = caught.value.message
     assert message.startswith(f"exporting for the {format} format failed: the model branches")
@@ -540,11 +546,13 @@ def test_a_trace_that_differs_from_the_model_is_refused(tmp_path: Path) -> None:
         package(
             "tests.runtime.packaging:unscriptable_branchy",
             tmp_path / "pkg",
-            name="branchy",
-            version="1",
-            format="torchscript",
-            example={"features": task(4, seed=5)["features"].abs()},
-            output_names=["scores"],
+            PackageRequest(
+                name="branchy",
+                version="1",
+                format="torchscript",
+                example={"features": task(4, seed=5)["features"].abs()},
+                output_names=["scores"],
+            ),
         )
     message = caught.value.message
     assert "differs from the model on a batch of" in message
@@ -573,11 +581,13 @@ def test_onnx_output_names_that_clash_with_internal_names_are_resolved(tmp_path:
     result = package(
         model,
         tmp_path / "pkg",
-        name="named",
-        version="1",
-        format="onnx",
-        example={"x": torch.randn(4, FEATURES)},
-        output_names=["fc.weight", "fc.bias"],
+        PackageRequest(
+            name="named",
+            version="1",
+            format="onnx",
+            example={"x": torch.randn(4, FEATURES)},
+            output_names=["fc.weight", "fc.bias"],
+        ),
     )
     graph = onnx.load(str(result.repository / "named" / "1" / "model.onnx")).graph
     assert [o.name for o in graph.output] == ["fc.weight", "fc.bias"]

@@ -20,7 +20,7 @@ from conch_runtime.compress import CompressionOptions, DistillOptions
 from conch_runtime.data import Dataset
 from conch_runtime.manifest import Manifest, file_digests
 from conch_runtime.models import quiet_deprecations
-from conch_runtime.package import PackageResult, package
+from conch_runtime.package import PackageRequest, PackageResult, package
 from conch_runtime.repository import read_config
 from conch_runtime.tool_errors import ServerError
 from conch_runtime.triton import TritonServer
@@ -57,14 +57,16 @@ def build(out: Path, name: str, compression: CompressionOptions, **kwargs: Any) 
     return package(
         model,
         out,
-        name=name,
-        version="1.0.0",
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        compression=compression,
-        validation=validation(),
-        baseline_version="mlp-fp32",
-        **kwargs,
+        PackageRequest(
+            name=name,
+            version="1.0.0",
+            example=example(),
+            output_names=OUTPUT_NAMES,
+            compression=compression,
+            validation=validation(),
+            baseline_version="mlp-fp32",
+            **kwargs,
+        ),
     )
 
 
@@ -172,10 +174,12 @@ def test_a_wrong_model_in_the_repository_fails_on_triton(
     wrong = package(
         Shifted(trained_teacher()),
         tmp_path / "wrong",
-        name="mlp-fp32",
-        version="1.0.0",
-        example=example(),
-        output_names=OUTPUT_NAMES,
+        PackageRequest(
+            name="mlp-fp32",
+            version="1.0.0",
+            example=example(),
+            output_names=OUTPUT_NAMES,
+        ),
     )
     forged = tmp_path / "forged"
     shutil.copytree(packages["fp32"].directory, forged)
@@ -254,12 +258,14 @@ def test_answers_that_depend_on_the_batch_fail_at_an_odd_batch_size(tmp_path: Pa
     result = package(
         BatchCentred().eval(),
         tmp_path / "centred",
-        name="centred",
-        version="1",
-        format="torchscript",
-        example={"x": torch.randn(8, 4)},
-        output_names=["scores"],
-        max_batch_size=16,
+        PackageRequest(
+            name="centred",
+            version="1",
+            format="torchscript",
+            example={"x": torch.randn(8, 4)},
+            output_names=["scores"],
+            max_batch_size=16,
+        ),
     )
     report = validate(result.directory)
     assert report.batch_sizes == (1, 3, 7, 15, 16)

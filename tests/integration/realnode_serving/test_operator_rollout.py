@@ -4,14 +4,14 @@ test, so the node starts each Triton once):
 1. v1 (fp32): the runtime image's init container pulls and verifies the artifact from the
    store on the bridge address, Triton serves it, Ready comes from kubelet's probes, and the
    answer on the pod's address matches the model.
-2. A rollout to v2, an int8 (torchao) package, at one canary step of 50% (`router:
+2. A rollout to v2, an int8 package, at one canary step of 50% (`router:
    replicas`, two replicas: one real pod per version; analysis off, so the step holds for
    its pause). While it holds, the load loop sends requests to the ready pods the way
    kube-proxy would (uniformly over the Service's ready pods), and each pod's Triton counts
    what it served: the split is read from Triton's own `nv_inference_request_success` on
    each pod's metrics port, and it is the weight status reports.
-3. The int8 pod answers what the int8 package's exported program computes: torchao is in
-   the sandbox Triton image.
+3. The int8 pod answers what the int8 package's model file computes (TorchScript of torch's
+   x86 quantized kernels, which the sandbox Triton image's torch runs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
 from conch.dev.podload import PodLoad, infer_body
 from conch_runtime.compress import CompressionOptions
-from conch_runtime.package import PackageResult, package
+from conch_runtime.export import load_saved
+from conch_runtime.package import PackageRequest, PackageResult, package
 from tests.integration.realnode import NodeCluster, namespace
 from tests.integration.realnode_serving.helpers import (
     Store,
@@ -63,22 +64,23 @@ def _package(directory: Path, version: str, int8: bool) -> PackageResult:
     return package(
         trained_teacher(),
         directory,
-        name="mlp",
-        version=version,
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        validation=validation(),
-        compression=CompressionOptions(int8=True) if int8 else None,
+        PackageRequest(
+            name="mlp",
+            version=version,
+            example=example(),
+            output_names=OUTPUT_NAMES,
+            validation=validation(),
+            compression=CompressionOptions(int8=True) if int8 else None,
+        ),
     )
 
 
 def _expected(result: PackageResult) -> torch.Tensor:
-    """What the package's own exported program answers for the example (int8 differs from
-    the fp32 model; this is what a pod running it must answer)."""
-    program = torch.export.load(str(result.repository / "mlp" / "1" / "model.pt2"))
+    """What the package's own model file answers for the example (int8 differs from the
+    fp32 model; this is what a pod running it must answer)."""
+    [model_file] = result.repository.glob("mlp/1/model.pt*")
     inputs = example()
-    with torch.no_grad():
-        logits: torch.Tensor = program.module()(inputs["features"], inputs["category"])[0]
+    logits: torch.Tensor = load_saved(model_file)(inputs["features"], inputs["category"])[0]
     return logits
 
 

@@ -20,7 +20,7 @@ from kubernetes import client
 from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
 from conch_runtime import pull_contract
-from conch_runtime.package import package
+from conch_runtime.package import PackageRequest, package
 from tests.integration.realnode import NodeCluster, namespace
 from tests.integration.realnode_serving.helpers import (
     DENIED,
@@ -68,11 +68,13 @@ def test_every_pull_failure_reason_reaches_status_from_a_real_exit(
     result = package(
         trained_teacher(),
         tmp_path / "pkg",
-        name="mlp",
-        version="1.0.0",
-        example=example(),
-        output_names=OUTPUT_NAMES,
-        validation=validation(),
+        PackageRequest(
+            name="mlp",
+            version="1.0.0",
+            example=example(),
+            output_names=OUTPUT_NAMES,
+            validation=validation(),
+        ),
     )
     good = modelversion_in_store(result, store)
     (store.root / DENIED).mkdir(exist_ok=True)
