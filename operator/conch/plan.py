@@ -82,6 +82,11 @@ class Snapshot:
     """Whether the operator has a metrics source for analyses."""
 
     @property
+    def replicas(self) -> int:
+        """Pods of every version the service runs (what the HPA sees as its current count)."""
+        return sum(int(d.get("status", {}).get("replicas", 0)) for d in self.deployments.values())
+
+    @property
     def ready(self) -> dict[str, int]:
         return {
             v: int(d.get("status", {}).get("readyReplicas", 0)) for v, d in self.deployments.items()
@@ -127,20 +132,12 @@ def state(snap: Snapshot) -> tuple[rollout.RolloutState, str | None]:
     )
 
 
-def desired_replicas(svc: ModelService, serving: Manifest | None) -> int:
-    """spec.replicas, or the HPA's current count (never below its minimum)."""
-    if svc.spec.autoscaling is not None:
-        live = (serving or {}).get("spec", {}).get("replicas")
-        return max(svc.spec.autoscaling.min_replicas, int(live or 0))
-    return 1 if svc.spec.replicas is None else svc.spec.replicas
-
-
-def rollout_policy(snap: Snapshot, current: rollout.RolloutState) -> rollout.Policy:
+def rollout_policy(snap: Snapshot) -> rollout.Policy:
     svc = snap.service
-    serving = snap.deployments.get(current.stable or svc.spec.model_version)
     return rollout.Policy.from_spec(
         svc.spec,
-        desired_replicas(svc, serving),
+        # what the HPA asks for, when autoscaled: both versions together follow it
+        builders.deployment.service_replicas(svc),
         routers.create(svc.spec.rollout.router),
         metrics_available=snap.metrics_available,
     )
@@ -149,7 +146,7 @@ def rollout_policy(snap: Snapshot, current: rollout.RolloutState) -> rollout.Pol
 def needs_samples(snap: Snapshot, now: dt.datetime) -> str | None:
     """The canary whose metrics the plan will read now, if an analysis is due."""
     current, _ = state(snap)
-    if current.canary and rollout.analysis_due(rollout_policy(snap, current), current, now):
+    if current.canary and rollout.analysis_due(rollout_policy(snap), current, now):
         return current.canary
     return None
 
@@ -184,7 +181,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
     if why := router.unavailable(snap.capabilities):
         raise InvalidSpec(why)
     current, rebuilt = state(snap)
-    decision_policy = rollout_policy(snap, current)
+    decision_policy = rollout_policy(snap)
     seen = rollout.Observation(
         ready=snap.ready,
         canary_unschedulable=_canary_unschedulable(snap, current.canary),
@@ -205,11 +202,10 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
             continue
         ref = mv.spec.source.credentials_secret_ref
         hosts = artifacts.check(mv, snap.secrets.get(ref.name) if ref else None, settings.access)
-        hpa_owned = svc.spec.autoscaling is not None and version == decision.state.stable
-        served.append(Served(mv, None if hpa_owned else replicas, tuple(hosts)))
+        served.append(Served(mv, replicas, tuple(hosts)))
     routing = router.objects(svc, decision.state.stable, decision.state.canary, decision.weights)
     serving_version = decision.state.stable or target.metadata.name
-    wanted = builders.desired(svc, served, routing, serving_version, settings, snap.capabilities)
+    wanted = builders.desired(svc, served, routing, settings, snap.capabilities)
     kept = {
         key: obj
         for key, obj in snap.owned.items()
@@ -227,6 +223,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         # mid-rollout the stable version may be asked for fewer replicas than the service
         desired_replicas=decision.replicas.get(serving_version, decision_policy.desired_replicas),
         missing=tuple(missing),
+        all_replicas=snap.replicas,
     )
     new = status.compute(svc, serving, now, decision, seen)
     events = [Event(e.type, e.reason, e.message) for e in decision.events]
@@ -273,6 +270,7 @@ def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
         error=error,
         deployment=deployment,
         desired_replicas=int((deployment or {}).get("spec", {}).get("replicas", 1)),
+        all_replicas=snap.replicas,
     )
     return _finish(snap, status.compute(svc, observation, now), now, [], refused=True)
 

@@ -15,6 +15,7 @@ from conch import reasons
 from conch.api import Condition, ModelService, ModelServiceStatus
 from conch.api.modelservice import Endpoints
 from conch.builders import service
+from conch.builders.meta import selector
 from conch.errors import ConchError
 from conch.rollout import Decision, record
 from conch.rollout import Observation as RolloutObservation
@@ -45,6 +46,8 @@ class Serving:
     desired_replicas: int = 1
     missing: tuple[str, ...] = ()
     """Versions still served whose ModelVersion is gone: kept running as they are."""
+    all_replicas: int = 0
+    """Pods of every served version (status.replicas of their Deployments)."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,9 @@ def compute(
             "observed_generation": generation,
             "phase": phase,
             "endpoints": Endpoints(**service.endpoints(svc)),
+            # the scale subresource: what the HPA counts and whose pods it averages over
+            "replicas": obs.all_replicas,
+            "selector": ",".join(f"{k}={v}" for k, v in selector(svc).items()),
         }
     )
 

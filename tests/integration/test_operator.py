@@ -307,3 +307,66 @@ def test_namespaced_operator_ignores_other_namespaces(
         operator.start()
         for ns in (watched, other):
             core.delete_namespace(ns)
+
+
+def scale(api: client.ApiClient, ns: str, replicas: int | None = None) -> dict[str, Any]:
+    """The ModelService's scale subresource, as the HPA reads it (and writes it)."""
+    objects = client.CustomObjectsApi(api)
+    if replicas is not None:
+        objects.patch_namespaced_custom_object_scale(
+            GROUP, VERSION, ns, "modelservices", "digits", {"spec": {"replicas": replicas}}
+        )
+    return dict(
+        objects.get_namespaced_custom_object_scale(GROUP, VERSION, ns, "modelservices", "digits")
+    )
+
+
+def test_the_hpa_scales_the_service_and_a_rollout_splits_its_count(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """The real HPA controller scales the ModelService through its scale subresource; when
+    the count changes mid-rollout both Deployments follow it, split by the step's weight."""
+    create_version(api, namespace, "digits-v1")
+    create_version(api, namespace, "digits-v2")
+    create_service(
+        api, namespace,
+        autoscaling={"minReplicas": 2, "maxReplicas": 8, "metric": "cpu", "target": 70},
+        rollout={"steps": [{"weight": 50, "pause": "1h"}], "analysis": {"enabled": False}},
+    )  # fmt: skip
+    wait_for(api, namespace, "Ready", "True", timeout=90)
+    hpas = client.AutoscalingV2Api(api)
+    # The HPA controller reads the scale (created at its default 1) and raises it to
+    # minReplicas: proof that it can get and update the ModelService's scale.
+    eventually(lambda: scale(api, namespace)["spec"].get("replicas") == 2, 60, what="HPA at min")
+    hpa = hpas.read_namespaced_horizontal_pod_autoscaler("digits", namespace)
+    able = next(c for c in hpa.status.conditions if c.type == "AbleToScale")
+    assert able.status == "True", able.message
+    assert scale(api, namespace)["status"] == {
+        "replicas": 2,
+        "selector": "serving.conch.dev/service=digits",
+    }
+    v1, v2 = (version_child_name("digits", v) for v in ("digits-v1", "digits-v2"))
+
+    def replicas() -> dict[str, int]:
+        items = client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+        return {d.metadata.name: d.spec.replicas for d in items}
+
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelservices",
+        "digits",
+        {"spec": {"modelVersion": "digits-v2"}},
+    )
+    eventually(lambda: replicas() == {v1: 1, v2: 1}, 60, what="the 50% step's split of 2")
+    eventually(
+        lambda: get_service(api, namespace)["status"].get("stepStartedAt"), 60, what="step held"
+    )
+    scale(api, namespace, 6)  # what the HPA writes when the load grows
+    eventually(lambda: replicas() == {v1: 3, v2: 3}, 60, what="both versions follow 6")
+    scale(api, namespace, 4)
+    eventually(lambda: replicas() == {v1: 2, v2: 2}, 60, what="both versions follow 4")
+    status = get_service(api, namespace)["status"]
+    assert status["phase"] == "Progressing" and status["canary"]["version"] == "digits-v2"
+    eventually(lambda: scale(api, namespace)["status"].get("replicas") == 4, 60, what="pods")

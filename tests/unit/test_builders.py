@@ -130,13 +130,14 @@ def test_accelerator_resources(
     assert gpu_toleration == (resources["gpus"] > 0)
 
 
-def test_replicas_are_left_to_the_hpa() -> None:
-    autoscaled = by_kind(objects())
-    assert "replicas" not in autoscaled["Deployment"]["spec"]
-    assert (
-        autoscaled["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"]
-        == autoscaled["Deployment"]["metadata"]["name"]
-    )
+def test_the_hpa_scales_the_model_service_and_the_deployment_follows() -> None:
+    autoscaled = by_kind(objects({"autoscaling": {"maxReplicas": 4, "replicas": 3, "target": 70}}))
+    assert autoscaled["Deployment"]["spec"]["replicas"] == 3
+    assert autoscaled["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.conch.dev/v1alpha1",
+        "kind": "ModelService",
+        "name": "digits",
+    }
     fixed = by_kind(objects({"autoscaling": None, "replicas": 3}))
     assert fixed["Deployment"]["spec"]["replicas"] == 3
     assert "HorizontalPodAutoscaler" not in fixed
@@ -317,3 +318,22 @@ def test_defaults_spread_replicas_and_add_nothing_else() -> None:
     assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
     off = deployment_with(PodSettings(topology_spread=False))["spec"]["template"]["spec"]
     assert "topologySpreadConstraints" not in off
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas"),
+    [
+        ({"autoscaling": None}, 1),
+        ({"autoscaling": None, "replicas": 0}, 0),
+        ({"autoscaling": None, "replicas": 5}, 5),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "target": 70}}, 2),  # default 1
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "replicas": 4, "target": 70}}, 4),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "replicas": 9, "target": 70}}, 6),
+    ],
+)
+def test_service_replicas_follow_the_autoscaler_within_its_bounds(
+    spec: dict[str, Any], replicas: int
+) -> None:
+    raw = example("modelservice.yaml")
+    raw["spec"] = {k: v for k, v in (raw["spec"] | spec).items() if v is not None}
+    assert deployment.service_replicas(ModelService.model_validate(raw)) == replicas

@@ -138,7 +138,7 @@ def test_drift_in_a_field_conch_sets_is_repaired_alone() -> None:
 def test_a_removed_field_is_a_change() -> None:
     svc = service()
     snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
-    without = service(autoscaling=None, replicas=2)
+    without = service(autoscaling=None, replicas=3)
     decided = plan.plan(
         snapshot(without, owned=snap.owned, deployments=snap.deployments), SETTINGS, NOW
     )
@@ -262,3 +262,73 @@ def test_a_canary_without_a_metrics_source_does_not_start_and_says_so_once() -> 
     later = settled(rolling, decided, snapshot(rolling, **parts))
     again = plan.plan(snapshot(later.service, **{**parts, "owned": later.owned}), SETTINGS, NOW)
     assert reasons.NO_METRICS_SOURCE not in [e.reason for e in again.events]
+
+
+def mid_rollout(weight_step: int, hpa_wants: int, router: str = "replicas") -> plan.Snapshot:
+    """digits-v1 -> digits-v2 held at step `weight_step` of 10%/50% (its canary ready, its
+    pause running), with the HPA asking for `hpa_wants` replicas in all."""
+    rollout: dict[str, Any] = {"steps": [{"weight": 10}, {"weight": 50, "pause": "1h"}]}
+    if router == "gatewayAPI":
+        rollout |= {"router": "gatewayAPI", "gatewayRef": {"name": "gw"}}
+    started = (NOW - dt.timedelta(minutes=1)).isoformat()
+    status = {
+        "phase": "Progressing",
+        "stable": {"version": "digits-v1"},
+        "canary": {"version": "digits-v2"},
+        "step": weight_step,
+        "stepStartedAt": started,
+        "rolloutStartedAt": started,
+        "progressedAt": started,
+        "observedGeneration": 1,
+    }
+    autoscaling = {"minReplicas": 2, "maxReplicas": 8, "replicas": hpa_wants, "target": 70}
+    svc = service(status, modelVersion="digits-v2", autoscaling=autoscaling, rollout=rollout)
+    live = {
+        v: {"status": {"replicas": 2, "readyReplicas": 2}, "spec": {"replicas": 2}}
+        for v in ("digits-v1", "digits-v2")
+    }
+    return snapshot(
+        svc,
+        deployments=live,
+        versions={"digits-v1": version(), "digits-v2": version("digits-v2")},
+        capabilities=Capabilities(http_route=True),
+        samples=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("router", "step", "hpa_wants", "stable", "canary"),
+    [
+        # replicas router: the HPA's count split by the step's weight (weights.replica_split)
+        ("replicas", 1, 4, 2, 2),
+        ("replicas", 1, 8, 4, 4),
+        ("replicas", 1, 5, 3, 3),
+        ("replicas", 0, 8, 8, 1),
+        ("replicas", 1, 1, 1, 1),  # below minReplicas 2: kept at 2
+        ("replicas", 1, 20, 4, 4),  # above maxReplicas 8: kept at 8
+        # gatewayAPI: the route carries the weight; stable keeps the full count beside the
+        # canary's share (weights.gateway_split), both following the HPA
+        ("gatewayAPI", 1, 4, 4, 2),
+        ("gatewayAPI", 1, 8, 8, 4),
+        ("gatewayAPI", 0, 6, 6, 1),
+    ],
+)
+def test_both_versions_follow_the_autoscaler_through_a_rollout(
+    router: str, step: int, hpa_wants: int, stable: int, canary: int
+) -> None:
+    decided = plan.plan(mid_rollout(step, hpa_wants, router), SETTINGS, NOW)
+    replicas = {
+        o["metadata"]["labels"][VERSION_LABEL]: o["spec"]["replicas"]
+        for o in decided.check
+        if o["kind"] == "Deployment"
+    }
+    assert replicas == {"digits-v1": stable, "digits-v2": canary}
+    (hpa,) = [o for o in decided.check if o["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.conch.dev/v1alpha1",
+        "kind": "ModelService",
+        "name": "digits",
+    }
+    assert decided.status is not None
+    assert decided.status["replicas"] == 4  # the pods both Deployments run now
+    assert decided.status["selector"] == "serving.conch.dev/service=digits"

@@ -104,6 +104,13 @@ class Resource:
     printer_columns: tuple[dict[str, str], ...]
     name_rule: tuple[str, str]
     """(CEL on metadata.name, message): what the names of the objects it becomes need."""
+    scale: dict[str, str] | None = None
+    """The scale subresource's paths, for a kind an HPA may scale."""
+
+    @property
+    def subresources(self) -> dict[str, Any]:
+        status = {"status": {}} if self.status else {}
+        return {**status, **({"scale": dict(self.scale)} if self.scale else {})}
 
     @property
     def name(self) -> str:
@@ -143,6 +150,12 @@ MODEL_SERVICE = Resource(
     spec=ModelServiceSpec,
     status=ModelServiceStatus,
     description="A Triton inference endpoint serving a ModelVersion, with progressive rollout.",
+    # The HPA scales the whole service; Conch splits the count between stable and canary.
+    scale={
+        "specReplicasPath": ".spec.autoscaling.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    },
     name_rule=(
         "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
         "a ModelService name is a DNS label that starts with a letter (lowercase letters, digits "
@@ -220,7 +233,7 @@ def crd(resource: Resource) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}} if resource.status else {},
+                    "subresources": resource.subresources,
                     "additionalPrinterColumns": [
                         _printer_column(c) for c in resource.printer_columns
                     ],

@@ -227,6 +227,8 @@ class Autoscaling(ApiModel):
 
     min_replicas: int = Field(default=1, ge=1, le=1000)
     max_replicas: int = Field(ge=1, le=1000)
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Replicas in all, across the stable and canary versions: written by the HPA through the ModelService's scale subresource (leave it out of manifests, as with a Deployment's replicas under an HPA); Conch keeps it within minReplicas..maxReplicas and splits it by the rollout step's weight."""
     metric: Literal["cpu", "queueTime", "inferenceRate"] = "cpu"
     """cpu utilization, Triton queue time per request, or inferences per second per replica."""
     target: Quantity
@@ -416,6 +418,10 @@ class AcceptedTerms(ApiModel):
 class ModelServiceStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
     observed_generation: int | None = None
+    replicas: int | None = None
+    """Pods of every served version (the scale subresource's status.replicas)."""
+    selector: str | None = Field(default=None, max_length=1024)
+    """Label selector of every served version's pods: the HPA averages its metric over them."""
     stable: VersionStatus | None = None
     canary: VersionStatus | None = None
     phase: (

@@ -38,10 +38,10 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Served:
-    """One ModelVersion the service runs, and its replicas (None: left to the HPA)."""
+    """One ModelVersion the service runs, and its replicas."""
 
     mv: ModelVersion
-    replicas: int | None
+    replicas: int
     credentials_hosts: tuple[str, ...] = ()
     """Where the pull may send the artifact credentials (checked by `conch.artifacts`)."""
 
@@ -50,19 +50,17 @@ def desired(
     svc: ModelService,
     served: list[Served],
     routing: list[Manifest],
-    autoscaled: str | None,
     settings: PodSettings,
     capabilities: Capabilities,
 ) -> list[Manifest]:
     """Every object the ModelService should own, in apply order: the router's objects, a
-    Deployment per served version, then the objects shared by all versions. `autoscaled`
-    names the version whose Deployment the HPA scales."""
+    Deployment per served version, then the objects shared by all versions."""
     objects = list(routing)
     objects += [
         deployment.build(svc, s.mv, settings, s.replicas, s.credentials_hosts) for s in served
     ]
     objects += [pdb.build(svc), networkpolicy.build(svc)]
-    if autoscaled is not None and (autoscaler := hpa.build(svc, deployment.name(svc, autoscaled))):
+    if autoscaler := hpa.build(svc):
         objects.append(autoscaler)
     if capabilities.service_monitor:
         objects.append(servicemonitor.build(svc))
@@ -118,10 +116,8 @@ def single(
     svc: ModelService, mv: ModelVersion, settings: PodSettings, capabilities: Capabilities
 ) -> list[Manifest]:
     """The objects of a service serving one version (no rollout under way)."""
-    replicas = None if svc.spec.autoscaling else deployment.fixed_replicas(svc)
-    return desired(
-        svc, [Served(mv, replicas)], [service.build(svc)], mv.metadata.name, settings, capabilities
-    )
+    replicas = deployment.service_replicas(svc)
+    return desired(svc, [Served(mv, replicas)], [service.build(svc)], settings, capabilities)
 
 
 def key(obj: Manifest) -> tuple[str, str]:

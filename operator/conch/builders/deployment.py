@@ -209,7 +209,13 @@ def _node_selector(svc: ModelService) -> dict[str, str]:
     return out
 
 
-def fixed_replicas(svc: ModelService) -> int:
+def service_replicas(svc: ModelService) -> int:
+    """Replicas of the service in all versions together: spec.replicas (default 1), or,
+    when autoscaled, the count the HPA asks for through the scale subresource, kept within
+    minReplicas..maxReplicas (someone else may write the field, e.g. `kubectl scale`)."""
+    autoscaling = svc.spec.autoscaling
+    if autoscaling is not None:
+        return min(max(autoscaling.replicas, autoscaling.min_replicas), autoscaling.max_replicas)
     return 1 if svc.spec.replicas is None else svc.spec.replicas
 
 
@@ -217,10 +223,10 @@ def build(
     svc: ModelService,
     mv: ModelVersion,
     settings: PodSettings,
-    replicas: int | None,
+    replicas: int,
     credentials_hosts: tuple[str, ...] = (),
 ) -> Manifest:
-    """The Deployment serving `mv` for `svc`; `replicas` None leaves the count to the HPA."""
+    """The Deployment serving `mv` for `svc` with `replicas` (its share of the service's)."""
     source_args, source_volumes, source_mounts = _source_mounts(
         mv, settings.access, credentials_hosts
     )
@@ -318,6 +324,7 @@ def build(
         pod_spec["priorityClassName"] = svc.spec.scheduling.priority_class_name
 
     spec: dict[str, Any] = {
+        "replicas": replicas,
         "selector": {"matchLabels": selector(svc, mv.metadata.name)},
         "revisionHistoryLimit": 3,
         "progressDeadlineSeconds": 600,
@@ -333,8 +340,6 @@ def build(
             "spec": pod_spec,
         },
     }
-    if replicas is not None:
-        spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -1,4 +1,9 @@
-"""The HorizontalPodAutoscaler (autoscaling/v2) of the serving Deployment.
+"""The HorizontalPodAutoscaler (autoscaling/v2) of a ModelService.
+
+It scales the ModelService itself (its scale subresource, `spec.autoscaling.replicas`),
+not a Deployment: its metric is averaged over the pods of every served version, and Conch
+splits the count it asks for between the stable and canary Deployments by the rollout
+step's weight, so capacity follows the autoscaler through a rollout.
 
 Triton's queue time and inference rate reach the HPA as per-pod custom metrics through
 prometheus-adapter; docs/autoscaling.md has the adapter rules that publish them.
@@ -9,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from conch.api import ModelService
+from conch.api.common import GROUP, VERSION
 from conch.api.modelservice import Autoscaling
 from conch.builders.meta import Manifest, metadata
 
@@ -36,7 +42,7 @@ def _metric(autoscaling: Autoscaling) -> dict[str, Any]:
     }
 
 
-def build(svc: ModelService, deployment_name: str) -> Manifest | None:
+def build(svc: ModelService) -> Manifest | None:
     autoscaling = svc.spec.autoscaling
     if autoscaling is None:
         return None
@@ -46,9 +52,9 @@ def build(svc: ModelService, deployment_name: str) -> Manifest | None:
         "metadata": metadata(svc, svc.metadata.name),
         "spec": {
             "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": deployment_name,
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelService",
+                "name": svc.metadata.name,
             },
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
