@@ -197,17 +197,33 @@ def test_every_alert_query_evaluates_and_triton_errors_fire(
                 ]
 
 
-def adapter_rules() -> list[dict[str, Any]]:
-    """The prometheus-adapter rules docs/autoscaling.md gives users, as they read them."""
-    text = (CHART.parents[1] / "docs" / "autoscaling.md").read_text()
-    block = re.search(r"prometheus-adapter rules.*?```yaml\n(.*?)```", text, re.S)
-    assert block, "docs/autoscaling.md has no prometheus-adapter rules block"
-    return list(yaml.safe_load(block[1]))
+def adapter_rules(helm: Helm) -> list[dict[str, Any]]:
+    """The prometheus-adapter configuration the chart ships, as the adapter reads it."""
+    objects = helm.render(
+        "--set=prometheusAdapter.enabled=true",
+        "--set=prometheusAdapter.namespace=monitoring",
+        namespace="conch-system",
+    )
+    (config,) = [o for o in objects if o["metadata"]["name"] == "conch-prometheus-adapter"]
+    assert config["kind"] == "ConfigMap" and config["metadata"]["namespace"] == "monitoring"
+    (key,) = config["data"]
+    assert key == "config.yaml"  # the key prometheus-adapter's chart mounts (rules.existing)
+    shipped = yaml.safe_load((CHART / "adapter" / "rules.yaml").read_text())
+    rules = list(yaml.safe_load(config["data"][key])["rules"])
+    assert rules == shipped
+    return rules
 
 
-def test_prometheus_adapter_rules_give_each_pod_a_value(scraped: PrometheusProcess) -> None:
+def test_prometheus_adapter_rules_are_optional(helm: Helm) -> None:
+    names = [o["metadata"]["name"] for o in helm.render()]
+    assert "conch-prometheus-adapter" not in names
+
+
+def test_prometheus_adapter_rules_give_each_pod_a_value(
+    helm: Helm, scraped: PrometheusProcess
+) -> None:
     """Each rule as the adapter runs it for one namespace's pods: one value per pod."""
-    rules = adapter_rules()
+    rules = adapter_rules(helm)
     assert {r["name"]["as"] for r in rules} == {
         "conch_triton_queue_time_per_request_us",
         "conch_triton_inferences_per_second",
