@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
@@ -15,10 +16,14 @@ from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 class OperatorProcess:
     """`conch operator run` on loopback ports, stopped by its pid."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, *args: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         self.args = args or ("--all-namespaces",)
+        self.env = dict(env or {})
+        """Extra environment, e.g. POD_NAMESPACE and POD_NAME for --leader-elect."""
         self.metrics_port = 0
         self.health_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -30,7 +35,7 @@ class OperatorProcess:
             f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
             f"--health-bind-address=127.0.0.1:{self.health_port}",
         ]  # fmt: skip
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
         self.proc = spawn(argv, self.log, env=env)
         try:
             health = f"http://127.0.0.1:{self.health_port}/healthz"
