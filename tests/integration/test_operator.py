@@ -238,12 +238,29 @@ def _gauge_total(metrics: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
+def hpa_settled(api: client.ApiClient, ns: str) -> None:
+    """Wait until the HPA has synced once (raised the scale to minReplicas, recorded its
+    conditions) and the operator has seen that generation."""
+
+    def settled() -> bool:
+        hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("digits", ns)
+        svc = get_service(api, ns)
+        return (
+            bool(hpa.status.conditions)
+            and svc["spec"]["autoscaling"]["replicas"] == svc["spec"]["autoscaling"]["minReplicas"]
+            and svc.get("status", {}).get("observedGeneration") == svc["metadata"]["generation"]
+        )
+
+    eventually(settled, 60, what="the HPA's first sync")
+
+
 def test_restart_writes_nothing(
     api: client.ApiClient, namespace: str, kubectl: Callable[..., str], operator: OperatorProcess
 ) -> None:
     create_version(api, namespace)
     create_service(api, namespace)
     wait_for(api, namespace, "Ready", "True", timeout=90)
+    hpa_settled(api, namespace)  # the HPA's own writes are not the operator's
     before = _resource_versions(api, kubectl, namespace)
     operator.stop()
     operator.start()
