@@ -109,7 +109,7 @@ class Resource:
 
     @property
     def subresources(self) -> dict[str, Any]:
-        status = {"status": {}} if self.status else {}
+        status: dict[str, Any] = {"status": {}} if self.status else {}
         return {**status, **({"scale": dict(self.scale)} if self.scale else {})}
 
     @property
