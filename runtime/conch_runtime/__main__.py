@@ -58,6 +58,7 @@ from conch_runtime.pull import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_RATIO,
     Progress,
+    PullOptions,
     pull,
 )
 from conch_runtime.pull_contract import COMMAND, Flag
@@ -171,18 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.uri,
                 args.sha256,
                 args.dest,
-                max_bytes=args.max_bytes,
-                max_unpacked_bytes=args.max_unpacked_bytes,
-                deadline=args.deadline,
-                max_ratio=args.max_ratio,
-                config=config,
-                progress=progress,
-                overrides=ServingOverrides(
-                    instance_count=args.instance_count,
-                    instance_kind=args.instance_kind,
-                    max_queue_delay_us=args.max_queue_delay_us,
-                    preferred_batch_sizes=tuple(args.preferred_batch_size),
+                PullOptions(
+                    max_bytes=args.max_bytes,
+                    max_unpacked_bytes=args.max_unpacked_bytes,
+                    deadline=args.deadline,
+                    max_ratio=args.max_ratio,
+                    config=config,
+                    overrides=ServingOverrides(
+                        instance_count=args.instance_count,
+                        instance_kind=args.instance_kind,
+                        max_queue_delay_us=args.max_queue_delay_us,
+                        preferred_batch_sizes=tuple(args.preferred_batch_size),
+                    ),
                 ),
+                progress=progress,
             )
     except PullError as exc:
         message = exc.message.replace("\n", " ")  # one line, whatever a library said

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_RATIO",
     "MARKER",
     "Progress",
+    "PullOptions",
     "PullResult",
     "installed_digest",
     "pull",
@@ -102,40 +103,62 @@ def installed_digest(dest: Path) -> str | None:
         return None
 
 
-def pull(  # noqa: PLR0913  (to split: issue 12)
+@dataclass(frozen=True)
+class PullOptions:
+    """What a pull may fetch and how: limits, where credentials come from, retries, and the
+    serving settings written into each config.pbtxt."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    """Most bytes downloaded."""
+    max_unpacked_bytes: int | None = None
+    """Most bytes unpacked (default: twice max_bytes)."""
+    max_members: int = DEFAULT_MAX_MEMBERS
+    max_ratio: float | None = DEFAULT_MAX_RATIO
+    """Most unpacked bytes per downloaded byte."""
+    deadline: float | None = DEFAULT_DEADLINE_S
+    """Seconds the whole pull may take, retries included."""
+    config: SourceConfig | None = None
+    """Endpoints and credentials (default: from the environment)."""
+    retry: RetryPolicy | None = None
+    overrides: ServingOverrides | None = None
+
+    def check(self) -> None:
+        """InvalidArgument for a limit no pull could meet."""
+        if self.max_bytes < 0:
+            raise InvalidArgument(f"max_bytes must be >= 0, got {self.max_bytes}")
+        if self.deadline is not None and self.deadline <= 0:
+            raise InvalidArgument(f"deadline must be > 0 seconds, got {self.deadline}")
+        if self.max_ratio is not None and self.max_ratio < 1:
+            raise InvalidArgument(f"max_ratio must be >= 1, got {self.max_ratio}")
+
+
+def pull(
     uri: str,
     sha256: str,
     dest: Path,
+    options: PullOptions | None = None,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_unpacked_bytes: int | None = None,
-    max_members: int = DEFAULT_MAX_MEMBERS,
-    config: SourceConfig | None = None,
-    retry: RetryPolicy | None = None,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    overrides: ServingOverrides | None = None,
-    deadline: float | None = DEFAULT_DEADLINE_S,
     clock: Callable[[], float] = time.monotonic,
-    max_ratio: float | None = DEFAULT_MAX_RATIO,
 ) -> PullResult:
     """Install the artifact at `uri`, whose sha256 must be `sha256`, as the directory `dest`.
+    `sleep` and `clock` are the time a test may control.
 
     Raises only `conch_runtime.errors.PullError` subclasses.
     """
+    options = options or PullOptions()
     digest = normalize_digest(sha256)
-    if max_bytes < 0:
-        raise InvalidArgument(f"max_bytes must be >= 0, got {max_bytes}")
-    if deadline is not None and deadline <= 0:
-        raise InvalidArgument(f"deadline must be > 0 seconds, got {deadline}")
-    if max_ratio is not None and max_ratio < 1:
-        raise InvalidArgument(f"max_ratio must be >= 1, got {max_ratio}")
+    options.check()
+    max_bytes, max_ratio, overrides = options.max_bytes, options.max_ratio, options.overrides
     limits = UnpackLimits(
-        max_bytes=2 * max_bytes if max_unpacked_bytes is None else max_unpacked_bytes,
-        max_members=max_members,
+        max_bytes=2 * max_bytes
+        if options.max_unpacked_bytes is None
+        else options.max_unpacked_bytes,
+        max_members=options.max_members,
     )
     source = parse_uri(uri)
-    config = config or SourceConfig.from_env()
+    config = options.config or SourceConfig.from_env()
     check_access(source, uri, config)  # before touching dest or the network
     dest = Path(os.path.abspath(dest))
     sweep_stale(dest)
@@ -154,10 +177,10 @@ def pull(  # noqa: PLR0913  (to split: issue 12)
     done = False
     try:
         artifact = staging / "artifact"
-        timer = _Deadline(deadline, clock)
+        timer = _Deadline(options.deadline, clock)
         downloaded, attempts = with_retries(
             lambda: _download(source, uri, config, artifact, digest, max_bytes, progress, timer),
-            retry or RetryPolicy(),
+            options.retry or RetryPolicy(),
             sleep=sleep,
             on_retry=lambda n, exc, wait: log.info("retry %d in %.1fs: %s", n, wait, exc),
             give_up_at=timer.at,

@@ -12,7 +12,7 @@ import pytest
 
 from conch_runtime.cleanup import LOCK, Staging, remove_tree, staging_prefix, sweep_stale
 from conch_runtime.errors import HostileArchive
-from conch_runtime.pull import MARKER, installed_digest, pull
+from conch_runtime.pull import MARKER, PullOptions, installed_digest, pull
 from conch_runtime.sources import SourceConfig
 from tests.runtime.conftest import Artifact, make_artifact
 from tests.runtime.helpers import MODEL_TREE, Member, pack_members, read_tree
@@ -111,7 +111,7 @@ def test_pull_sweeps_a_killed_pulls_staging(artifact: Artifact, models: Path) ->
     dead.mkdir()
     (dead / LOCK).touch()
     (dead / "artifact").write_bytes(b"half a download")
-    pull(artifact.uri, artifact.sha256, dest, config=FILES)
+    pull(artifact.uri, artifact.sha256, dest, PullOptions(config=FILES))
     assert sorted(p.name for p in models.iterdir()) == ["repo"]
 
 
@@ -121,7 +121,7 @@ def test_pull_replaces_an_earlier_tree_too_deep_for_rmtree(
     """An older conch pull left a deep tree in dest: a good pull swaps it out and succeeds."""
     dest = deep_tree(models / "repo", DEEP)
     (dest / MARKER).write_text("0" * 64 + "\n")
-    result = pull(artifact.uri, artifact.sha256, dest, config=FILES)
+    result = pull(artifact.uri, artifact.sha256, dest, PullOptions(config=FILES))
     assert not result.skipped
     assert read_tree(dest) == MODEL_TREE and installed_digest(dest) == artifact.sha256
     assert sorted(p.name for p in models.iterdir()) == ["repo"]
@@ -134,6 +134,6 @@ def test_a_deep_member_is_hostile_and_leaves_nothing(
     """The 321-byte archive of issue 11: one member thousands of levels deep."""
     art = make_artifact(tmp_path / "a", pack_members([Member("a/" * depth + "f", data=b"x")]))
     with pytest.raises(HostileArchive, match=r"levels deep|longer than") as caught:
-        pull(art.uri, art.sha256, models / "repo", config=FILES)
+        pull(art.uri, art.sha256, models / "repo", PullOptions(config=FILES))
     assert len(caught.value.message) < 300
     assert list(models.iterdir()) == []

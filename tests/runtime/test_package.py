@@ -22,7 +22,7 @@ from conch_runtime.export import Format, load_saved
 from conch_runtime.manifest import MANIFEST, Manifest, file_digests, sha256_file
 from conch_runtime.models import quiet_deprecations
 from conch_runtime.package import PackageRequest, PackageResult, package
-from conch_runtime.pull import pull
+from conch_runtime.pull import PullOptions, pull
 from conch_runtime.report import Distillation
 from conch_runtime.repository import ServingOptions, config_signature, read_config
 from conch_runtime.signature import Signature, TensorSpec
@@ -167,7 +167,7 @@ def test_artifact_is_plain_and_round_trips_through_pull(
     assert all(m.isreg() or m.isdir() for m in members)
     assert all(m.mtime == 0 and m.uid == 0 and not m.name.startswith("/") for m in members)
     dest = tmp_path / "models" / "repo"
-    pulled = pull(fp32.uri, fp32.sha256, dest, config=SourceConfig(allow_file=True))
+    pulled = pull(fp32.uri, fp32.sha256, dest, PullOptions(config=SourceConfig(allow_file=True)))
     assert pulled.files == 3  # config.pbtxt, model.py, model.pt2
     assert read_tree(dest) == read_tree(fp32.repository)  # byte for byte
 

@@ -21,7 +21,7 @@ from conch_runtime.errors import (
     SourceUnavailable,
     TooLarge,
 )
-from conch_runtime.pull import pull
+from conch_runtime.pull import PullOptions, pull
 from conch_runtime.retry import RetryPolicy
 from conch_runtime.sources import SourceConfig
 from tests.runtime.conftest import Artifact
@@ -58,7 +58,11 @@ def test_two_503s_then_success_is_retried(
 ) -> None:
     waits: list[float] = []
     result = pull(
-        f"{http.url}/flaky.tgz", artifact.sha256, models / "repo", retry=FAST, sleep=waits.append
+        f"{http.url}/flaky.tgz",
+        artifact.sha256,
+        models / "repo",
+        PullOptions(retry=FAST),
+        sleep=waits.append,
     )
     assert result.attempts == 3
     assert http.count("/flaky.tgz") == 3
@@ -75,7 +79,7 @@ def test_429_is_retried_honouring_retry_after(
         f"{http.url}/throttled.tgz",
         artifact.sha256,
         models / "repo",
-        retry=FAST,
+        PullOptions(retry=FAST),
         sleep=waits.append,
     )
     assert (result.attempts, waits) == (2, [0.0])
@@ -85,7 +89,7 @@ def test_404_is_not_found_without_retry(
     http: LoopbackHTTP, artifact: Artifact, models: Path
 ) -> None:
     with pytest.raises(NotFound, match="HTTP 404") as caught:
-        pull(f"{http.url}/missing.tgz", artifact.sha256, models / "repo", retry=FAST)
+        pull(f"{http.url}/missing.tgz", artifact.sha256, models / "repo", PullOptions(retry=FAST))
     assert caught.value.reason == "ArtifactNotFound"
     assert f"{http.url}/missing.tgz" in caught.value.message
     assert http.count("/missing.tgz") == 1
@@ -96,7 +100,7 @@ def test_persistent_503_gives_up_after_the_attempts(
     http: LoopbackHTTP, artifact: Artifact, models: Path
 ) -> None:
     with pytest.raises(SourceUnavailable, match="gave up after 4 attempts"):
-        pull(f"{http.url}/down.tgz", artifact.sha256, models / "repo", retry=FAST)
+        pull(f"{http.url}/down.tgz", artifact.sha256, models / "repo", PullOptions(retry=FAST))
     assert http.count("/down.tgz") == 4
     assert list(models.iterdir()) == []
 
@@ -106,13 +110,13 @@ def test_bearer_token_from_a_mounted_secret(
 ) -> None:
     url = f"{http.url}/private.tgz"
     with pytest.raises(AccessDenied, match="HTTP 401"):
-        pull(url, artifact.sha256, models / "repo", retry=FAST)
+        pull(url, artifact.sha256, models / "repo", PullOptions(retry=FAST))
     assert http.count("/private.tgz") == 1  # a 401 is not retried
 
     config = SourceConfig.from_env(
         credentials_dir=token_secret(tmp_path), credentials_hosts=["127.0.0.1"]
     )
-    pull(url, artifact.sha256, models / "repo", config=config)
+    pull(url, artifact.sha256, models / "repo", PullOptions(config=config))
     assert read_tree(models / "repo") == MODEL_TREE
     assert http.requests[-1][1].get("Authorization") == "Bearer s3cr3t"
 
@@ -122,7 +126,7 @@ def test_bearer_token_from_the_environment(
 ) -> None:
     monkeypatch.setenv("CONCH_HTTP_TOKEN", "s3cr3t")
     config = SourceConfig.from_env(credentials_hosts=[f"127.0.0.1:{port_of(http)}"])
-    pull(f"{http.url}/private.tgz", artifact.sha256, models / "repo", config=config)
+    pull(f"{http.url}/private.tgz", artifact.sha256, models / "repo", PullOptions(config=config))
     assert read_tree(models / "repo") == MODEL_TREE
 
 
@@ -152,7 +156,9 @@ def test_credentials_refused_for_unlisted_host_before_connecting(
 ) -> None:
     config = SourceConfig.from_env(credentials_dir=token_secret(tmp_path), credentials_hosts=hosts)
     with pytest.raises(CredentialsNotAllowed, match=r"'127\.0\.0\.1' is not allowed") as caught:
-        pull(f"{http.url}/private.tgz", artifact.sha256, models / "repo", config=config)
+        pull(
+            f"{http.url}/private.tgz", artifact.sha256, models / "repo", PullOptions(config=config)
+        )
     assert (caught.value.reason, caught.value.exit_code) == ("CredentialsNotAllowed", 14)
     assert http.requests == []  # not even a connection that could carry anything
     assert list(models.iterdir()) == []
@@ -180,7 +186,7 @@ def test_without_credentials_any_host_is_fine(
     http: LoopbackHTTP, artifact: Artifact, models: Path
 ) -> None:
     config = SourceConfig.from_env(credentials_hosts=["models.example.com"])
-    pull(f"{http.url}/ok.tgz", artifact.sha256, models / "repo", config=config)
+    pull(f"{http.url}/ok.tgz", artifact.sha256, models / "repo", PullOptions(config=config))
     assert read_tree(models / "repo") == MODEL_TREE
     assert "Authorization" not in http.requests[0][1]
 
@@ -216,7 +222,9 @@ def test_a_redirect_to_another_host_never_carries_the_token(
             credentials_dir=token_secret(tmp_path),
             credentials_hosts=["127.0.0.1", *also_allowed],
         )
-        pull(f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", config=config)
+        pull(
+            f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", PullOptions(config=config)
+        )
     assert read_tree(models / "repo") == MODEL_TREE
     assert origin.requests[0][1].get("Authorization") == "Bearer s3cr3t"
     [(path, headers)] = elsewhere.requests
@@ -233,7 +241,9 @@ def test_a_redirect_to_another_port_never_carries_the_token(
         config = SourceConfig.from_env(
             credentials_dir=token_secret(tmp_path), credentials_hosts=["127.0.0.1"]
         )
-        pull(f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", config=config)
+        pull(
+            f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", PullOptions(config=config)
+        )
         assert "Authorization" not in same_host.requests[0][1]
     assert read_tree(models / "repo") == MODEL_TREE
 
@@ -249,7 +259,9 @@ def test_a_redirect_within_the_origin_keeps_the_token(
         config = SourceConfig.from_env(
             credentials_dir=token_secret(tmp_path), credentials_hosts=["127.0.0.1"]
         )
-        pull(f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", config=config)
+        pull(
+            f"{origin.url}/moved.tgz", artifact.sha256, models / "repo", PullOptions(config=config)
+        )
         assert [p for p, _ in origin.requests] == ["/moved.tgz", "/private.tgz"]
     assert read_tree(models / "repo") == MODEL_TREE
 
@@ -259,7 +271,12 @@ def test_size_limit_without_content_length(
 ) -> None:
     limit = len(artifact.data) // 2
     with pytest.raises(TooLarge, match=f"more than {limit} bytes"):
-        pull(f"{http.url}/unsized.tgz", artifact.sha256, models / "repo", max_bytes=limit)
+        pull(
+            f"{http.url}/unsized.tgz",
+            artifact.sha256,
+            models / "repo",
+            PullOptions(max_bytes=limit),
+        )
     assert list(models.iterdir()) == []
     pull(f"{http.url}/unsized.tgz", artifact.sha256, models / "repo")  # and without a limit
     assert read_tree(models / "repo") == MODEL_TREE
@@ -275,7 +292,12 @@ def test_a_trickling_server_cannot_hold_the_pull_past_its_deadline(
     with contextmanager(serve_http)(routes) as slow:
         started = time.monotonic()
         with pytest.raises(SourceUnavailable, match=r"did not finish within 1\.5 s") as caught:
-            pull(f"{slow.url}/slow.tgz", artifact.sha256, models / "repo", retry=FAST, deadline=1.5)
+            pull(
+                f"{slow.url}/slow.tgz",
+                artifact.sha256,
+                models / "repo",
+                PullOptions(retry=FAST, deadline=1.5),
+            )
         elapsed = time.monotonic() - started
         assert slow.count("/slow.tgz") == 1
     assert 1.5 <= elapsed < 10
@@ -289,7 +311,7 @@ def test_connection_refused_is_transient(artifact: Artifact, models: Path) -> No
     url = f"http://127.0.0.1:{free_port()}/a.tgz"  # nothing listens there
     waits: list[float] = []
     with pytest.raises(SourceUnavailable, match="ConnectError") as caught:
-        pull(url, artifact.sha256, models / "repo", retry=FAST, sleep=waits.append)
+        pull(url, artifact.sha256, models / "repo", PullOptions(retry=FAST), sleep=waits.append)
     assert caught.value.reason == "SourceUnavailable"
     assert len(waits) == FAST.attempts - 1
     assert list(models.iterdir()) == []

@@ -22,7 +22,7 @@ from conch_runtime.errors import (
     NotFound,
     SourceUnavailable,
 )
-from conch_runtime.pull import pull
+from conch_runtime.pull import PullOptions, pull
 from conch_runtime.retry import RetryPolicy
 from conch_runtime.sources import SourceConfig
 from conch_runtime.uri import S3Source, parse_uri
@@ -56,7 +56,7 @@ def test_s3_pull_with_a_mounted_secret(
     uploaded: str, artifact: Artifact, s3_server: S3Server, s3_credentials: Path, models: Path
 ) -> None:
     config = allowed(uploaded, s3_server.endpoint, s3_credentials)
-    result = pull(uploaded, artifact.sha256, models / "repo", config=config)
+    result = pull(uploaded, artifact.sha256, models / "repo", PullOptions(config=config))
     assert read_tree(models / "repo") == MODEL_TREE
     assert (result.attempts, result.downloaded_bytes) == (1, len(artifact.data))
 
@@ -72,7 +72,7 @@ def test_s3_pull_with_environment_credentials_and_endpoint(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
     config = allowed(uploaded, s3_server.endpoint, None)
-    pull(uploaded, artifact.sha256, models / "repo", config=config)
+    pull(uploaded, artifact.sha256, models / "repo", PullOptions(config=config))
     assert read_tree(models / "repo") == MODEL_TREE
 
 
@@ -86,7 +86,7 @@ def test_s3_missing_key_is_not_found(
             uploaded.replace("1.tar.gz", "2.tar.gz"),
             artifact.sha256,
             models / "repo",
-            config=config,
+            PullOptions(config=config),
             sleep=waits.append,
         )
     assert caught.value.reason == "ArtifactNotFound"
@@ -100,7 +100,7 @@ def test_s3_missing_bucket_is_not_found(
     uri = "s3://no-such-bucket-here/a.tgz"
     config = allowed(uri, s3_server.endpoint, s3_credentials)
     with pytest.raises(NotFound, match="NoSuchBucket"):
-        pull(uri, artifact.sha256, models / "repo", config=config)
+        pull(uri, artifact.sha256, models / "repo", PullOptions(config=config))
 
 
 def test_s3_wrong_secret_is_access_denied(
@@ -113,7 +113,13 @@ def test_s3_wrong_secret_is_access_denied(
     config = allowed(uploaded, s3_server.endpoint, secret)
     waits: list[float] = []
     with pytest.raises(AccessDenied, match="SignatureDoesNotMatch") as caught:
-        pull(uploaded, artifact.sha256, models / "repo", config=config, sleep=waits.append)
+        pull(
+            uploaded,
+            artifact.sha256,
+            models / "repo",
+            PullOptions(config=config),
+            sleep=waits.append,
+        )
     assert caught.value.reason == "AccessDenied"
     assert waits == []
     assert list(models.iterdir()) == []
@@ -124,7 +130,7 @@ def test_s3_wrong_digest_leaves_nothing(
 ) -> None:
     config = allowed(uploaded, s3_server.endpoint, s3_credentials)
     with pytest.raises(DigestMismatch) as caught:
-        pull(uploaded, "f" * 64, models / "repo", config=config)
+        pull(uploaded, "f" * 64, models / "repo", PullOptions(config=config))
     assert artifact.sha256 not in caught.value.message
     assert list(models.iterdir()) == []
 
@@ -140,8 +146,7 @@ def test_s3_endpoint_down_is_transient(
             "s3://bucket/a.tgz",
             artifact.sha256,
             models / "repo",
-            config=config,
-            retry=FAST,
+            PullOptions(config=config, retry=FAST),
             sleep=waits.append,
         )
     assert len(waits) == 2
@@ -177,7 +182,7 @@ def test_s3_credentials_refused_for_unlisted_targets_before_connecting(
         s3_endpoint=endpoint.url, credentials_dir=s3_credentials, credentials_hosts=hosts
     )
     with pytest.raises(CredentialsNotAllowed, match=named) as caught:
-        pull("s3://models/m.tgz", artifact.sha256, models / "repo", config=config)
+        pull("s3://models/m.tgz", artifact.sha256, models / "repo", PullOptions(config=config))
     assert caught.value.exit_code == 14
     assert endpoint.requests == []
     assert list(models.iterdir()) == []
@@ -194,7 +199,7 @@ def test_s3_environment_keys_count_as_credentials(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
     config = SourceConfig.from_env(s3_endpoint=endpoint.url)
     with pytest.raises(CredentialsNotAllowed):
-        pull("s3://models/m.tgz", artifact.sha256, models / "repo", config=config)
+        pull("s3://models/m.tgz", artifact.sha256, models / "repo", PullOptions(config=config))
     assert endpoint.requests == []
 
 
@@ -202,7 +207,12 @@ def test_s3_an_http_token_is_no_credential_for_s3(
     endpoint: LoopbackHTTP, artifact: Artifact, models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONCH_HTTP_TOKEN", "s3cr3t")
-    pull("s3://models/m.tgz", artifact.sha256, models / "repo", config=allowed_none(endpoint))
+    pull(
+        "s3://models/m.tgz",
+        artifact.sha256,
+        models / "repo",
+        PullOptions(config=allowed_none(endpoint)),
+    )
     assert "s3cr3t" not in str(endpoint.requests)
     assert "Authorization" not in endpoint.requests[0][1]
 
@@ -221,14 +231,19 @@ def test_s3_ambient_identity_reaches_only_listed_buckets(
     shared.write_text("[default]\naws_access_key_id = AMBIENTKEY\naws_secret_access_key = s\n")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
 
-    pull("s3://models/m.tgz", artifact.sha256, models / "a", config=allowed_none(endpoint))
+    pull(
+        "s3://models/m.tgz",
+        artifact.sha256,
+        models / "a",
+        PullOptions(config=allowed_none(endpoint)),
+    )
     assert read_tree(models / "a") == MODEL_TREE
     [(path, headers)] = endpoint.requests
     assert path == "/models/m.tgz"
     assert "Authorization" not in headers and "AMBIENTKEY" not in str(headers)
 
     config = allowed("s3://models/m.tgz", endpoint.url, None)
-    pull("s3://models/m.tgz", artifact.sha256, models / "b", config=config)
+    pull("s3://models/m.tgz", artifact.sha256, models / "b", PullOptions(config=config))
     assert "Credential=AMBIENTKEY/" in endpoint.requests[-1][1]["Authorization"]
 
 

@@ -14,7 +14,7 @@ from conch.dev.s3 import S3Server
 from conch_runtime.__main__ import main
 from conch_runtime.manifest import Manifest
 from conch_runtime.modelversion import MODELVERSION, dump_yaml
-from conch_runtime.pull import pull
+from conch_runtime.pull import PullOptions, pull
 from conch_runtime.push import push
 from conch_runtime.sources import SourceConfig
 from conch_runtime.tool_errors import InvalidData, PushFailed
@@ -72,7 +72,7 @@ def test_push_then_pull_round_trips(
         credentials_dir=s3_credentials,
         credentials_hosts=[bucket, "127.0.0.1"],
     )
-    pull(source["uri"], source["sha256"], models / "repo", config=config)
+    pull(source["uri"], source["sha256"], models / "repo", PullOptions(config=config))
     assert read_tree(models / "repo") == MODEL_TREE
 
 
