@@ -22,6 +22,7 @@ from conch.policy import PodPolicy
 __all__ = ["add_arguments", "pod_settings"]
 
 _DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUALIFIED: Final = re.compile(
     r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
@@ -136,6 +137,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not spread a version's replicas across nodes",
     )
+    group.add_argument(
+        "--metrics-scrape-namespace",
+        action="append",
+        default=[],
+        type=_checked(_DNS_LABEL, "namespace name"),
+        metavar="NAMESPACE",
+        help="namespace whose pods (Prometheus) may scrape the metrics port of a ModelService "
+        "with spec.access, whose NetworkPolicy denies everyone else (repeatable)",
+    )
 
 
 def pod_settings(
@@ -155,4 +165,5 @@ def pod_settings(
         model_volume_factor=args.model_volume_factor,
         ephemeral_storage_request=args.ephemeral_storage_request,
         topology_spread=args.topology_spread,
+        metrics_scrape_namespaces=tuple(args.metrics_scrape_namespace),
     )

@@ -324,6 +324,43 @@ class Rollout(ApiModel):
     """What a stall (progressDeadline passed, inconclusiveLimit reached) does: Pause holds the step until a retry request; RollBack returns to the stable version."""
 
 
+class PeerPods(ApiModel):
+    """Pods allowed to call the endpoint: those matching `podSelector` in `namespace`."""
+
+    namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL)
+    """Namespace of the pods; unset: the ModelService's own."""
+    pod_selector: dict[str, str] = Field(
+        max_length=16,
+        json_schema_extra=validations(
+            cel(
+                "self.all(k, size(k) <= 316 && size(self[k]) <= 63)",
+                "podSelector is matchLabels: label keys and values of valid length",
+            )
+        ),
+    )
+    """Labels the calling pods carry (matchLabels; every one must match). `{}` selects every
+    pod of the namespace."""
+
+
+class Access(ApiModel):
+    """Who may reach the endpoint. Set, the serving pods get a default-deny NetworkPolicy
+    that admits exactly these callers (plus the admin's metrics scrapers); unset, any pod
+    may call the inference ports."""
+
+    allowed_namespaces: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra=items(
+            {"type": "string", "maxLength": 63, "pattern": DNS_LABEL},
+            {"x-kubernetes-list-type": "set"},
+        ),
+    )
+    """Namespaces whose every pod may call the inference ports (8000 HTTP, 8001 gRPC). Name
+    your Gateway's namespace here for callers outside the cluster (docs/catalog.md)."""
+    pods: list[PeerPods] = Field(default_factory=list, max_length=64)
+    """Single pods by label, in this or another namespace."""
+
+
 class ModelServiceSpec(ApiModel):
     """A served endpoint. Changing modelVersion starts a rollout."""
 
@@ -364,6 +401,8 @@ class ModelServiceSpec(ApiModel):
     triton: Triton = Field(default_factory=Triton)
     autoscaling: Autoscaling | None = None
     rollout: Rollout = Field(default_factory=Rollout)
+    access: Access | None = None
+    """Who may call the endpoint (a NetworkPolicy); unset: any pod that reaches it."""
 
 
 class VersionStatus(ApiModel):

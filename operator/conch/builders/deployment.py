@@ -60,6 +60,9 @@ class PodSettings:
     (virtual and simulated nodes) could then never take a serving pod."""
     topology_spread: bool = True
     """Spread a version's replicas across nodes (best effort: ScheduleAnyway)."""
+    metrics_scrape_namespaces: tuple[str, ...] = ()
+    """Namespaces (Prometheus's) that may scrape the metrics port of a service whose
+    `spec.access` makes its NetworkPolicy default-deny."""
 
 
 def model_volume_limit(size_bytes: int | None, factor: float) -> str | None:
