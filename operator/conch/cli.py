@@ -184,6 +184,12 @@ def _operator_selftest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog(args: argparse.Namespace) -> int:
+    from conch import catalog_cli
+
+    return catalog_cli.run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="conch", description=__doc__)
     sub = root.add_subparsers(required=True, metavar="COMMAND")
@@ -192,6 +198,15 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", default="crds")
     crds.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     crds.set_defaults(func=_crds)
+
+    cat = sub.add_parser(
+        "catalog",
+        help="list the shared models every team may serve, plus your namespace's own",
+    )
+    from conch.catalog_cli import add_arguments as catalog_arguments
+
+    catalog_arguments(cat)
+    cat.set_defaults(func=_catalog)
 
     for name, text in RUNTIME_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)  # dispatched to conch_runtime in main()

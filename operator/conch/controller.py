@@ -17,14 +17,23 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conch import builders, plan, reasons, rollout
+from conch import builders, catalog, plan, reasons, rollout
 from conch.api import ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
 from conch.errors import ConchError, InvalidSpec, NameConflict
 from conch.informer import Watched
-from conch.kube import MODEL_SERVICE, MODEL_VERSION, OWNED, POD, SECRET, Applied, Kube
+from conch.kube import (
+    CATALOG_ENTRY,
+    MODEL_SERVICE,
+    MODEL_VERSION,
+    OWNED,
+    POD,
+    SECRET,
+    Applied,
+    Kube,
+)
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
 from conch.routers.gateway import API_VERSION as HTTP_ROUTE_API
@@ -308,6 +317,7 @@ class Controller:
         """ModelVersion status: which ModelServices use it (read from the API, not memory)."""
         raw = self.kube.get(MODEL_VERSION, namespace, name)
         if raw is None:
+            self._catalog(namespace, name, None, [])
             return Next()
         services = self.kube.list(MODEL_SERVICE, namespace, {})
         used_by = sorted(
@@ -323,7 +333,30 @@ class Controller:
         }
         if wanted != current:
             self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
+        self._catalog(namespace, name, raw, [(namespace, s) for s in used_by])
         return Next()
+
+    def _catalog(
+        self, namespace: str, name: str, mv: Manifest | None, served_by: list[tuple[str, str]]
+    ) -> None:
+        """Keep the CatalogEntry of a shared ModelVersion equal to what it publishes; remove
+        it when the version is private or gone. An entry the operator did not write (an
+        admin's) is never rewritten or deleted."""
+        if not self.kube.has_kind(CATALOG_ENTRY.api_version, CATALOG_ENTRY.kind):
+            return
+        current = self.kube.get(CATALOG_ENTRY, "", catalog.entry_name(namespace, name))
+        if current is not None and not catalog.is_mirror(current):
+            log.warning("CatalogEntry %s is not the operator's: left alone", name)
+            return
+        if mv is None or not catalog.is_shared(mv):
+            if current is not None:
+                self.kube.delete(current)
+                log.info("%s/%s: removed from the catalog", namespace, name)
+            return
+        wanted = builders.stamped(catalog.mirror(mv, served_by))
+        if builders.differs(wanted, current):
+            self.kube.apply(wanted)
+            log.info("%s/%s: published in the catalog", namespace, name)
 
     def _write_invalid(self, raw: Manifest, message: str) -> None:
         meta = raw["metadata"]

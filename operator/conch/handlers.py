@@ -148,3 +148,16 @@ async def _version_changed(
     queue.add((VERSION_KIND, namespace, name))
     for service in services_by_version.get((namespace, name), []):
         queue.add((SERVICE, namespace, service))
+
+
+@kopf.on.event(GROUP, VERSION, "catalogentries")
+async def _catalog_entry_changed(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    """An entry listed at start, or changed by someone: its ModelVersion's reconcile
+    rewrites it, or removes it when the version went private or away while we were down.
+    Only for namespaces this operator watches (it cannot see the others' versions)."""
+    runtime = _runtime(memo)
+    source = spec.get("modelVersion") or {}
+    namespace, name = str(source.get("namespace", "")), str(source.get("name", ""))
+    scopes = runtime.controller.watched.versions.scopes
+    if namespace and name and (None in scopes or namespace in scopes):
+        runtime.queue.add((VERSION_KIND, namespace, name))

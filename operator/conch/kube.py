@@ -35,12 +35,15 @@ class Kind:
     api_version: str
     kind: str
     plural: str
+    namespaced: bool = True
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
         """The request path; every caller-given segment is escaped, so a name can never
-        climb out of its namespace (`../../other/...` stays one segment)."""
+        climb out of its namespace (`../../other/...` stays one segment). A cluster-scoped
+        kind ignores `namespace`."""
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        parts = [prefix, "namespaces", _segment(namespace), self.plural]
+        parts = [prefix, "namespaces", _segment(namespace)] if self.namespaced else [prefix]
+        parts.append(self.plural)
         if name:
             parts.append(_segment(name))
         if subresource:
@@ -58,6 +61,7 @@ MODEL_SERVICE = Kind(f"{GROUP}/{VERSION}", "ModelService", "modelservices")
 MODEL_VERSION = Kind(f"{GROUP}/{VERSION}", "ModelVersion", "modelversions")
 POD = Kind("v1", "Pod", "pods")
 SECRET = Kind("v1", "Secret", "secrets")
+CATALOG_ENTRY = Kind(f"{GROUP}/{VERSION}", "CatalogEntry", "catalogentries", namespaced=False)
 OWNED = {
     k.kind: k
     for k in (
@@ -70,6 +74,9 @@ OWNED = {
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     )
 }
+WRITTEN = {**OWNED, CATALOG_ENTRY.kind: CATALOG_ENTRY}
+"""Every kind the operator applies and deletes: a ModelService's children, and the
+catalog's mirror of shared ModelVersions."""
 
 
 class Applied(enum.Enum):
@@ -230,7 +237,7 @@ class Kube:
         self._apply_call(obj, dry_run=True)
 
     def _apply_call(self, obj: Manifest, dry_run: bool) -> tuple[Any, int]:
-        kind = OWNED[obj["kind"]]
+        kind = WRITTEN[obj["kind"]]
         meta = obj["metadata"]
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         if dry_run:
@@ -238,7 +245,7 @@ class Kube:
         result, status = self._call(
             "dry_run" if dry_run else "apply",
             "PATCH",
-            kind.path(meta["namespace"], meta["name"]),
+            kind.path(meta.get("namespace", ""), meta["name"]),
             body=obj,
             query=query,
             content_type="application/apply-patch+yaml",
@@ -254,7 +261,7 @@ class Kube:
         """
         meta = obj["metadata"]
         result, status = self._apply_call(obj, dry_run=False)
-        ident = (obj["kind"], meta["namespace"], meta["name"])
+        ident = (obj["kind"], meta.get("namespace", ""), meta["name"])
         stamp = _manager_time(result)
         _, before = self._applied.get(ident, (None, None))
         self._applied[ident] = ((meta.get("labels") or {}).get(SERVICE_LABEL), stamp)
@@ -273,11 +280,12 @@ class Kube:
             del self._applied[ident]
 
     def delete(self, obj: Manifest) -> None:
-        kind = OWNED[obj["kind"]]
+        kind = WRITTEN[obj["kind"]]
         meta = obj["metadata"]
         body = {"preconditions": {"uid": meta["uid"]}, "propagationPolicy": "Background"}
+        path = kind.path(meta.get("namespace", ""), meta["name"])
         try:
-            self._call("delete", "DELETE", kind.path(meta["namespace"], meta["name"]), body=body)
+            self._call("delete", "DELETE", path, body=body)
         except ApiError as error:
             if error.status not in (404, 409):
                 raise

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from conch.api.catalogentry import CatalogEntrySpec
 from conch.api.common import GROUP, VERSION
 from conch.api.grant import ModelAccessGrantSpec
 from conch.api.modelservice import ModelServiceSpec, ModelServiceStatus
@@ -104,6 +105,7 @@ class Resource:
     printer_columns: tuple[dict[str, str], ...]
     name_rule: tuple[str, str]
     """(CEL on metadata.name, message): what the names of the objects it becomes need."""
+    scope: str = "Namespaced"
     scale: dict[str, str] | None = None
     """The scale subresource's paths, for a kind an HPA may scale."""
 
@@ -133,12 +135,20 @@ MODEL_VERSION = Resource(
         {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
         {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
         {"name": "Format", "type": "string", "jsonPath": ".spec.format"},
+        {"name": "Size", "type": "integer", "jsonPath": ".spec.compression.sizeBytes"},
+        {"name": "License", "type": "string", "jsonPath": ".spec.usage.license"},
         {
-            "name": "Size",
-            "type": "integer",
-            "jsonPath": ".spec.compression.sizeBytes",
+            "name": "Shared",
+            "type": "string",
+            "jsonPath": ".metadata.labels.serving\\.conch\\.dev/catalog",
+        },
+        {
+            "name": "Accuracy",
+            "type": "number",
+            "jsonPath": ".spec.compression.accuracy",
             "priority": "1",
         },
+        {"name": "Used-By", "type": "string", "jsonPath": ".status.usedBy", "priority": "1"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ),
 )
@@ -193,7 +203,31 @@ MODEL_ACCESS_GRANT = Resource(
     ),
 )
 
-RESOURCES = (MODEL_VERSION, MODEL_SERVICE, MODEL_ACCESS_GRANT)
+CATALOG_ENTRY = Resource(
+    kind="CatalogEntry",
+    plural="catalogentries",
+    short_names=("ce",),
+    spec=CatalogEntrySpec,
+    status=None,
+    description=(
+        "The operator's read-only mirror of a ModelVersion its team shared "
+        "(label serving.conch.dev/catalog=shared), readable by every team."
+    ),
+    name_rule=("size(self.metadata.name) <= 253", "a name is at most 253 characters"),
+    printer_columns=(
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+        {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
+        {"name": "Namespace", "type": "string", "jsonPath": ".spec.modelVersion.namespace"},
+        {"name": "Format", "type": "string", "jsonPath": ".spec.format"},
+        {"name": "Size", "type": "integer", "jsonPath": ".spec.sizeBytes"},
+        {"name": "License", "type": "string", "jsonPath": ".spec.license"},
+        {"name": "Accuracy", "type": "number", "jsonPath": ".spec.compression.accuracy"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+    scope="Cluster",
+)
+
+RESOURCES = (MODEL_VERSION, MODEL_SERVICE, MODEL_ACCESS_GRANT, CATALOG_ENTRY)
 
 
 def _printer_column(column: dict[str, str]) -> dict[str, Any]:
@@ -219,7 +253,7 @@ def crd(resource: Resource) -> dict[str, Any]:
         "metadata": {"name": resource.name},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": resource.scope,
             "names": {
                 "kind": resource.kind,
                 "listKind": f"{resource.kind}List",
