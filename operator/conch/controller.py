@@ -179,6 +179,8 @@ class Controller:
             for mv in versions.values()
             if (ref := mv.spec.source.credentials_secret_ref)
         }
+        if (access := svc.spec.access) and (key := access.key_secret_ref):
+            secrets[key.name] = self.kube.get_metadata(SECRET, namespace, key.name)
         pods = {
             version: self.kube.list(POD, namespace, selector(svc, version))
             for version, d in deployments.items()

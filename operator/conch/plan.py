@@ -202,7 +202,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
             continue
         ref = mv.spec.source.credentials_secret_ref
         hosts = artifacts.check(mv, snap.secrets.get(ref.name) if ref else None, settings.access)
-        served.append(Served(mv, replicas, tuple(hosts)))
+        served.append(Served(mv, replicas, tuple(hosts), _key_version(snap)))
     routing = router.objects(svc, decision.state.stable, decision.state.canary, decision.weights)
     serving_version = decision.state.stable or target.metadata.name
     wanted = builders.desired(svc, served, routing, settings, snap.capabilities)
@@ -346,3 +346,13 @@ def uses(service: Manifest) -> set[str]:
         )
         if isinstance(v, str)
     }
+
+
+def _key_version(snap: Snapshot) -> str | None:
+    """The endpoint key Secret's resourceVersion (a rotation rolls the pods). A Secret not
+    there yet is not a refusal: the pods wait for it, as kubelet does for any Secret."""
+    access = snap.service.spec.access
+    if access is None or access.key_secret_ref is None:
+        return None
+    found = snap.secrets.get(access.key_secret_ref.name)
+    return str(found["metadata"].get("resourceVersion", "")) or None if found else None

@@ -107,7 +107,11 @@ def test_entry_names_cannot_collide() -> None:
 
 @pytest.mark.parametrize(
     ("labels", "shared"),
-    [({catalog.CATALOG_LABEL: "shared"}, True), ({catalog.CATALOG_LABEL: "yes"}, False), ({}, False)],
+    [
+        ({catalog.CATALOG_LABEL: "shared"}, True),
+        ({catalog.CATALOG_LABEL: "yes"}, False),
+        ({}, False),
+    ],
 )
 def test_only_the_shared_label_value_shares(labels: dict[str, str], shared: bool) -> None:
     assert catalog.is_shared({"metadata": {"labels": labels}}) is shared

@@ -39,9 +39,7 @@ ACCESS = {
 
 
 def test_golden_access_policy() -> None:
-    rendered = yaml.safe_dump(
-        networkpolicy.build(service(ACCESS), ("monitoring",)), sort_keys=True
-    )
+    rendered = yaml.safe_dump(networkpolicy.build(service(ACCESS), ("monitoring",)), sort_keys=True)
     golden = GOLDEN / "networkpolicy-access.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
@@ -89,7 +87,11 @@ def test_allowed_namespaces_are_dns_labels_in_the_crd() -> None:
 
     schema = crd.structural(ModelService.model_fields["spec"].annotation)  # type: ignore[arg-type]
     items = schema["properties"]["access"]["properties"]["allowedNamespaces"]["items"]
-    assert items == {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
+    assert items == {
+        "type": "string",
+        "maxLength": 63,
+        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    }
 
 
 @pytest.mark.parametrize(

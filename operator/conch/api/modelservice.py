@@ -14,6 +14,7 @@ from conch.api.common import (
     ApiModel,
     Condition,
     Duration,
+    LocalObjectReference,
     ObjectMeta,
     Quantity,
     cel,
@@ -359,6 +360,11 @@ class Access(ApiModel):
     your Gateway's namespace here for callers outside the cluster (docs/catalog.md)."""
     pods: list[PeerPods] = Field(default_factory=list, max_length=64)
     """Single pods by label, in this or another namespace."""
+    key_secret_ref: LocalObjectReference | None = None
+    """A Secret in this namespace whose `key` entry callers must send in the
+    `conch-endpoint-key` HTTP header (gRPC: `triton-grpc-protocol-conch-endpoint-key`
+    metadata): Triton itself refuses the others, on every API but health. Rewrite the Secret
+    to rotate the key, then touch the ModelService: the pods roll onto the new value."""
 
 
 class ModelServiceSpec(ApiModel):

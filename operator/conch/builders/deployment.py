@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from conch import endpointkey
 from conch.api import ModelService, ModelVersion
 from conch.api.modelservice import Resources
 from conch.artifacts import ArtifactAccess
@@ -184,7 +185,21 @@ def _triton_args(svc: ModelService) -> list[str]:
         "--exit-on-error=true",
         "--metrics-config=summary_latencies=true",  # p99 latency for rollout analysis
         *svc.spec.triton.extra_args,
+        *(endpointkey.triton_args(f"$({endpointkey.ENV})") if _key_ref(svc) else []),
     ]
+
+
+def _key_ref(svc: ModelService) -> str | None:
+    access = svc.spec.access
+    return access.key_secret_ref.name if access and access.key_secret_ref else None
+
+
+def _key_env(svc: ModelService) -> list[dict[str, Any]]:
+    """The endpoint key from the owner's Secret: the pod spec names it, never holds it."""
+    if (ref := _key_ref(svc)) is None:
+        return []
+    source = {"secretKeyRef": {"name": ref, "key": endpointkey.SECRET_KEY}}
+    return [{"name": endpointkey.ENV, "valueFrom": source}]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -228,8 +243,10 @@ def build(
     settings: PodSettings,
     replicas: int,
     credentials_hosts: tuple[str, ...] = (),
+    key_version: str | None = None,
 ) -> Manifest:
-    """The Deployment serving `mv` for `svc` with `replicas` (its share of the service's)."""
+    """The Deployment serving `mv` for `svc` with `replicas` (its share of the service's).
+    `key_version` (the endpoint key Secret's resourceVersion) rolls the pods on rotation."""
     source_args, source_volumes, source_mounts = _source_mounts(
         mv, settings.access, credentials_hosts
     )
@@ -266,7 +283,7 @@ def build(
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "env": _env(settings, [{"name": "HOME", "value": "/tmp"}]),
+        "env": [*_env(settings, [{"name": "HOME", "value": "/tmp"}]), *_key_env(svc)],
         "startupProbe": _probe("/v2/health/ready", period=5, failures=120),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
@@ -338,7 +355,11 @@ def build(
         "template": {
             "metadata": {
                 "labels": pod_labels,
-                "annotations": {**settings.annotations, SHA256_ANNOTATION: mv.spec.source.sha256},
+                "annotations": {
+                    **settings.annotations,
+                    SHA256_ANNOTATION: mv.spec.source.sha256,
+                    **({endpointkey.VERSION_ANNOTATION: key_version} if key_version else {}),
+                },
             },
             "spec": pod_spec,
         },

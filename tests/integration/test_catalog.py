@@ -1,0 +1,317 @@
+"""The catalog and endpoint access on the real control plane, played by tenants.
+
+Alice owns team A's namespace, Bob team B's: each has namespaced rights on Conch's
+resources in their own namespace only (tests/integration/test_tenant.py's Role), plus what
+the chart gives every authenticated user: read on CatalogEntries. The operator mirrors a
+shared ModelVersion into a cluster-scoped CatalogEntry that Bob can read but nobody but the
+operator can write, and removes it when the label goes or the version is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from conch.dev.cluster import Cluster
+from tests.support import GROUP, VERSION, create_service, eventually, example, stays
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
+
+TENANT_RULES = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["modelservices", "modelversions"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
+]
+READER = {  # the chart's <release>-catalog-reader, bound to system:authenticated
+    "apiGroups": [GROUP],
+    "resources": ["catalogentries"],
+    "verbs": ["get", "list", "watch"],
+}
+SHARED = {"serving.conch.dev/catalog": "shared"}
+TERMS = {"uri": "https://legal.example.com/digits", "sha256": "c" * 64}
+
+
+@pytest.fixture(scope="module")
+def catalog_readers(api: client.ApiClient) -> Iterator[None]:
+    rbac = client.RbacAuthorizationV1Api(api)
+    name = f"catalog-reader-{uuid.uuid4().hex[:6]}"
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": [READER]})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Group",
+                    "name": "system:authenticated",
+                }
+            ],
+        }
+    )
+    yield
+    rbac.delete_cluster_role_binding(name)
+    rbac.delete_cluster_role(name)
+
+
+def as_tenant(cluster: Cluster, api: client.ApiClient, ns: str, user: str) -> client.ApiClient:
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "tenant"}, "rules": TENANT_RULES})
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "tenant"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+    tenant = config.new_client_from_config(str(cluster.kubeconfig))
+    tenant.set_default_header("Impersonate-User", user)
+    return tenant
+
+
+@pytest.fixture
+def other_namespace(api: client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def create_version(
+    api: client.ApiClient, ns: str, name: str, labels: dict[str, str], **usage: Any
+) -> None:
+    body = example("modelversion.yaml")
+    body["metadata"] = {"name": name, "labels": labels}
+    if usage:
+        body["spec"]["usage"] = usage
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "modelversions", body)
+
+
+def entry(api: client.ApiClient, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(custom(api).get_cluster_custom_object(GROUP, VERSION, "catalogentries", name))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def status_of(call: Any) -> int:
+    try:
+        call()
+    except ApiException as error:
+        return int(error.status)
+    return 200
+
+
+@pytest.mark.usefixtures("catalog_readers")
+def test_shared_version_is_mirrored_readable_by_all_and_removed(
+    cluster: Cluster, api: client.ApiClient, namespace: str, other_namespace: str
+) -> None:
+    alice = as_tenant(cluster, api, namespace, "alice")
+    bob = as_tenant(cluster, api, other_namespace, "bob")
+    create_version(alice, namespace, "digits-v1", SHARED)
+    create_version(alice, namespace, "private-v1", {})
+    create_service(
+        alice, namespace, "digits", modelVersion="digits-v1", autoscaling=None, replicas=0
+    )
+    name = f"{namespace}.digits-v1"
+
+    mirrored = eventually(
+        lambda: (e := entry(bob, name)) and e["spec"].get("servedBy") and e,
+        what="the shared version's entry, served by digits",
+    )
+    spec = mirrored["spec"]
+    assert spec["modelVersion"] == {"namespace": namespace, "name": "digits-v1"}
+    assert (spec["model"], spec["version"], spec["format"]) == ("digits", "1.0.0", "python")
+    assert spec["sizeBytes"] == 91342 and spec["compression"]["accuracy"] == 0.969
+    assert spec["servedBy"] == [{"namespace": namespace, "service": "digits"}]
+    assert "source" not in spec  # where the bytes live is not published
+    # Bob lists the catalog, yet cannot read Alice's ModelVersions themselves
+    listed = custom(bob).list_cluster_custom_object(GROUP, VERSION, "catalogentries")
+    names = {i["metadata"]["name"] for i in listed["items"]}
+    assert name in names and f"{namespace}.private-v1" not in names
+    assert (
+        status_of(
+            lambda: custom(bob).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modelversions", "digits-v1"
+            )
+        )
+        == 403
+    )
+    # ... and neither tenant can write the catalog: only the operator does
+    for tenant in (alice, bob):
+        forged = {**mirrored, "metadata": {"name": f"{namespace}.forged"}}
+        assert (
+            status_of(
+                lambda t=tenant, f=forged: custom(t).create_cluster_custom_object(
+                    GROUP, VERSION, "catalogentries", f
+                )
+            )
+            == 403
+        )
+        assert (
+            status_of(
+                lambda t=tenant: custom(t).delete_cluster_custom_object(
+                    GROUP, VERSION, "catalogentries", name
+                )
+            )
+            == 403
+        )
+        assert (
+            status_of(
+                lambda t=tenant: custom(t).patch_cluster_custom_object(
+                    GROUP, VERSION, "catalogentries", name, {"spec": {"license": "MIT"}}
+                )
+            )
+            == 403
+        )
+    # an entry tampered with by an admin is put back
+    custom(api).patch_cluster_custom_object(
+        GROUP, VERSION, "catalogentries", name, {"spec": {"model": "tampered"}}
+    )
+    eventually(lambda: (e := entry(api, name)) and e["spec"]["model"] == "digits", what="repaired")
+
+    # the label goes: unlisted; back: listed; the version deleted: unlisted
+    labels_path = {"metadata": {"labels": {"serving.conch.dev/catalog": None}}}
+    custom(alice).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelversions", "digits-v1", labels_path
+    )
+    eventually(lambda: entry(api, name) is None, what="entry removed with the label")
+    custom(alice).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelversions", "digits-v1", {"metadata": {"labels": SHARED}}
+    )
+    eventually(lambda: entry(api, name), what="entry back with the label")
+    custom(alice).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelversions", "digits-v1"
+    )
+    eventually(lambda: entry(api, name) is None, what="entry removed with the version")
+    stays(lambda: entry(api, f"{namespace}.private-v1") is None, 2, "private stays unlisted")
+
+
+@pytest.mark.usefixtures("catalog_readers")
+def test_conch_catalog_shows_what_the_caller_may_see(
+    cluster: Cluster,
+    api: client.ApiClient,
+    namespace: str,
+    other_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """`conch catalog` with Bob's kubeconfig: Alice's shared version and Bob's own private
+    one, never Alice's private one."""
+    alice = as_tenant(cluster, api, namespace, "alice")
+    bob = as_tenant(cluster, api, other_namespace, "bob")
+    create_version(alice, namespace, "digits-v1", SHARED)
+    create_version(alice, namespace, "alice-private", {})
+    create_version(bob, other_namespace, "bob-private", {})
+    eventually(lambda: entry(api, f"{namespace}.digits-v1"), what="the shared entry")
+
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    for user in kubeconfig["users"]:
+        user["user"]["as"] = "bob"  # kubectl's --as: impersonation from the kubeconfig
+    for context in kubeconfig["contexts"]:
+        context["context"]["namespace"] = other_namespace
+    path = tmp_path / "bob.kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    env = {**os.environ, "KUBECONFIG": str(path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "conch.cli", "catalog", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = {(r["namespace"], r["modelVersion"]): r for r in json.loads(out.stdout)}
+    assert (namespace, "digits-v1") in rows and rows[(namespace, "digits-v1")]["shared"]
+    assert (other_namespace, "bob-private") in rows
+    assert not rows[(other_namespace, "bob-private")]["shared"]
+    assert (namespace, "alice-private") not in rows
+    table = subprocess.run(
+        [sys.executable, "-m", "conch.cli", "catalog"],
+        env={**env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "digits" in table.stdout and "bob-private" in table.stdout
+
+
+def test_network_policy_follows_access_and_is_pruned(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    alice = as_tenant(cluster, api, namespace, "alice")
+    create_version(alice, namespace, "digits-v1", {})
+    access = {"allowedNamespaces": ["team-b"], "pods": [{"podSelector": {"app": "web"}}]}
+    create_service(
+        alice,
+        namespace,
+        "digits",
+        modelVersion="digits-v1",
+        autoscaling=None,
+        replicas=0,
+        access=access,
+    )
+    net = client.NetworkingV1Api(api)
+
+    def policy() -> Any:
+        try:
+            return net.read_namespaced_network_policy("digits", namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    written = eventually(lambda: policy(), what="the NetworkPolicy")
+    (rule,) = written.spec.ingress  # no metrics scrape namespace set: no second rule
+    assert [p.port for p in rule.ports] == [8000, 8001]
+    assert [f.namespace_selector.match_labels for f in rule._from if f.namespace_selector] == [
+        {"kubernetes.io/metadata.name": "team-b"}
+    ]
+    assert [f.pod_selector.match_labels for f in rule._from if f.pod_selector] == [{"app": "web"}]
+    # a tenant cannot loosen it by hand: it is the operator's
+    assert (
+        status_of(
+            lambda: client.NetworkingV1Api(alice).delete_namespaced_network_policy(
+                "digits", namespace
+            )
+        )
+        == 403
+    )
+    # access unset: the policy opens the ports to every caller again
+    custom(alice).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits", {"spec": {"access": None}}
+    )
+    eventually(
+        lambda: (p := policy()) and p.spec.ingress and p.spec.ingress[0]._from is None,
+        what="an open policy",
+    )
+    # the service deleted: the garbage collector prunes its policy
+    custom(alice).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits"
+    )
+    eventually(lambda: policy() is None, what="the policy pruned")
