@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", choices=["table", "json", "yaml"], default="table")
 
 
-def _current_namespace() -> str:
+def current_namespace() -> str:
     try:
         _, context = config.list_kube_config_contexts()
     except config.ConfigException:
@@ -79,7 +79,7 @@ def table(rows: list[catalog.Row]) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     kube = Kube(load_api_client(pool_size=2))
-    namespace = args.namespace or _current_namespace()
+    namespace = args.namespace or current_namespace()
     try:
         entries = kube.list(CATALOG_ENTRY, "", {})
     except ApiError as error:

@@ -190,6 +190,31 @@ def _catalog(args: argparse.Namespace) -> int:
     return catalog_cli.run(args)
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from conch import publish
+
+    return publish.run(args)
+
+
+def _add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conch catalog` and `conch publish` (docs/catalog.md)."""
+    from conch.catalog_cli import add_arguments as catalog_arguments
+    from conch.publish import add_arguments as publish_arguments
+
+    cat = sub.add_parser(
+        "catalog",
+        help="list the shared models every team may serve, plus your namespace's own",
+    )
+    catalog_arguments(cat)
+    cat.set_defaults(func=_catalog)
+    pub = sub.add_parser(
+        "publish",
+        help="upload a package and apply its ModelVersion with usage terms (and --share it)",
+    )
+    publish_arguments(pub)
+    pub.set_defaults(func=_publish)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="conch", description=__doc__)
     sub = root.add_subparsers(required=True, metavar="COMMAND")
@@ -199,14 +224,7 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     crds.set_defaults(func=_crds)
 
-    cat = sub.add_parser(
-        "catalog",
-        help="list the shared models every team may serve, plus your namespace's own",
-    )
-    from conch.catalog_cli import add_arguments as catalog_arguments
-
-    catalog_arguments(cat)
-    cat.set_defaults(func=_catalog)
+    _add_catalog_commands(sub)
 
     for name, text in RUNTIME_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)  # dispatched to conch_runtime in main()
