@@ -164,6 +164,45 @@ def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def main_rbac(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The operator's own (Cluster)Role or binding: not the catalog's (catalog-rbac.yaml)."""
+    return only([o for o in objects if "-catalog-" not in o["metadata"]["name"]], kind)
+
+
+CATALOG_WRITER = [
+    {
+        "apiGroups": ["serving.conch.dev"],
+        "resources": ["catalogentries"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+    }
+]
+
+
+def assert_catalog_rbac(objects: list[dict[str, Any]], account: str, readers: bool) -> None:
+    """CatalogEntries are cluster-scoped: the operator writes them through a ClusterRole
+    whatever watchNamespaces says; every authenticated user may read them (when enabled)."""
+    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRole"}
+    bindings = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRoleBinding"}
+    writer = next(r for n, r in roles.items() if n.endswith("-catalog-writer"))
+    reader = next(r for n, r in roles.items() if n.endswith("-catalog-reader"))
+    assert writer["rules"] == CATALOG_WRITER
+    assert reader["rules"] == [{**CATALOG_WRITER[0], "verbs": ["get", "list", "watch"]}]
+    writer_binding = bindings[writer["metadata"]["name"]]
+    assert writer_binding["subjects"][0]["name"] == account
+    reader_binding = bindings.get(reader["metadata"]["name"])
+    if readers:
+        assert reader_binding is not None
+        assert reader_binding["subjects"] == [
+            {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Group",
+                "name": "system:authenticated",
+            }
+        ]
+    else:
+        assert reader_binding is None
+
+
 def rule_table(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     """Flatten RBAC rules into (apiGroup, resource) -> verbs; each pair may appear once."""
     table: dict[tuple[str, str], set[str]] = {}
@@ -396,8 +435,8 @@ def test_chart_crds_equal_the_generated_crds() -> None:
 def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm: Helm) -> None:
     objects = offline_helm.render(namespace="ops")
     assert sorted(o["kind"] for o in objects) == [
-        "ClusterRole",
-        "ClusterRoleBinding",
+        *["ClusterRole"] * 3,  # the operator's, the catalog writer and reader
+        *["ClusterRoleBinding"] * 3,
         "ConfigMap",  # the Grafana dashboard
         "Deployment",
         "PodDisruptionBudget",
@@ -408,7 +447,7 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
         "ValidatingAdmissionPolicy",  # an in-use ModelVersion cannot be deleted
         "ValidatingAdmissionPolicyBinding",
     ]
-    assert_least_privilege(only(objects, "ClusterRole")["rules"])
+    assert_least_privilege(main_rbac(objects, "ClusterRole")["rules"])
     assert only(objects, "Role")["rules"] == [
         {
             "apiGroups": ["coordination.k8s.io"],
@@ -416,13 +455,16 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
             "verbs": ["get", "create", "update"],
         }
     ]
-    binding = only(objects, "ClusterRoleBinding")
+    binding = main_rbac(objects, "ClusterRoleBinding")
     account = only(objects, "ServiceAccount")["metadata"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": only(objects, "ClusterRole")["metadata"]["name"],
+        "name": main_rbac(objects, "ClusterRole")["metadata"]["name"],
     }
+    assert_catalog_rbac(objects, account["name"], readers=True)
+    quiet = offline_helm.render("--set=catalog.readableByAllUsers=false", namespace="ops")
+    assert_catalog_rbac(quiet, account["name"], readers=False)
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["name"], "namespace": "ops"}
     ]
@@ -433,8 +475,9 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
 
 def test_namespaced_mode_renders_a_role_in_each_watched_namespace(offline_helm: Helm) -> None:
     objects = offline_helm.render("--set=watchNamespaces={team-a,team-b}", namespace="ops")
-    kinds = [o["kind"] for o in objects]
-    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    cluster_wide = [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert all("-catalog-" in o["metadata"]["name"] for o in cluster_wide)  # catalog only
+    assert_catalog_rbac(objects, only(objects, "ServiceAccount")["metadata"]["name"], True)
     leader = "leader-election"
     roles = {
         o["metadata"]["namespace"]: o
@@ -537,7 +580,7 @@ def test_values_reach_the_pod(offline_helm: Helm) -> None:
     c = container(objects)
     assert (c["image"], c["imagePullPolicy"]) == ("registry.example/conch:v9", "Always")
     assert c["args"][-1] == "--verbose"
-    assert only(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
+    assert main_rbac(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
 
 
 def operator_policy(objects: list[dict[str, Any]]) -> PodPolicy:
@@ -725,6 +768,7 @@ def test_serving_pod_values_reach_the_operator(offline_helm: Helm, tmp_path: Pat
         "modelVolumeFactor": 2.5,
         "ephemeralStorageRequest": True,
         "topologySpread": False,
+        "metricsScrapeNamespaces": ["monitoring", "thanos"],
     }
     values = tmp_path / "serving.yaml"
     values.write_text(yaml.safe_dump({"servingPods": serving}))
@@ -738,8 +782,13 @@ def test_serving_pod_values_reach_the_operator(offline_helm: Helm, tmp_path: Pat
         model_volume_factor=2.5,
         ephemeral_storage_request=True,
         topology_spread=False,
+        metrics_scrape_namespaces=("monitoring", "thanos"),
     )
     for bad, where in [
+        (
+            "servingPods.metricsScrapeNamespaces={Not_A_Namespace}",
+            "/servingPods/metricsScrapeNamespaces/0",
+        ),
         ("servingPods.shmSize=lots", "/servingPods/shmSize"),
         ("servingPods.labels.team=no spaces", "/servingPods/labels"),
         ("servingPods.imagePullSecrets={Bad_Name}", "/servingPods/imagePullSecrets/0"),
