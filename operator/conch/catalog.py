@@ -14,10 +14,11 @@ from typing import Any
 
 from conch.api import API_VERSION
 from conch.api.catalogentry import CatalogEntrySpec
+from conch.api.modelversion import CATALOG_LABEL as CATALOG_LABEL
+from conch.api.modelversion import CATALOG_SHARED
 from conch.builders.meta import MANAGED_BY, MANAGER, Manifest, label_value
 
-CATALOG_LABEL = "serving.conch.dev/catalog"
-SHARED = "shared"
+SHARED = CATALOG_SHARED
 SOURCE_NAMESPACE_LABEL = "serving.conch.dev/source-namespace"
 MODEL_LABEL = "serving.conch.dev/model"
 
