@@ -223,8 +223,19 @@ def test_restricted_namespace_admits_serving_pods(api: client.ApiClient, namespa
 
 def _resource_versions(
     api: client.ApiClient, kubectl: Callable[..., str], ns: str
-) -> dict[str, str]:
-    versions = {f"{k}": v["metadata"]["resourceVersion"] for k, v in owned(kubectl, ns).items()}
+) -> dict[str, Any]:
+    """What the operator last wrote to each object: its own managedFields entries (an apply
+    that changes anything moves them; other controllers' writes, such as the HPA
+    controller's status every 15 s, do not), and the ModelService's resourceVersion."""
+    selector = ["-n", ns, "-l", "serving.conch.dev/service"]
+    listed = kubectl("get", ",".join(OWNED), *selector, "-o", "yaml", "--show-managed-fields")
+    items = yaml.safe_load(listed)["items"]
+    versions: dict[str, Any] = {
+        f"{i['kind']}/{i['metadata']['name']}": [
+            e for e in i["metadata"].get("managedFields", []) if e.get("manager") == "conch"
+        ]
+        for i in items
+    }
     versions["ModelService/digits"] = get_service(api, ns)["metadata"]["resourceVersion"]
     return versions
 
