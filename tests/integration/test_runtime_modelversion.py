@@ -63,6 +63,7 @@ def test_generated_modelversion_is_accepted_as_written(
     assert stored["spec"] == body["spec"]  # nothing pruned, nothing defaulted differently
     assert stored["spec"]["source"]["sha256"] == packaged.sha256
     assert stored["spec"]["compression"]["quantization"] == "int8-static"
+    assert stored["spec"]["compression"]["latency"]["maxBatch"] == 64  # kept, not pruned
 
     changed = copy.deepcopy(stored)
     changed["spec"]["compression"]["accuracy"] = 0.5
