@@ -315,3 +315,91 @@ def test_network_policy_follows_access_and_is_pruned(
         GROUP, VERSION, namespace, "modelservices", "digits"
     )
     eventually(lambda: policy() is None, what="the policy pruned")
+
+
+def test_endpoint_key_reaches_triton_by_reference_and_rotation_rolls_the_pods(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    """The pod spec names the owner's Secret, never its value; a rewritten Secret (then a
+    touched ModelService) changes the pod template, so the Deployment rolls the pods."""
+    alice = as_tenant(cluster, api, namespace, "alice")
+    core = client.CoreV1Api(api)
+    secret = core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "digits-key"}, "stringData": {"key": "first-s3cret"}}
+    )
+    create_version(alice, namespace, "digits-v1", {})
+    access = {"allowedNamespaces": ["team-b"], "keySecretRef": {"name": "digits-key"}}
+    create_service(
+        alice, namespace, "digits", modelVersion="digits-v1", autoscaling=None, replicas=1,
+        access=access,
+    )  # fmt: skip
+    apps = client.AppsV1Api(api)
+
+    def template(version: str) -> Any:
+        items = apps.list_namespaced_deployment(namespace).items
+        for d in items:
+            annotations = d.spec.template.metadata.annotations or {}
+            if annotations.get("serving.conch.dev/endpoint-key-version") == version:
+                return d.spec.template
+        return None
+
+    first = eventually(lambda: template(secret.metadata.resource_version), what="the Deployment")
+    (triton,) = first.spec.containers
+    env = {e.name: e for e in triton.env}
+    ref = env["CONCH_ENDPOINT_KEY"].value_from.secret_key_ref
+    assert (ref.name, ref.key) == ("digits-key", "key")
+    assert any(
+        a.startswith("--http-restricted-api=")
+        and a.endswith(":conch-endpoint-key=$(CONCH_ENDPOINT_KEY)")
+        for a in triton.args
+    )
+    assert any(a.startswith("--grpc-restricted-protocol=") for a in triton.args)
+    assert "first-s3cret" not in str(apps.list_namespaced_deployment(namespace).to_dict())
+
+    rotated = core.patch_namespaced_secret(
+        "digits-key", namespace, {"stringData": {"key": "second-s3cret"}}
+    )
+    custom(alice).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits",
+        {"metadata": {"annotations": {"example.com/key-rotated": "1"}}},
+    )  # fmt: skip
+    eventually(lambda: template(rotated.metadata.resource_version), what="the rolled template")
+
+
+@pytest.mark.usefixtures("catalog_readers")
+def test_kubectl_get_shows_the_essentials(
+    api: client.ApiClient, namespace: str, kubectl: Any
+) -> None:
+    create_version(api, namespace, "digits-v1", SHARED, license="Apache-2.0", terms=TERMS)
+    table = kubectl("get", "mv", "-n", namespace)
+    header, row = table.splitlines()[:2]
+    assert header.split() == [
+        "NAME",
+        "MODEL",
+        "VERSION",
+        "FORMAT",
+        "SIZE",
+        "LICENSE",
+        "SHARED",
+        "AGE",
+    ]
+    assert row.split()[:7] == [
+        "digits-v1",
+        "digits",
+        "1.0.0",
+        "python",
+        "91342",
+        "Apache-2.0",
+        "shared",
+    ]
+    wide = kubectl("get", "mv", "-n", namespace, "-o", "wide").splitlines()[0].split()
+    assert wide[7:9] == ["ACCURACY", "USED-BY"]
+    name = f"{namespace}.digits-v1"
+    eventually(lambda: entry(api, name), what="the entry")
+    entries = kubectl("get", "catalogentries", name).splitlines()
+    assert entries[0].split()[:8] == [
+        "NAME", "MODEL", "VERSION", "NAMESPACE", "FORMAT", "SIZE", "LICENSE", "ACCURACY",
+    ]  # fmt: skip
+    assert entries[1].split()[1:8] == [
+        "digits", "1.0.0", namespace, "python", "91342", "Apache-2.0", "0.969",
+    ]  # fmt: skip

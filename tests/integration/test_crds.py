@@ -52,6 +52,9 @@ def test_crds_are_established_with_printer_columns(kubectl: Callable[..., str]) 
         "Weight",
         "Ready",
         "Phase",
+        "Reason",  # -o wide from here
+        "Model-Namespace",
+        "Callers",
         "Age",
     ]
     assert out["spec"]["names"]["shortNames"] == ["msvc"]

@@ -182,6 +182,24 @@ MODEL_SERVICE = Resource(
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         },
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "priority": "1",
+        },
+        {
+            "name": "Model-Namespace",
+            "type": "string",
+            "jsonPath": ".spec.modelNamespace",
+            "priority": "1",
+        },
+        {
+            "name": "Callers",
+            "type": "string",
+            "jsonPath": ".spec.access.allowedNamespaces",
+            "priority": "1",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ),
 )
