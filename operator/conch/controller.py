@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conch import builders, catalog, plan, reasons, rollout
-from conch.api import ModelService, ModelVersion
+from conch import builders, catalog, plan, reasons, rollout, usage
+from conch.api import ModelAccessGrant, ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
@@ -68,6 +68,7 @@ class Controller:
         self.metrics = metrics
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.uses: dict[tuple[str, str], frozenset[str]] = {}  # (ns, service) -> versions
+        self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
         metrics.watch_services(lambda: dict(self.ready))
 
     def reconcile(self, key: Key) -> Next:
@@ -98,6 +99,10 @@ class Controller:
         if svc is None:
             return Next()
         now = _now()
+        if usage.cross_namespace(svc):
+            self.sources[(namespace, name)] = usage.model_namespace(svc)
+        else:
+            self.sources.pop((namespace, name), None)
         snap = self.observe(svc, raw, now)
         decided = plan.plan(snap, self.settings, now)
         try:
@@ -113,6 +118,7 @@ class Controller:
         """A deleted service: the garbage collector removes what it owned; the versions it
         ran lost a user (the handler that saw the deletion also queues spec.modelVersion)."""
         self.ready.pop((namespace, name), None)
+        self.sources.pop((namespace, name), None)
         self.kube.forget(namespace, name)
         lost = self.uses.pop((namespace, name), frozenset())
         return Next(touch=tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(lost)))
@@ -161,12 +167,13 @@ class Controller:
         }
         recorded = rollout.from_status(svc.status)
         names = {svc.spec.model_version, recorded.stable, recorded.canary, *deployments}
+        where = usage.model_namespace(svc)
         versions: dict[str, ModelVersion] = {}
         broken: dict[str, str] = {}
         for version in sorted(v for v in names if v):
             # watched, or (not seen yet: another watch told us first) read
-            found = self.watched.versions.get(namespace, version) or self.kube.get(
-                MODEL_VERSION, namespace, version
+            found = self.watched.versions.get(where, version) or self.kube.get(
+                MODEL_VERSION, where, version
             )
             if found is None:
                 continue
@@ -174,10 +181,12 @@ class Controller:
                 versions[version] = ModelVersion.model_validate(found)
             except ValidationError as error:
                 broken[version] = str(error)
+        # A Secret is looked up in the service's own namespace, for its own ModelVersions
+        # only: another namespace's version never names a Secret of this one.
         secrets = {
             ref.name: self.kube.get_metadata(SECRET, namespace, ref.name)
             for mv in versions.values()
-            if (ref := mv.spec.source.credentials_secret_ref)
+            if (ref := mv.spec.source.credentials_secret_ref) and where == namespace
         }
         if (access := svc.spec.access) and (key := access.key_secret_ref):
             secrets[key.name] = self.kube.get_metadata(SECRET, namespace, key.name)
@@ -198,10 +207,33 @@ class Controller:
             pods=pods,
             capabilities=capabilities,
             metrics_available=self.provider is not None,
+            grants=self._grants(where) if where != namespace else (),
         )
         if canary := plan.needs_samples(snap, now):
             snap = dataclasses.replace(snap, samples=self._samples(svc, canary))
         return snap
+
+    def _grants(self, namespace: str) -> tuple[ModelAccessGrant, ...]:
+        """The ModelAccessGrants of `namespace` that parse (the schema makes all of them)."""
+        if self.watched.grants is None:
+            return ()
+        out = []
+        for raw in self.watched.grants.select(namespace, {}):
+            try:
+                out.append(ModelAccessGrant.model_validate(raw))
+            except ValidationError as error:
+                meta = raw["metadata"]
+                log.warning("ModelAccessGrant %s/%s: %s", namespace, meta["name"], error)
+        return tuple(out)
+
+    def consumers(self, namespace: str) -> tuple[Key, ...]:
+        """The ModelServices (last seen) serving ModelVersions of `namespace` from another
+        namespace: a grant there changing concerns them."""
+        return tuple(
+            (MODEL_SERVICE.kind, ns, name)
+            for (ns, name), where in sorted(self.sources.items())
+            if where == namespace
+        )
 
     def _owned(
         self, svc: ModelService, capabilities: Capabilities
@@ -255,6 +287,13 @@ class Controller:
         if decided.dry_run:
             self._dry_run(decided.write)
         self._apply(raw, decided.write)
+        for deployment, replicas in decided.scale:
+            self.kube.patch(
+                OWNED["Deployment"],
+                raw["metadata"]["namespace"],
+                deployment,
+                {"spec": {"replicas": replicas}},
+            )
         for obj in decided.delete:
             self.kube.delete(obj)
             self._record(

@@ -7,6 +7,9 @@
     ├── NameConflict            a child's name is held by someone else's object    permanent
     ├── CredentialsNotAllowed   the Secret or the artifact host is not allowed     permanent
     ├── SourceNotAllowed        the artifact URI is refused (file://, malformed)   permanent
+    ├── UsageRefused            a ModelVersion's usage terms or grants refuse it    permanent*
+    │   ├── UsageNotGranted, TermsNotAccepted, TermsExpired
+    │   └── CredentialsNotShared, RequestLoggingNotAllowed
     └── ApiError                a Kubernetes API call failed          temporary unless refused
 
 *permanent for this spec: retried when the ModelVersion appears, not on a timer.
@@ -47,6 +50,35 @@ class CredentialsNotAllowed(ConchError):
 
 class SourceNotAllowed(ConchError):
     reason = reasons.SOURCE_NOT_ALLOWED
+
+
+class UsageRefused(ConchError):
+    """A ModelVersion's terms or grants do not let this service serve it (conch.usage).
+    `version` names it: when that version is running, the service is scaled to zero."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+class UsageNotGranted(UsageRefused):
+    reason = reasons.USAGE_NOT_GRANTED
+
+
+class TermsNotAccepted(UsageRefused):
+    reason = reasons.TERMS_NOT_ACCEPTED
+
+
+class TermsExpired(UsageRefused):
+    reason = reasons.TERMS_EXPIRED
+
+
+class CredentialsNotShared(UsageRefused):
+    reason = reasons.CREDENTIALS_NOT_SHARED
+
+
+class RequestLoggingNotAllowed(UsageRefused):
+    reason = reasons.REQUEST_LOGGING_NOT_ALLOWED
 
 
 class PolicyViolation(ConchError):

@@ -66,8 +66,12 @@ class Runtime:
                 key = (SERVICE, obj["metadata"]["namespace"], service)
                 loop.call_soon_threadsafe(self.queue.add, key)
 
+        def grant_changed(obj: Manifest) -> None:
+            for key in self.controller.consumers(obj["metadata"]["namespace"]):
+                loop.call_soon_threadsafe(self.queue.add, key)
+
         watched = self.controller.watched
-        watched.start(owned_changed)
+        watched.start(owned_changed, grant_changed)
         if not await loop.run_in_executor(self.executor, watched.wait_synced):
             log.warning("some watches have not listed yet; reconciling anyway")
         self.tasks += [asyncio.create_task(self._work()) for _ in range(self.workers)]
@@ -126,8 +130,10 @@ async def _stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.index(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
 def services_by_version(
     namespace: str, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], str]:
-    return {(namespace, str(spec.get("modelVersion"))): name}
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(namespace of its ModelVersions, spec.modelVersion) -> (namespace, name)."""
+    where = str(spec.get("modelNamespace") or namespace)
+    return {(where, str(spec.get("modelVersion"))): (namespace, name)}
 
 
 @kopf.on.event(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
@@ -142,12 +148,17 @@ async def _service_changed(
 
 @kopf.on.event(GROUP, VERSION, "modelversions")  # type: ignore[arg-type]
 async def _version_changed(
-    namespace: str, name: str, memo: kopf.Memo, services_by_version: kopf.Index[Any, str], **_: Any
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    services_by_version: kopf.Index[Any, tuple[str, str]],
+    **_: Any,
 ) -> None:
+    """Its users are looked at again, in any namespace (a label or its terms changed)."""
     queue = _runtime(memo).queue
     queue.add((VERSION_KIND, namespace, name))
-    for service in services_by_version.get((namespace, name), []):
-        queue.add((SERVICE, namespace, service))
+    for service_namespace, service in services_by_version.get((namespace, name), []):
+        queue.add((SERVICE, service_namespace, service))
 
 
 @kopf.on.event(GROUP, VERSION, "catalogentries")

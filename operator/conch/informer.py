@@ -195,7 +195,7 @@ class Informer:
 
 class Watched:
     """Every informer the controller reads from: Conch's owned kinds (by the managed-by
-    label) and ModelVersions."""
+    label), ModelVersions and ModelAccessGrants."""
 
     def __init__(
         self,
@@ -204,23 +204,36 @@ class Watched:
         versions: Kind,
         selector: str,
         namespaces: Iterable[str] | None = None,
+        grants: Kind | None = None,
     ) -> None:
         self.owned = {
             name: Informer(api, kind, selector, namespaces) for name, kind in owned.items()
         }
         self.versions = Informer(api, versions, "", namespaces)
+        self.grants = Informer(api, grants, "", namespaces) if grants else None
 
-    def start(self, on_owned: Callable[[Manifest], None] = lambda obj: None) -> None:
+    def _all(self) -> tuple[Informer, ...]:
+        return (*self.owned.values(), self.versions, *([self.grants] if self.grants else []))
+
+    def start(
+        self,
+        on_owned: Callable[[Manifest], None] = lambda obj: None,
+        on_grant: Callable[[Manifest], None] = lambda obj: None,
+    ) -> None:
         """Start watching; `on_owned` is called (from the watch threads) for every change
-        of an owned object."""
+        of an owned object, `on_grant` for every change of a ModelAccessGrant (a revocation
+        reaches the services that use it without a restart)."""
         for informer in self.owned.values():
             informer.on_change = on_owned
             informer.start()
         self.versions.start()
+        if self.grants:
+            self.grants.on_change = on_grant
+            self.grants.start()
 
     def wait_synced(self, timeout: float = 120) -> bool:
-        return all(i.wait_synced(timeout) for i in (*self.owned.values(), self.versions))
+        return all(i.wait_synced(timeout) for i in self._all())
 
     def stop(self) -> None:
-        for informer in (*self.owned.values(), self.versions):
+        for informer in self._all():
             informer.stop()

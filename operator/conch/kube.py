@@ -59,6 +59,7 @@ def _segment(value: str) -> str:
 
 MODEL_SERVICE = Kind(f"{GROUP}/{VERSION}", "ModelService", "modelservices")
 MODEL_VERSION = Kind(f"{GROUP}/{VERSION}", "ModelVersion", "modelversions")
+MODEL_ACCESS_GRANT = Kind(f"{GROUP}/{VERSION}", "ModelAccessGrant", "modelaccessgrants")
 POD = Kind("v1", "Pod", "pods")
 SECRET = Kind("v1", "Secret", "secrets")
 CATALOG_ENTRY = Kind(f"{GROUP}/{VERSION}", "CatalogEntry", "catalogentries", namespaced=False)

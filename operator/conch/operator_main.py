@@ -18,7 +18,7 @@ from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
 from conch.controller import Controller
 from conch.informer import Watched
-from conch.kube import MODEL_VERSION, OWNED, Kube, load_api_client
+from conch.kube import MODEL_ACCESS_GRANT, MODEL_VERSION, OWNED, Kube, load_api_client
 from conch.leader import LeaderElector
 from conch.metrics import OperatorMetrics
 from conch.policy import PodPolicy, image_rule
@@ -300,7 +300,12 @@ def run(args: argparse.Namespace) -> int:
         args, args.runtime_image, pod_policy(args), artifact_access(args)
     )
     watched = Watched(
-        kube.api, OWNED, MODEL_VERSION, f"{MANAGED_BY}={MANAGER}", args.namespace or None
+        kube.api,
+        OWNED,
+        MODEL_VERSION,
+        f"{MANAGED_BY}={MANAGER}",
+        args.namespace or None,
+        grants=MODEL_ACCESS_GRANT,
     )
     controller = Controller(kube, settings, metrics, watched, provider)
     elector = None

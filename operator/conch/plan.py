@@ -18,11 +18,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import artifacts, builders, policy, reasons, rollout, routers, status
-from conch.api import ModelService, ModelServiceStatus, ModelVersion
+from conch import artifacts, builders, policy, reasons, rollout, routers, status, usage
+from conch.api import ModelAccessGrant, ModelService, ModelServiceStatus, ModelVersion
+from conch.api.modelservice import AcceptedTerms
 from conch.builders import Capabilities, PodSettings, Served
 from conch.builders.meta import Manifest
-from conch.errors import ConchError, InvalidSpec, ModelVersionNotFound, PolicyViolation
+from conch.errors import (
+    ConchError,
+    InvalidSpec,
+    ModelVersionNotFound,
+    PolicyViolation,
+    UsageRefused,
+)
 
 NOT_READY_POLL = 10.0
 """Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""
@@ -51,6 +58,11 @@ WARNING_REASONS = frozenset(
         reasons.STATUS_REBUILT,
         reasons.API_ERROR,
         reasons.NO_METRICS_SOURCE,
+        reasons.USAGE_NOT_GRANTED,
+        reasons.TERMS_NOT_ACCEPTED,
+        reasons.TERMS_EXPIRED,
+        reasons.CREDENTIALS_NOT_SHARED,
+        reasons.REQUEST_LOGGING_NOT_ALLOWED,
         *status.PULL_REASONS.values(),
     }
 )
@@ -66,7 +78,8 @@ class Snapshot:
     """The Deployments this service controls, by the ModelVersion they run."""
     versions: Mapping[str, ModelVersion]
     """Every ModelVersion the plan may need (spec, recorded stable and canary, live) that
-    exists and parses; a name absent here is missing."""
+    exists and parses, from spec.modelNamespace; a name absent here is missing. Those of
+    another namespace are used only once `usage.check` lets this service serve them."""
     broken: Mapping[str, str] = field(default_factory=dict)
     """ModelVersions that exist but do not parse: name -> why."""
     secrets: Mapping[str, Manifest | None] = field(default_factory=dict)
@@ -80,6 +93,8 @@ class Snapshot:
     """The canary's metrics, when an analysis is due (see `needs_samples`)."""
     metrics_available: bool = True
     """Whether the operator has a metrics source for analyses."""
+    grants: Sequence[ModelAccessGrant] = ()
+    """The ModelAccessGrants of spec.modelNamespace, when it is another namespace."""
 
     @property
     def replicas(self) -> int:
@@ -122,6 +137,9 @@ class Plan:
     """The verdict of an analysis recorded in this plan, for the operator's metrics."""
     uses: frozenset[str] = frozenset()
     """ModelVersions the service asks for or runs (for their status.usedBy)."""
+    scale: tuple[tuple[str, int], ...] = ()
+    """(Deployment name, replicas) set by a merge patch, outside server-side apply: scaling
+    to zero when usage is revoked or expires (the next allowed plan applies them at size)."""
     requeue_after: float = 0.0
 
 
@@ -169,9 +187,10 @@ def _version(snap: Snapshot, name: str) -> ModelVersion | None:
 
 def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
     svc = snap.service
-    namespace = svc.metadata.namespace or ""
+    namespace = usage.model_namespace(svc)
     if refusals := policy.violations(svc.spec, settings.policy):
         raise PolicyViolation(refusals)
+    _check_usage(snap, now)
     target = _version(snap, svc.spec.model_version)
     if target is None:
         raise ModelVersionNotFound(
@@ -226,7 +245,10 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         all_replicas=snap.replicas,
     )
     new = status.compute(svc, serving, now, decision, seen)
+    terms = usage.accepted(svc, snap.versions, decision.replicas, now)
+    new = new.model_copy(update={"accepted_terms": terms})
     events = [Event(e.type, e.reason, e.message) for e in decision.events]
+    events += _acceptance_events(svc, terms)
     before = {(c.type, c.reason) for c in (svc.status.conditions if svc.status else [])}
     events += [  # a refusal to start says so once, when it first appears
         Event("Warning", hint.reason, hint.message)
@@ -256,7 +278,36 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         delete=tuple(stale),
         acknowledge=acknowledge,
         decision=decision,
+        wake=usage.next_expiry([s.mv for s in served], now),
     )
+
+
+def _check_usage(snap: Snapshot, now: dt.datetime) -> None:
+    """Usage terms and grants of every version that runs, then of the one asked for: a
+    refusal of a running version scales the service to zero (`refused`); one of the
+    version asked for only refuses to start it."""
+    svc = snap.service
+    for name in dict.fromkeys([*sorted(snap.deployments), svc.spec.model_version]):
+        error = usage.check(svc, name, snap.versions.get(name), snap.grants, now)
+        if error is not None:
+            raise error
+
+
+def _acceptance_events(svc: ModelService, terms: list[AcceptedTerms]) -> list[Event]:
+    """One Event when serving under a terms document begins."""
+    before = {
+        (a.model_version, a.digest) for a in (svc.status.accepted_terms if svc.status else [])
+    }
+    return [
+        Event(
+            "Normal",
+            reasons.TERMS_ACCEPTED,
+            f"serving ModelVersion {a.model_version} under the terms {a.digest}, accepted in "
+            "spec.acceptTerms",
+        )
+        for a in terms
+        if (a.model_version, a.digest) not in before
+    ]
 
 
 def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
@@ -265,14 +316,34 @@ def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
     recorded = rollout.from_status(svc.status).stable
     version = recorded if recorded and recorded in snap.deployments else svc.spec.model_version
     deployment = snap.deployments.get(version)
+    # Usage revoked or expired for a version that runs: every Deployment of the service
+    # goes to zero replicas (nothing deleted), and comes back once allowed again.
+    suspend = isinstance(error, UsageRefused) and error.version in snap.deployments
     observation = status.Serving(
         version=version,
         error=error,
         deployment=deployment,
-        desired_replicas=int((deployment or {}).get("spec", {}).get("replicas", 1)),
+        desired_replicas=0
+        if suspend
+        else int((deployment or {}).get("spec", {}).get("replicas", 1)),
         all_replicas=snap.replicas,
     )
-    return _finish(snap, status.compute(svc, observation, now), now, [], refused=True)
+    new = status.compute(svc, observation, now)
+    events: list[Event] = []
+    scale: tuple[tuple[str, int], ...] = ()
+    if isinstance(error, UsageRefused):  # the refused version's terms are not in force
+        kept = [a for a in new.accepted_terms if a.model_version != error.version]
+        new = new.model_copy(update={"accepted_terms": kept})
+    if suspend:
+        scale = tuple(
+            (d["metadata"]["name"], 0)
+            for _, d in sorted(snap.deployments.items())
+            if d.get("spec", {}).get("replicas") != 0
+        )
+    if scale:
+        names = ", ".join(name for name, _ in scale)
+        events.append(Event("Warning", reasons.SCALED_TO_ZERO, f"scaled {names} to zero: {error}"))
+    return _finish(snap, new, now, events, refused=True, scale=scale)
 
 
 def _finish(
@@ -283,6 +354,7 @@ def _finish(
     *,
     refused: bool = False,
     decision: rollout.Decision | None = None,
+    wake: dt.datetime | None = None,
     **writes: Any,
 ) -> Plan:
     """The parts every plan shares: the status patch, its Ready Event, metrics, requeue."""
@@ -306,20 +378,23 @@ def _finish(
     analysis = None
     if new.last_analysis and new.last_analysis != before_analysis:
         analysis = new.last_analysis.verdict
+    meta = {"namespace": svc.metadata.namespace}
+    spec = {"modelVersion": svc.spec.model_version, "modelNamespace": svc.spec.model_namespace}
     requeue = 0.0 if ready.status == "True" else NOT_READY_POLL
     if refused and ready.status != "True":
         requeue = REFUSED_POLL  # a refused spec waits for a change (or a fixed Secret)
     if decision and decision.phase != "Stable":
         requeue = min(requeue or ROLLOUT_POLL, ROLLOUT_POLL)
-    if decision and decision.next_check:
-        due = max((decision.next_check - now).total_seconds(), 0.5)
-        requeue = min(requeue, due) if requeue else due
+    for instant in (decision.next_check if decision else None, wake):
+        if instant is not None:
+            due = max((instant - now).total_seconds(), 0.5)
+            requeue = min(requeue, due) if requeue else due
     return Plan(
         status=patch,
         ready=(ready.status, new.phase or "Pending"),
         events=tuple(events),
         analysis=analysis,
-        uses=frozenset(uses({"spec": {"modelVersion": svc.spec.model_version}, "status": wire})),
+        uses=frozenset(uses({"metadata": meta, "spec": spec, "status": wire})),
         requeue_after=requeue,
         **writes,
     )
@@ -334,7 +409,12 @@ def _canary_unschedulable(snap: Snapshot, canary: str | None) -> str | None:
 
 
 def uses(service: Manifest) -> set[str]:
-    """The ModelVersions a ModelService asks for or still runs (stable and canary)."""
+    """The ModelVersions of its own namespace a ModelService asks for or still runs (stable
+    and canary); none when it serves another namespace's (whose status Conch leaves alone)."""
+    spec = service.get("spec") or {}
+    elsewhere = spec.get("modelNamespace")
+    if elsewhere and elsewhere != (service.get("metadata") or {}).get("namespace"):
+        return set()
     recorded = service.get("status") or {}
     canary = (recorded.get("canary") or {}).get("version")
     return {
