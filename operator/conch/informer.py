@@ -213,7 +213,11 @@ class Watched:
         self.grants = Informer(api, grants, "", namespaces) if grants else None
 
     def _all(self) -> tuple[Informer, ...]:
-        return (*self.owned.values(), self.versions, *([self.grants] if self.grants else []))
+        return (
+            *self.owned.values(),
+            self.versions,
+            *([self.grants] if self.grants is not None else []),
+        )
 
     def start(
         self,
@@ -227,7 +231,7 @@ class Watched:
             informer.on_change = on_owned
             informer.start()
         self.versions.start()
-        if self.grants:
+        if self.grants is not None:  # (an Informer with nothing in it is falsy)
             self.grants.on_change = on_grant
             self.grants.start()
 
