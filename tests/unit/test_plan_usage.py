@@ -52,6 +52,12 @@ def serving(svc: ModelService, version: ModelVersion) -> plan.Snapshot:
     return dataclasses.replace(snap, versions={version.metadata.name: version}, grants=[GRANT])
 
 
+def ready_reason_of(svc: ModelService) -> str:
+    return next(
+        c.reason for c in (svc.status.conditions if svc.status else []) if c.type == "Ready"
+    )
+
+
 def events(decided: plan.Plan) -> list[tuple[str, str]]:
     return [(e.type, e.reason) for e in decided.events]
 
@@ -82,7 +88,6 @@ def test_revoking_the_grant_scales_to_zero_and_deletes_nothing() -> None:
 
 def _suspended(snap: plan.Snapshot) -> plan.Snapshot:
     """`snap` after its Deployments were scaled to zero and the refusal was written."""
-    revoked = plan.plan(dataclasses.replace(snap, grants=[]), SETTINGS, NOW)
     owned = {
         key: (
             obj | {"spec": obj["spec"] | {"replicas": 0}, "status": {"replicas": 0}}
@@ -91,21 +96,22 @@ def _suspended(snap: plan.Snapshot) -> plan.Snapshot:
         )
         for key, obj in snap.owned.items()
     }
+    deployments = {
+        v: owned["Deployment", d["metadata"]["name"]] for v, d in snap.deployments.items()
+    }
+    zeroed = dataclasses.replace(snap, owned=owned, deployments=deployments, grants=[])
+    revoked = plan.plan(zeroed, SETTINGS, NOW)
     raw = snap.service.model_dump(mode="json", by_alias=True, exclude_none=True)
     raw["status"] = {
         k: v for k, v in (raw.get("status", {}) | (revoked.status or {})).items() if v is not None
     }
-    deployments = {
-        v: owned["Deployment", d["metadata"]["name"]] for v, d in snap.deployments.items()
-    }
-    return dataclasses.replace(
-        snap, service=ModelService.model_validate(raw), owned=owned, deployments=deployments
-    )
+    return dataclasses.replace(zeroed, service=ModelService.model_validate(raw), grants=[GRANT])
 
 
 def test_still_refused_while_scaled_to_zero_changes_nothing() -> None:
     idle = _suspended(serving(consumer(), shared()))
     again = plan.plan(dataclasses.replace(idle, grants=[]), SETTINGS, NOW)
+    assert ready_reason_of(idle.service) == reasons.USAGE_NOT_GRANTED
     assert again.scale == () and again.write == () and again.status is None
     assert again.events == ()
 
@@ -115,8 +121,9 @@ def test_granted_again_an_autoscaled_service_comes_back_to_its_minimum() -> None
     assert svc.spec.autoscaling is not None
     idle = _suspended(serving(svc, shared()))
     back = plan.plan(idle, SETTINGS, NOW)
-    assert back.scale == ((DEPLOYMENT, svc.spec.autoscaling.min_replicas),)
-    assert back.delete == ()
+    deployment = next(o for o in back.write if o["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == svc.spec.autoscaling.min_replicas
+    assert back.scale == () and back.delete == ()
 
 
 def test_granted_again_a_fixed_size_service_is_applied_at_its_size() -> None:
