@@ -9,21 +9,27 @@ operator can write, and removes it when the label goes or the version is deleted
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conch.dev.cluster import Cluster
+from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
+from conch_runtime.manifest import Manifest
+from conch_runtime.modelversion import MODELVERSION, dump_yaml
 from tests.support import GROUP, VERSION, create_service, eventually, example, stays
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
@@ -403,3 +409,120 @@ def test_kubectl_get_shows_the_essentials(
     assert entries[1].split()[1:8] == [
         "digits", "1.0.0", namespace, "python", "91342", "Apache-2.0", "0.969",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """A real S3-compatible store (versitygw) on 127.0.0.1."""
+    with tempfile.TemporaryDirectory(prefix="conch-s3-") as root:
+        server = start_versitygw(ensure_versitygw(), Path(root))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def tenant_kubeconfig(cluster: Cluster, user: str, namespace: str, path: Path) -> Path:
+    """The cluster's kubeconfig acting as `user` (kubectl's --as) in `namespace`."""
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    for entry_ in kubeconfig["users"]:
+        entry_["user"]["as"] = user
+    for context in kubeconfig["contexts"]:
+        context["context"]["namespace"] = namespace
+    path.write_text(yaml.safe_dump(kubeconfig))
+    return path
+
+
+def package(root: Path) -> Path:
+    """A package directory as `conch package` leaves it: manifest, artifact, ModelVersion."""
+    out = root / "pkg"
+    out.mkdir()
+    data = b"a packaged Triton repository, as far as S3 is concerned\n"
+    digest = hashlib.sha256(data).hexdigest()
+    (out / "digits-1.0.0.tar.gz").write_bytes(data)
+    Manifest(
+        model="digits",
+        version="1.0.0",
+        format="python",
+        model_file="digits/1/model.pt2",
+        signature={},
+        artifact="digits-1.0.0.tar.gz",
+        artifact_sha256=digest,
+        artifact_bytes=len(data),
+    ).write(out)
+    mv = example("modelversion.yaml")
+    mv["spec"]["source"] = {"uri": (out / "digits-1.0.0.tar.gz").as_uri(), "sha256": digest}
+    dump_yaml(mv, out / MODELVERSION)
+    return out
+
+
+@pytest.mark.usefixtures("catalog_readers")
+def test_alice_publishes_with_terms_and_bob_finds_it(
+    cluster: Cluster,
+    api: client.ApiClient,
+    namespace: str,
+    other_namespace: str,
+    s3: S3Server,
+    tmp_path: Path,
+) -> None:
+    """`conch publish` as Alice (her rights only): the artifact lands in S3, the ModelVersion
+    with terms and the shared label in her namespace; `conch catalog` as Bob lists it."""
+    as_tenant(cluster, api, namespace, "alice")
+    as_tenant(cluster, api, other_namespace, "bob")
+    boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name=REGION,
+    ).create_bucket(Bucket="team-a-models")
+    terms = tmp_path / "terms.md"
+    terms.write_text("Research use only. Inputs are not retained.\n")
+    env = {
+        k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")
+    } | {
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "AWS_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "KUBECONFIG": str(tenant_kubeconfig(cluster, "alice", namespace, tmp_path / "a.yaml")),
+    }  # fmt: skip
+    published = subprocess.run(
+        [
+            sys.executable, "-m", "conch.cli", "publish", str(package(tmp_path)),
+            "--to", "s3://team-a-models/digits", "--endpoint", s3.endpoint, "--share",
+            "--license", "Apache-2.0", "--terms-uri", "https://legal.example.com/digits",
+            "--terms-file", str(terms), "--purpose", "research",
+            "--allow-namespace", other_namespace,
+        ],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    mv = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelversions", "digits-v1"
+    )
+    digest = hashlib.sha256(terms.read_bytes()).hexdigest()
+    assert mv["metadata"]["labels"] == SHARED
+    assert mv["spec"]["source"]["uri"] == "s3://team-a-models/digits/digits-1.0.0.tar.gz"
+    assert mv["spec"]["usage"]["terms"] == {
+        "uri": "https://legal.example.com/digits",
+        "sha256": digest,
+    }
+    assert mv["spec"]["usage"]["allowedNamespaces"] == [other_namespace]
+    eventually(lambda: entry(api, f"{namespace}.digits-v1"), what="the published entry")
+    again = subprocess.run(  # publishing the same version again changes nothing
+        published.args, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "unchanged" in again.stderr, again.stderr
+
+    bob = {
+        **env,
+        "KUBECONFIG": str(tenant_kubeconfig(cluster, "bob", other_namespace, tmp_path / "b.yaml")),
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "conch.cli", "catalog", "-o", "yaml"],
+        env=bob, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (row,) = [r for r in yaml.safe_load(listed.stdout) if r["namespace"] == namespace]
+    assert (row["model"], row["license"], row["shared"]) == ("digits", "Apache-2.0", True)
+    assert row["terms"] == f"https://legal.example.com/digits (sha256:{digest})"
