@@ -98,8 +98,13 @@ class CompressionOptions:
     def any(self) -> bool:
         return self.int8 or self.fp16 or self.sparsity is not None or self.distill is not None
 
-    def check(self, model: LoadedModel, format: Format) -> None:
-        """Refuse, before any work, what this model kind or format cannot take."""
+    def check(self, model: LoadedModel, format: Format, device: str = "cpu") -> None:
+        """Refuse, before any work, what this model kind, format or device cannot take."""
+        if self.int8 and device != "cpu":
+            raise UnsupportedCompression(
+                "int8 is for CPU serving: its x86 quantized kernels do not run on GPUs; "
+                "package it with --device cpu, or use --fp16 for a GPU"
+            )
         if self.int8 and format == "onnx":
             raise UnsupportedCompression(
                 "int8 with the onnx format: onnxruntime's dynamic int8 scales activations over "

@@ -153,7 +153,8 @@ def package(
 
     with reporter.step(f"Loading {model if not isinstance(model, nn.Module) else 'the model'}"):
         loaded = load_model(model, weights=request.weights, search_path=request.search_path)
-    compression.check(loaded, format)
+    serving = request.serving or ServingOptions()
+    compression.check(loaded, format, serving.device)
     with reporter.step("Working out the signature"):
         signature, data, export_batch = _interface(loaded, request)
 
@@ -169,7 +170,7 @@ def package(
             data=data,
             export_batch=export_batch,
             options=compression,
-            serving=request.serving or ServingOptions(),
+            serving=serving,
             uri=request.uri or (out / artifact_name).as_uri(),
             artifact_name=artifact_name,
             baseline_version=request.baseline_version,

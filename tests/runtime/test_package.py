@@ -428,6 +428,8 @@ def test_refusals(tmp_path: Path) -> None:
         CompressionOptions(int8=True, fp16=True)
     with pytest.raises(UnsupportedCompression, match="sparsity"):
         CompressionOptions(sparsity=1.0)
+    with pytest.raises(UnsupportedCompression, match="do not run on GPUs"):
+        build(tmp_path / "a", CompressionOptions(int8=True), serving=ServingOptions(device="gpu"))
     with pytest.raises(UnsupportedCompression, match="depend on the requests batched with it"):
         build(tmp_path / "a", CompressionOptions(int8=True), format="onnx")
     with pytest.raises(InvalidSignature, match="DNS label"):
