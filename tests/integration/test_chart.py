@@ -165,8 +165,50 @@ def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def main_rbac(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """The operator's own (Cluster)Role or binding: not the catalog's (catalog-rbac.yaml)."""
-    return only([o for o in objects if "-catalog-" not in o["metadata"]["name"]], kind)
+    """The operator's own (Cluster)Role or binding: not the catalog's (catalog-rbac.yaml)
+    nor the tenants' aggregated ones (tenant-rbac.yaml)."""
+    return only(
+        [
+            o
+            for o in objects
+            if "-catalog-" not in o["metadata"]["name"] and "-tenant-" not in o["metadata"]["name"]
+        ],
+        kind,
+    )
+
+
+TENANT_KINDS = ["modelservices", "modelversions", "modelaccessgrants"]
+
+
+def test_tenant_roles_aggregate_into_edit_and_view(offline_helm: Helm) -> None:
+    """A namespace's editors may write Conch's kinds (grants included) and its viewers read
+    them; no status rights, nothing bound by the chart itself."""
+    objects = offline_helm.render(namespace="ops")
+    roles = {
+        o["metadata"]["name"].rsplit("-", 1)[-1]: o
+        for o in objects
+        if o["kind"] == "ClusterRole" and "-tenant-" in o["metadata"]["name"]
+    }
+    assert set(roles) == {"edit", "view"}
+    edit, view = roles["edit"], roles["view"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k in edit["metadata"]["labels"] if k.startswith(aggregate)} == {
+        aggregate + "edit",
+        aggregate + "admin",
+    }
+    assert {k for k in view["metadata"]["labels"] if k.startswith(aggregate)} == {
+        aggregate + "view"
+    }
+    assert [(r["resources"], set(r["verbs"])) for r in edit["rules"]] == [
+        (TENANT_KINDS, WRITE | {"deletecollection"})
+    ]
+    assert [(r["resources"], r["verbs"]) for r in view["rules"]] == [
+        (TENANT_KINDS, ["get", "list", "watch"])
+    ]
+    bindings = [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    assert not [b for b in bindings if "-tenant-" in b["roleRef"]["name"]]
+    off = offline_helm.render("--set=tenantRoles.aggregate=false", namespace="ops")
+    assert not [o for o in off if "-tenant-" in o["metadata"]["name"]]
 
 
 CATALOG_WRITER = [
@@ -435,7 +477,7 @@ def test_chart_crds_equal_the_generated_crds() -> None:
 def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm: Helm) -> None:
     objects = offline_helm.render(namespace="ops")
     assert sorted(o["kind"] for o in objects) == [
-        *["ClusterRole"] * 3,  # the operator's, the catalog writer and reader
+        *["ClusterRole"] * 5,  # the operator's, the catalog writer and reader, tenant edit/view
         *["ClusterRoleBinding"] * 3,
         "ConfigMap",  # the Grafana dashboard
         "Deployment",
@@ -476,7 +518,10 @@ def test_all_namespaces_mode_renders_a_least_privilege_cluster_role(offline_helm
 def test_namespaced_mode_renders_a_role_in_each_watched_namespace(offline_helm: Helm) -> None:
     objects = offline_helm.render("--set=watchNamespaces={team-a,team-b}", namespace="ops")
     cluster_wide = [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    assert all("-catalog-" in o["metadata"]["name"] for o in cluster_wide)  # catalog only
+    assert all(  # catalog and the tenants' aggregated roles only
+        "-catalog-" in o["metadata"]["name"] or "-tenant-" in o["metadata"]["name"]
+        for o in cluster_wide
+    )
     assert_catalog_rbac(objects, only(objects, "ServiceAccount")["metadata"]["name"], True)
     leader = "leader-election"
     roles = {
