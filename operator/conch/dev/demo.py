@@ -244,7 +244,10 @@ def _validation(package: Path, manifest: Manifest) -> tuple[dict[str, Array], Ar
     """The first ROWS validation inputs and the package's expected first output for them."""
     signature = Signature.from_dict(manifest.signature)
     with np.load(package / manifest.validation["inputs"]) as data:
-        inputs = {n: data[n][:ROWS] for n in signature.input_names}
+        inputs = {
+            spec.name: np.ascontiguousarray(data[spec.name][:ROWS], numpy_dtype(spec.data_type))
+            for spec in signature.inputs
+        }
     with np.load(package / manifest.validation["expected"]) as data:
         expected = data[signature.output_names[0]][:ROWS]
     return inputs, expected
