@@ -243,6 +243,10 @@ def test_the_recorded_artifact_size_bounds_the_download() -> None:
     pull = by_kind(objects())["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]
     recorded = example("modelversion.yaml")["spec"]["compression"]["sizeBytes"]
     assert pull["args"][pull["args"].index("--max-bytes") + 1] == str(recorded)
+    # unpacking may fill the model volume (at least its floor), not just twice the download
+    unpacked = int(pull["args"][pull["args"].index("--max-unpacked-bytes") + 1])
+    assert unpacked == deployment.model_volume_bytes(recorded, PodSettings().model_volume_factor)
+    assert unpacked >= 4 * recorded
 
 
 @pytest.mark.parametrize(

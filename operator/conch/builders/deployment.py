@@ -66,13 +66,18 @@ class PodSettings:
     `spec.access` makes its NetworkPolicy default-deny."""
 
 
-def model_volume_limit(size_bytes: int | None, factor: float) -> str | None:
-    """The model emptyDir's size limit (a quantity in Mi, rounded up) from the artifact's
-    recorded size; None when no size is recorded (then only the node bounds it)."""
+def model_volume_bytes(size_bytes: int | None, factor: float) -> int | None:
+    """The model volume's limit in bytes from the artifact's recorded size; None when no
+    size is recorded (then only the node bounds it)."""
     if size_bytes is None or factor <= 0:
         return None
-    limit = max(MODEL_VOLUME_FLOOR, math.ceil(size_bytes * factor))
-    return f"{math.ceil(limit / 2**20)}Mi"
+    return max(MODEL_VOLUME_FLOOR, math.ceil(size_bytes * factor))
+
+
+def model_volume_limit(size_bytes: int | None, factor: float) -> str | None:
+    """The model emptyDir's size limit (a quantity in Mi, rounded up), see model_volume_bytes."""
+    limit = model_volume_bytes(size_bytes, factor)
+    return None if limit is None else f"{math.ceil(limit / 2**20)}Mi"
 
 
 def _env(settings: PodSettings, own: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -128,18 +133,25 @@ def _container_security() -> dict[str, Any]:
 
 
 def _source_mounts(
-    mv: ModelVersion, access: ArtifactAccess, credentials_hosts: tuple[str, ...]
+    mv: ModelVersion, settings: PodSettings, credentials_hosts: tuple[str, ...]
 ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Extra pull arguments, volumes and mounts for where the artifact comes from.
     `credentials_hosts` are the places the operator checked the credentials may go."""
+    access = settings.access
     args: list[str] = []
     if access.s3_endpoint:
         args += [Flag.S3_ENDPOINT, access.s3_endpoint]
     if access.allow_file and mv.spec.source.uri.startswith("file:"):
         args.append(Flag.ALLOW_FILE)
     if mv.spec.compression and mv.spec.compression.size_bytes:
-        # the recorded size bounds the download exactly; the pull's ratio cap bounds unpacking
-        args += [Flag.MAX_BYTES, str(mv.spec.compression.size_bytes)]
+        # The recorded size bounds the download exactly. Unpacking is bounded by what the
+        # model volume holds and the pull's ratio cap, not by the pull's default of twice
+        # the download: a small int8 package unpacks to about 4 times its archive.
+        size = mv.spec.compression.size_bytes
+        args += [Flag.MAX_BYTES, str(size)]
+        unpacked = model_volume_bytes(size, settings.model_volume_factor)
+        if unpacked is not None:
+            args += [Flag.MAX_UNPACKED_BYTES, str(unpacked)]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if claim := pvc_claim(mv.spec.source.uri):
@@ -247,9 +259,7 @@ def build(
 ) -> Manifest:
     """The Deployment serving `mv` for `svc` with `replicas` (its share of the service's).
     `key_version` (the endpoint key Secret's resourceVersion) rolls the pods on rotation."""
-    source_args, source_volumes, source_mounts = _source_mounts(
-        mv, settings.access, credentials_hosts
-    )
+    source_args, source_volumes, source_mounts = _source_mounts(mv, settings, credentials_hosts)
     pod_labels = {**settings.labels, **metadata(svc, "", mv)["labels"]}
     size = mv.spec.compression.size_bytes if mv.spec.compression else None
     volume_limit = model_volume_limit(size, settings.model_volume_factor)
