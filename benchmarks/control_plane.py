@@ -19,6 +19,7 @@ printed as a ratio or against its goal.
 
     python benchmarks/control_plane.py            # the full run (about 15 minutes)
     python benchmarks/control_plane.py --quick    # smaller numbers, a few minutes
+    python benchmarks/control_plane.py --only arrivals --arrivals 200   # one figure
 """
 
 from __future__ import annotations
@@ -467,18 +468,32 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def report(
-    sizes: Sizes,
-    pairs: list[tuple[float, float]],
-    latencies: list[float],
-    scale: Scale,
-    idle: Usage,
-    busy: Usage,
-) -> None:
+FIGURES = ("busy", "ratio", "arrivals", "scale")
+
+
+@dataclass
+class Results:
+    pairs: list[tuple[float, float]] | None = None
+    latencies: list[float] | None = None
+    scale: Scale | None = None
+    usage: tuple[Usage, Usage] | None = None
+
+
+def report(sizes: Sizes, results: Results) -> None:
+    print("control plane benchmark: local kube-apiserver + kwok, 2 shared cores")
+    if results.pairs is not None:
+        report_ratio(sizes, results.pairs)
+    if results.latencies is not None:
+        report_arrivals(sizes, results.latencies)
+    if results.scale is not None:
+        report_scale(sizes, results.scale)
+    if results.usage is not None:
+        report_busy(sizes, *results.usage)
+
+
+def report_ratio(sizes: Sizes, pairs: list[tuple[float, float]]) -> None:
     ratios = [conch / ceiling for ceiling, conch in pairs]
     ratio = statistics.median(ratios)
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    print("control plane benchmark: local kube-apiserver + kwok, 2 shared cores")
     print(f"  {sizes.n} ModelServices at once, ceiling and operator alternated {sizes.rounds}x:")
     for i, (ceiling, conch) in enumerate(pairs, 1):
         print(
@@ -489,10 +504,18 @@ def report(
         f"  operator / ceiling: median {ratio:.2f}x, spread {min(ratios):.2f}-{max(ratios):.2f}x"
         f" (goal <= 1.3x: {verdict(ratio <= 1.3)})"
     )
+
+
+def report_arrivals(sizes: Sizes, latencies: list[float]) -> None:
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     print(
         f"  {sizes.arrivals} services arriving {sizes.rate:g}/s: create -> Deployment "
-        f"p50 {p50:.2f} s, p99 {p99:.2f} s (goal p99 <= 1 s: {verdict(p99 <= 1)})"
+        f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(latencies):.2f} s "
+        f"(goal p99 <= 1 s: {verdict(p99 <= 1)})"
     )
+
+
+def report_scale(sizes: Sizes, scale: Scale) -> None:
     print(
         f"  {sizes.scale} services: operator RSS fresh {scale.fresh_mib:.0f} MiB "
         f"({scale.fresh_seconds:.0f} s to all Ready), after a restart {scale.restart_mib:.0f} MiB "
@@ -506,6 +529,9 @@ def report(
         f"writes mean {writes.mean:.2f} ({writes.share_at_most(0):.0%} = 0) "
         f"(goal 0 writes, <= 1 read: {verdict(writes.total == 0 and reads.mean <= 1)})"
     )
+
+
+def report_busy(sizes: Sizes, idle: Usage, busy: Usage) -> None:
     cpu_ratio = busy.cpu_seconds / idle.cpu_seconds if idle.cpu_seconds else float("inf")
     rss_ratio = busy.rss_mib / idle.rss_mib
     print(
@@ -518,6 +544,25 @@ def report(
     )
 
 
+def measure(bench: Bench, sizes: Sizes, figures: set[str]) -> Results:
+    results = Results()
+    if "busy" in figures:
+        results.usage = busy_run(bench, sizes.churn, sizes.window, services=20)
+    if "ratio" in figures:
+        results.pairs = [
+            (
+                bench.ceiling(f"bench-ceiling-{r}", sizes.n),
+                bench.conch(f"bench-conch-{r}", sizes.n),
+            )
+            for r in range(sizes.rounds)
+        ]
+    if "arrivals" in figures:
+        results.latencies = bench.arrivals("bench-arrivals", sizes.arrivals, sizes.rate)
+    if "scale" in figures:
+        results.scale = scale_run(bench, "bench-scale", sizes.scale)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
@@ -528,11 +573,17 @@ def main() -> None:
     parser.add_argument("--scale", type=int, help="services for the RSS/restart figure")
     parser.add_argument("--churn", type=int, help="unrelated Deployments in the busy cluster")
     parser.add_argument("--window", type=float, help="seconds of each idle/busy window")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=FIGURES,
+        help="measure only this figure (repeatable; default: all)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
-    sizes = replace(
-        sizes, **{k: v for k, v in vars(args).items() if k != "quick" and v is not None}
-    )
+    given = {k: v for k, v in vars(args).items() if k not in ("quick", "only") and v is not None}
+    sizes = replace(sizes, **given)
+    figures = set(args.only or FIGURES)
     # a stopped benchmark still stops its control plane and operators (the `finally`s run)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     toolchain = ensure_toolchain()
@@ -545,20 +596,10 @@ def main() -> None:
         cluster.start(toolchain, tuple(replace(n, **roomy) for n in DEFAULT_NODES))
         try:
             cluster.install_crds(toolchain, ROOT / "crds")
-            bench = Bench(cluster, Path(tmp))
-            idle, busy = busy_run(bench, sizes.churn, sizes.window, services=20)
-            pairs = [
-                (
-                    bench.ceiling(f"bench-ceiling-{r}", sizes.n),
-                    bench.conch(f"bench-conch-{r}", sizes.n),
-                )
-                for r in range(sizes.rounds)
-            ]
-            latencies = bench.arrivals("bench-arrivals", sizes.arrivals, sizes.rate)
-            scale = scale_run(bench, "bench-scale", sizes.scale)
+            results = measure(Bench(cluster, Path(tmp)), sizes, figures)
         finally:
             cluster.stop()
-    report(sizes, pairs, latencies, scale, idle, busy)
+    report(sizes, results)
 
 
 if __name__ == "__main__":
