@@ -2,36 +2,50 @@
 
 A key is never processed by two workers at once; a key added while it is being processed is
 processed again afterwards; failures back off exponentially per key, success resets it.
+
+Urgent keys (a spec the operator has not acted on yet: a new ModelService, a changed one)
+are handed out before routine ones (a child's status moved, a poll), so arrivals never wait
+behind the re-reconciles of every service that is still starting.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Hashable
 
 
 class WorkQueue:
     def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._tokens: asyncio.Queue[None] = asyncio.Queue()
+        """One token per queued key: what a worker waits on."""
+        self._urgent: deque[Hashable] = deque()
+        self._routine: deque[Hashable] = deque()
         self._queued: set[Hashable] = set()
         self._active: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
+        self._dirty: dict[Hashable, bool] = {}
+        """Keys added while active -> whether urgently."""
         self._failures: dict[Hashable, int] = {}
         self._base = base_delay
         self._max = max_delay
 
-    def add(self, key: Hashable, after: float = 0) -> None:
+    def add(self, key: Hashable, after: float = 0, urgent: bool = False) -> None:
         if after > 0:
             asyncio.get_running_loop().call_later(after, self.add, key)
             return
         if key in self._active:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, False) or urgent
         elif key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            (self._urgent if urgent else self._routine).append(key)
+            self._tokens.put_nowait(None)
+        elif urgent and key not in self._urgent:
+            self._routine.remove(key)
+            self._urgent.append(key)
 
     async def get(self) -> Hashable:
-        key = await self._queue.get()
+        await self._tokens.get()
+        key = self._urgent.popleft() if self._urgent else self._routine.popleft()
         self._queued.discard(key)
         self._active.add(key)
         return key
@@ -47,11 +61,10 @@ class WorkQueue:
             self._failures.pop(key, None)
             delay = requeue_after
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, urgent=self._dirty.pop(key))
         elif delay:
             self.add(key, after=delay)
         return delay
 
     def __len__(self) -> int:
-        return self._queue.qsize()
+        return len(self._urgent) + len(self._routine)

@@ -64,3 +64,29 @@ def test_requeue_after_schedules_a_later_look() -> None:
         assert await asyncio.wait_for(q.get(), 1) == "a"
 
     run(scenario())
+
+
+def test_urgent_keys_go_first_and_a_queued_key_can_become_urgent() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        for key in ("a", "b", "c"):
+            q.add(key)
+        q.add("new", urgent=True)
+        q.add("c", urgent=True)  # already queued: moved ahead, not queued twice
+        assert len(q) == 4
+        assert [await q.get() for _ in range(4)] == ["new", "c", "a", "b"]
+
+    run(scenario())
+
+
+def test_an_urgent_add_while_active_runs_again_first() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        q.add("a")
+        key = await q.get()
+        q.add("b")
+        q.add("a", urgent=True)  # its spec changed mid-reconcile
+        q.done(key)
+        assert [await q.get(), await q.get()] == ["a", "b"]
+
+    run(scenario())
