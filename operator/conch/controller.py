@@ -13,15 +13,15 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from conch import builders, catalog, plan, reasons, rollout, usage
+from conch import builders, catalog, events, plan, reasons, rollout, usage
 from conch.api import ModelAccessGrant, ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
-from conch.builders.servicemonitor import API_VERSION as SERVICE_MONITOR_API
 from conch.errors import ConchError, InvalidSpec, NameConflict
 from conch.informer import Watched
 from conch.kube import (
@@ -36,7 +36,6 @@ from conch.kube import (
 )
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
-from conch.routers.gateway import API_VERSION as HTTP_ROUTE_API
 
 log = logging.getLogger("conch.controller")
 
@@ -46,10 +45,9 @@ Key = tuple[str, str, str]
 
 @dataclass(frozen=True)
 class Next:
-    """What the work queue should do next: look again later, and/or look at other objects."""
+    """What the work queue should do next: look again later (0: only when something changes)."""
 
     requeue_after: float = 0.0
-    touch: tuple[Key, ...] = ()
 
 
 class Controller:
@@ -66,8 +64,8 @@ class Controller:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
+        self.events = events.Poster(self._post, dropped=metrics.events_dropped.inc)
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
-        self.uses: dict[tuple[str, str], frozenset[str]] = {}  # (ns, service) -> versions
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
         metrics.watch_services(lambda: dict(self.ready))
 
@@ -115,24 +113,18 @@ class Controller:
         return self._remember(namespace, name, decided)
 
     def _forget(self, namespace: str, name: str) -> Next:
-        """A deleted service: the garbage collector removes what it owned; the versions it
-        ran lost a user (the handler that saw the deletion also queues spec.modelVersion)."""
+        """A deleted service: the garbage collector removes what it owned (the versions it
+        ran are queued by the ModelService watch: `version_users_changed`)."""
         self.ready.pop((namespace, name), None)
         self.sources.pop((namespace, name), None)
-        self.kube.forget(namespace, name)
-        lost = self.uses.pop((namespace, name), frozenset())
-        return Next(touch=tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(lost)))
+        return Next()
 
     def _remember(self, namespace: str, name: str, decided: plan.Plan) -> Next:
-        """The operator's own memory and metrics after a reconcile; which ModelVersions
-        gained or lost this service as a user."""
+        """The operator's own memory and metrics after a reconcile."""
         self.ready[(namespace, name)] = decided.ready
         if decided.analysis:
             self.metrics.analyses.labels(verdict=decided.analysis).inc()
-        before = self.uses.get((namespace, name), frozenset())
-        self.uses[(namespace, name)] = decided.uses
-        touch = tuple((MODEL_VERSION.kind, namespace, v) for v in sorted(before ^ decided.uses))
-        return Next(requeue_after=decided.requeue_after, touch=touch)
+        return Next(requeue_after=decided.requeue_after)
 
     def _parse(self, raw: Manifest) -> ModelService | None:
         try:
@@ -156,8 +148,8 @@ class Controller:
         """Everything the plan needs, read before anything is decided."""
         namespace = svc.metadata.namespace or ""
         capabilities = Capabilities(
-            service_monitor=self.kube.has_kind(SERVICE_MONITOR_API, "ServiceMonitor"),
-            http_route=self.kube.has_kind(HTTP_ROUTE_API, "HTTPRoute"),
+            service_monitor=self.watched.owned["ServiceMonitor"].served,
+            http_route=self.watched.owned["HTTPRoute"].served,
         )
         owned = self._owned(svc, capabilities)
         deployments = {
@@ -279,14 +271,10 @@ class Controller:
     # -- execute -------------------------------------------------------------------------
 
     def execute(self, raw: Manifest, snap: plan.Snapshot, decided: plan.Plan) -> None:
-        """Carry out `decided`. Before writing anything: every name must be free or ours
-        (NameConflict otherwise, so a ModelService never adopts, rewrites or, through the
-        garbage collector, deletes someone else's object), and when asked, every object
-        must pass a server-side dry run (all or nothing)."""
-        self._check_names(snap, decided.check)
-        if decided.dry_run:
-            self._dry_run(decided.write)
-        self._apply(raw, decided.write)
+        """Carry out `decided`; `_prepare` first, so nothing is written when a name is held by
+        someone else or the API server would refuse an object."""
+        found = self._prepare(snap, decided)
+        self._apply(raw, decided.write, {**found, **snap.owned})
         for deployment, replicas in decided.scale:
             self.kube.patch(
                 OWNED["Deployment"],
@@ -312,40 +300,66 @@ class Controller:
                 {"metadata": {"annotations": dict.fromkeys(decided.acknowledge)}},
             )
 
-    def _check_names(self, snap: plan.Snapshot, wanted: tuple[Manifest, ...]) -> None:
+    def _prepare(self, snap: plan.Snapshot, decided: plan.Plan) -> dict[tuple[str, str], Manifest]:
+        """Before writing anything: every name must be free or ours (NameConflict otherwise,
+        so a ModelService never adopts, rewrites or, through the garbage collector, deletes
+        someone else's object), and, when the plan asks, every object passes a server-side
+        dry run (all or nothing: a refused Deployment never leaves a Service behind).
+
+        The dry run is skipped for a single write: its apply is refused identically and
+        nothing else has been written by then (deletes, status and Events come after). With
+        several writes, a dry run that would create the object (201) also proves its name
+        free, so only the names a dry run found taken are read (most reconciles: none).
+        Returns the objects read that turned out to be this service's (not watched yet)."""
+        unknown = [o for o in decided.check if builders.key(o) not in snap.owned]
+        refused: list[str] = []
+        if decided.dry_run and len(decided.write) > 1:
+            free = set()  # every unknown object is written (it differs from nothing)
+            for obj in decided.write:
+                try:
+                    if self.kube.dry_run(obj):
+                        free.add(builders.key(obj))
+                except InvalidSpec as error:  # perhaps because someone else controls it
+                    refused.append(f"{obj['kind']} {obj['metadata']['name']}: {error.message}")
+            unknown = [o for o in unknown if builders.key(o) not in free]
+        found = self._check_names(snap, unknown)
+        if refused:
+            raise InvalidSpec("; ".join(refused))
+        return found
+
+    def _check_names(
+        self, snap: plan.Snapshot, unknown: list[Manifest]
+    ) -> dict[tuple[str, str], Manifest]:
+        """NameConflict when any of `unknown` (objects not seen as this service's) exists and
+        is not controlled by it; else those that exist (this service's, not watched yet)."""
         uid = snap.service.metadata.uid
-        held = []
-        for obj in wanted:
-            if builders.key(obj) in snap.owned:
-                continue
+        held, ours = [], {}
+        for obj in unknown:
             meta = obj["metadata"]
             found = self.kube.get(OWNED[obj["kind"]], meta["namespace"], meta["name"])
             if found is not None and not builders.controlled_by(found, uid):
                 held.append(f"{obj['kind']} {meta['name']}")
+            elif found is not None:
+                ours[builders.key(obj)] = found
         if held:
             raise NameConflict(
                 f"{', '.join(held)} already exist(s) and belong(s) to someone else; "
                 "Conch does not take over objects it did not create: rename the ModelService "
                 "or remove those objects"
             )
+        return ours
 
-    def _dry_run(self, wanted: tuple[Manifest, ...]) -> None:
-        """All or nothing: every object to write passes a server-side dry run before any is
-        written, so a refused Deployment never leaves a Service behind."""
-        refused = []
-        for obj in wanted:
-            try:
-                self.kube.dry_run(obj)
-            except InvalidSpec as error:
-                refused.append(f"{obj['kind']} {obj['metadata']['name']}: {error.message}")
-        if refused:
-            raise InvalidSpec("; ".join(refused))
-
-    def _apply(self, raw: Manifest, wanted: tuple[Manifest, ...]) -> None:
-        """Server-side apply; one Event per reconcile for what changed."""
+    def _apply(
+        self,
+        raw: Manifest,
+        wanted: tuple[Manifest, ...],
+        observed: Mapping[tuple[str, str], Manifest],
+    ) -> None:
+        """Server-side apply, each conditional on the object as observed; one Event per
+        reconcile for what changed."""
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
         for obj in wanted:
-            result, _ = self.kube.apply(obj)
+            result, _ = self.kube.apply(obj, observed.get(builders.key(obj)))
             if result is not Applied.UNCHANGED:
                 changes[result].append(f"{obj['kind']} {obj['metadata']['name']}")
         for result, objects in changes.items():
@@ -354,18 +368,49 @@ class Controller:
 
     # -- ModelVersion status -------------------------------------------------------------
 
+    @staticmethod
+    def version_users_changed(before: Manifest | None, after: Manifest | None) -> list[Key]:
+        """The ModelVersions whose usedBy a change of one watched ModelService may change."""
+
+        def using(obj: Manifest | None) -> set[str]:
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                return set()
+            return plan.uses(obj)
+
+        namespace = (after or before or {"metadata": {}})["metadata"].get("namespace", "")
+        changed = using(before) ^ using(after)
+        return [(MODEL_VERSION.kind, namespace, v) for v in sorted(changed)]
+
+    def version_users(self, namespace: str, version: str) -> list[str]:
+        """The ModelServices that use `version`, from the watched ModelServices."""
+        return sorted(
+            s["metadata"]["name"]
+            for s in self.watched.services.select(namespace, {})
+            if version in plan.uses(s) and not s["metadata"].get("deletionTimestamp")
+        )
+
+    def version_consumers(self, namespace: str, version: str) -> list[Key]:
+        """Every ModelService, in any namespace, whose spec serves `version` of `namespace`
+        (its own or, through spec.modelNamespace, another's) or which still runs it."""
+        return [
+            (MODEL_SERVICE.kind, s["metadata"]["namespace"], s["metadata"]["name"])
+            for s in self.watched.services.values()
+            if (
+                ((s.get("spec") or {}).get("modelNamespace") or s["metadata"]["namespace"])
+                == namespace
+                and (s.get("spec") or {}).get("modelVersion") == version
+            )
+            or (s["metadata"]["namespace"] == namespace and version in plan.uses(s))
+        ]
+
     def _reconcile_version(self, namespace: str, name: str) -> Next:
-        """ModelVersion status: which ModelServices use it (read from the API, not memory)."""
+        """ModelVersion status: which ModelServices use it, from the watched ModelServices
+        (whose every change of use queues the versions involved: `version_users_changed`)."""
         raw = self.kube.get(MODEL_VERSION, namespace, name)
         if raw is None:
             self._catalog(namespace, name, None, [])
             return Next()
-        services = self.kube.list(MODEL_SERVICE, namespace, {})
-        used_by = sorted(
-            s["metadata"]["name"]
-            for s in services
-            if name in plan.uses(s) and not s["metadata"].get("deletionTimestamp")
-        )
+        used_by = self.version_users(namespace, name)
         current = raw.get("status") or {}
         wanted = {
             **current,
@@ -396,7 +441,7 @@ class Controller:
             return
         wanted = builders.stamped(catalog.mirror(mv, served_by))
         if builders.differs(wanted, current):
-            self.kube.apply(wanted)
+            self.kube.apply(wanted, current)
             log.info("%s/%s: published in the catalog", namespace, name)
 
     def _write_invalid(self, raw: Manifest, message: str) -> None:
@@ -414,15 +459,14 @@ class Controller:
         self._record(raw, "Warning", reasons.INVALID_SPEC, message)
 
     def _record(self, regarding: Manifest, type_: str, reason: str, note: str) -> None:
-        """One funnel for decisions: a log line and an Event on the ModelService."""
+        """One funnel for decisions: a log line and an Event on the ModelService (posted in
+        the background by `self.events`)."""
         meta = regarding["metadata"]
         log.info("%s/%s %s: %s", meta["namespace"], meta["name"], reason, note)
-        try:
-            self.kube.event(regarding, type_, reason, action="Reconcile", note=note)
-        except ConchError as error:
-            log.warning(
-                "could not post Event for %s/%s: %s", meta["namespace"], meta["name"], error
-            )
+        self.events.add(events.Pending(events.regarding(regarding), type_, reason, note))
+
+    def _post(self, event: events.Pending) -> None:
+        self.kube.event(event.regarding, event.type, event.reason, "Reconcile", event.note)
 
 
 def _now() -> dt.datetime:

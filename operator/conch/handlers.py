@@ -1,7 +1,10 @@
-"""kopf wiring: watches feed the work queue; workers run the controller. Nothing decides here.
+"""kopf wiring and the work queue: watches feed the queue; workers run the controller.
+Nothing decides here.
 
-Handlers are `on.event` triggers only, so kopf keeps no per-object state (no finalizers, no
-progress annotations): an operator restart re-lists, reconciles, and writes nothing when
+kopf runs the process (startup, cleanup, liveness, logging) and watches only the catalog's
+cluster-wide CatalogEntries: every other watch is a `conch.informer` (ModelServices kept slim, ModelVersions, and the owned kinds by
+a server-side label selector), so each kind is listed and watched once, kopf holds no
+per-object state, and an operator restart re-lists, reconciles, and writes nothing when
 nothing changed.
 """
 
@@ -16,6 +19,7 @@ from typing import Any, cast
 
 import kopf
 
+from conch import plan
 from conch.api import GROUP, VERSION
 from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.controller import Controller, Key
@@ -36,15 +40,50 @@ class Runtime:
     workers: int = 8
     elector: LeaderElector | None = None
     """With leader election, only the replica holding the Lease reconciles; a standby
-    keeps its watches (kopf's) warm and starts as soon as it wins."""
+    keeps its watches warm and starts as soon as it wins."""
     queue: WorkQueue = field(default_factory=WorkQueue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        """Lead (in the background, so kopf's startup and liveness go on), then run."""
+        """Watch at once; lead (in the background, so kopf's startup and liveness go on),
+        then reconcile."""
         self.executor = concurrent.futures.ThreadPoolExecutor(self.workers, "reconcile")
+        self.controller.events.start()
+        self._watch(asyncio.get_running_loop())
         self.tasks = [asyncio.create_task(self._lead())]
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every change queues what it concerns (the callbacks run on the watch threads)."""
+
+        def queue(key: Key, urgent: bool = False) -> None:
+            loop.call_soon_threadsafe(self.queue.add, key, 0, urgent)
+
+        def owned_changed(before: Manifest | None, after: Manifest | None) -> None:
+            obj = after or before or {"metadata": {}}
+            if service := obj["metadata"].get("labels", {}).get(SERVICE_LABEL):
+                queue((SERVICE, obj["metadata"]["namespace"], service))
+
+        def service_changed(before: Manifest | None, after: Manifest | None) -> None:
+            meta = (after or before or {"metadata": {}})["metadata"]
+            queue((SERVICE, meta["namespace"], meta["name"]), urgent=plan.spec_ahead(after))
+            for key in self.controller.version_users_changed(before, after):
+                queue(key)
+
+        def version_changed(before: Manifest | None, after: Manifest | None) -> None:
+            meta = (after or before or {"metadata": {}})["metadata"]
+            queue((VERSION_KIND, meta["namespace"], meta["name"]))
+            for key in self.controller.version_consumers(meta["namespace"], meta["name"]):
+                queue(key)
+
+        def grant_changed(before: Manifest | None, after: Manifest | None) -> None:
+            meta = (after or before or {"metadata": {}})["metadata"]
+            for key in self.controller.consumers(meta["namespace"]):
+                queue(key)
+
+        self.controller.watched.start(
+            owned_changed, service_changed, version_changed, grant_changed
+        )
 
     async def _lead(self) -> None:
         loop = asyncio.get_running_loop()
@@ -56,23 +95,10 @@ class Runtime:
         await self._run()
 
     async def _run(self) -> None:
-        """Watch the owned kinds (server-side label filter) and, once every informer has
-        listed, start the workers: a reconcile never mistakes an unlisted child for a
-        missing one."""
+        """Once every informer has listed, start the workers: a reconcile never mistakes
+        an unlisted child for a missing one."""
         loop = asyncio.get_running_loop()
-
-        def owned_changed(obj: Manifest) -> None:
-            if service := obj["metadata"].get("labels", {}).get(SERVICE_LABEL):
-                key = (SERVICE, obj["metadata"]["namespace"], service)
-                loop.call_soon_threadsafe(self.queue.add, key)
-
-        def grant_changed(obj: Manifest) -> None:
-            for key in self.controller.consumers(obj["metadata"]["namespace"]):
-                loop.call_soon_threadsafe(self.queue.add, key)
-
-        watched = self.controller.watched
-        watched.start(owned_changed, grant_changed)
-        if not await loop.run_in_executor(self.executor, watched.wait_synced):
+        if not await loop.run_in_executor(self.executor, self.controller.watched.wait_synced):
             log.warning("some watches have not listed yet; reconciling anyway")
         self.tasks += [asyncio.create_task(self._work()) for _ in range(self.workers)]
 
@@ -80,6 +106,7 @@ class Runtime:
         if self.elector is not None:
             self.elector.stop(release=True)  # a standby takes over within one retry
         self.controller.watched.stop()
+        self.controller.events.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -103,8 +130,6 @@ class Runtime:
                 )
             else:
                 self.queue.done(key, requeue_after=outcome.requeue_after)
-                for other in outcome.touch:
-                    self.queue.add(other)
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -117,7 +142,6 @@ async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> 
     settings.peering.standalone = True
     settings.scanning.disabled = True  # least privilege: no CRD or namespace list/watch
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     _runtime(memo).start()
 
@@ -125,40 +149,6 @@ async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> 
 @kopf.on.cleanup()
 async def _stop(memo: kopf.Memo, **_: Any) -> None:
     await _runtime(memo).stop()
-
-
-@kopf.index(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
-def services_by_version(
-    namespace: str, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """(namespace of its ModelVersions, spec.modelVersion) -> (namespace, name)."""
-    where = str(spec.get("modelNamespace") or namespace)
-    return {(where, str(spec.get("modelVersion"))): (namespace, name)}
-
-
-@kopf.on.event(GROUP, VERSION, "modelservices")  # type: ignore[arg-type]
-async def _service_changed(
-    namespace: str, name: str, spec: kopf.Spec, type: str, memo: kopf.Memo, **_: Any
-) -> None:
-    queue = _runtime(memo).queue
-    queue.add((SERVICE, namespace, name))
-    if type == "DELETED" and (version := spec.get("modelVersion")):
-        queue.add((VERSION_KIND, namespace, str(version)))  # it lost a user
-
-
-@kopf.on.event(GROUP, VERSION, "modelversions")  # type: ignore[arg-type]
-async def _version_changed(
-    namespace: str,
-    name: str,
-    memo: kopf.Memo,
-    services_by_version: kopf.Index[Any, tuple[str, str]],
-    **_: Any,
-) -> None:
-    """Its users are looked at again, in any namespace (a label or its terms changed)."""
-    queue = _runtime(memo).queue
-    queue.add((VERSION_KIND, namespace, name))
-    for service_namespace, service in services_by_version.get((namespace, name), []):
-        queue.add((SERVICE, service_namespace, service))
 
 
 @kopf.on.event(GROUP, VERSION, "catalogentries")

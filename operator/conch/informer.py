@@ -4,9 +4,10 @@ kopf filters labels on the client, so watching Deployments through it means rece
 every Deployment of every team. An `Informer` asks the API server for Conch's objects only
 (`labelSelector=app.kubernetes.io/managed-by=conch-operator`), so a busy cluster's other
 objects cost nothing, and keeps what it saw, so a reconcile reads its children from memory
-instead of listing them. Objects are kept without `managedFields` (Conch never reads them).
+instead of listing them. Objects are kept without `managedFields` (Conch never reads them),
+serialized, and ModelServices only as much as ModelVersion status.usedBy needs.
 
-One thread per kind and namespace scope: list, then watch from the list's
+One thread per kind and namespace scope: list (in pages), then watch from the list's
 resourceVersion; a watch that ends is resumed, one that expired (410) starts over.
 """
 
@@ -23,7 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from conch.builders.meta import Manifest
+from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.kube import Kind
 
 log = logging.getLogger("conch.informer")
@@ -39,13 +40,33 @@ def _collection(kind: Kind, namespace: str | None) -> str:
     return f"{prefix}/{kind.plural}"
 
 
-def _trim(obj: Manifest, kind: Kind) -> Manifest:
+PAGE = 250
+"""Objects per list request."""
+
+Change = Callable[[Manifest | None, Manifest | None], None]
+"""Called with (before, after) for every change: after is None when the object is gone,
+before is None when it is new."""
+Keep = Callable[[Manifest], Manifest]
+
+
+def without_managed_fields(obj: Manifest) -> Manifest:
+    """The whole object but `managedFields` (Conch never reads them)."""
     meta = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
-    return {**obj, "apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta}
+    return {**obj, "metadata": meta}
+
+
+def _ignore(before: Manifest | None, after: Manifest | None) -> None:
+    return None
 
 
 class Informer:
-    """The objects of one kind that match `selector`, in `namespaces` (None: all)."""
+    """The objects of one kind that match `selector`, in `namespaces` (None: all).
+
+    Each object is kept as `keep` trims it, serialized (a few KiB of JSON instead of a tree of
+    Python objects ten times its size) and parsed again on read; objects are found by
+    namespace and by the value of `index_label`, so a reconcile's reads do not grow with the
+    number of services.
+    """
 
     def __init__(
         self,
@@ -53,8 +74,10 @@ class Informer:
         kind: Kind,
         selector: str,
         namespaces: Iterable[str] | None = None,
-        on_change: Callable[[Manifest], None] = lambda obj: None,
+        on_change: Change = _ignore,
         timeout: int = 300,
+        keep: Keep = without_managed_fields,
+        index_label: str | None = None,
     ) -> None:
         self.api = api
         self.kind = kind
@@ -62,9 +85,17 @@ class Informer:
         self.scopes: list[str | None] = list(namespaces) if namespaces else [None]
         self.on_change = on_change
         self.timeout = timeout
-        self._objects: dict[Key, Manifest] = {}
+        self.keep = keep
+        self.index_label = index_label
+        self._objects: dict[str, dict[str, bytes]] = {}
+        """namespace -> name -> the kept object, serialized"""
+        self._index: dict[tuple[str, str], set[str]] = {}
+        """(namespace, value of index_label) -> names"""
         self._lock = threading.Lock()
         self._synced = [threading.Event() for _ in self.scopes]
+        self.served = False
+        """Whether the API server serves this kind (an optional CRD may come and go): set by
+        each list, so a reconcile never asks discovery."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -72,21 +103,69 @@ class Informer:
 
     def get(self, namespace: str, name: str) -> Manifest | None:
         with self._lock:
-            return self._objects.get((namespace, name))
+            blob = self._objects.get(namespace, {}).get(name)
+        return None if blob is None else _load(blob)
 
     def select(self, namespace: str, labels: dict[str, str]) -> list[Manifest]:
         """Objects in `namespace` carrying every label of `labels`."""
         with self._lock:
-            return [
-                obj
-                for (ns, _), obj in self._objects.items()
-                if ns == namespace
-                and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())
-            ]
+            objects = self._objects.get(namespace, {})
+            if self.index_label is not None and self.index_label in labels:
+                names = self._index.get((namespace, labels[self.index_label]), set())
+                blobs = [objects[n] for n in sorted(names)]
+            else:
+                blobs = list(objects.values())
+        found = (_load(b) for b in blobs)
+        return [
+            obj
+            for obj in found
+            if all(obj["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())
+        ]
+
+    def values(self) -> list[Manifest]:
+        """Every object, in every namespace."""
+        with self._lock:
+            blobs = [b for objects in self._objects.values() for b in objects.values()]
+        return [_load(b) for b in blobs]
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._objects)
+            return sum(len(objects) for objects in self._objects.values())
+
+    # -- keeping -----------------------------------------------------------------------
+
+    def _put(self, obj: Manifest) -> Manifest | None:
+        """Keep `obj` (already trimmed); the version it replaces. Holds the lock."""
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        objects = self._objects.setdefault(namespace, {})
+        blob = objects.get(name)
+        before = None if blob is None else _load(blob)
+        if before is not None:
+            self._unindex(before)
+        objects[name] = _dump(obj)
+        if self.index_label is not None and (value := meta.get("labels", {}).get(self.index_label)):
+            self._index.setdefault((namespace, value), set()).add(name)
+        return before
+
+    def _pop(self, namespace: str, name: str) -> Manifest | None:
+        """Forget an object; the version it was. Holds the lock."""
+        blob = self._objects.get(namespace, {}).pop(name, None)
+        if blob is None:
+            return None
+        before = _load(blob)
+        self._unindex(before)
+        return before
+
+    def _unindex(self, obj: Manifest) -> None:
+        meta = obj["metadata"]
+        if self.index_label is None or not (value := meta.get("labels", {}).get(self.index_label)):
+            return
+        names = self._index.get((meta["namespace"], value))
+        if names is not None:
+            names.discard(meta["name"])
+            if not names:
+                del self._index[(meta["namespace"], value)]
 
     # -- running -----------------------------------------------------------------------
 
@@ -111,6 +190,7 @@ class Informer:
         while not self._stop.is_set():
             try:
                 version: str | None = self._list(path, namespace)
+                self.served = True
                 self._synced[index].set()
                 while not self._stop.is_set() and version:
                     version = self._watch(path, version)
@@ -118,6 +198,7 @@ class Informer:
                 if error.status != 404:
                     raise
                 # the kind is not served (an optional CRD): nothing to hold; look again later
+                self.served = False
                 self._synced[index].set()
                 self._stop.wait(30.0)
             except Exception as error:  # the API server went away, or answered oddly
@@ -138,26 +219,35 @@ class Informer:
             _request_timeout=timeout,
         )
 
+    def _trim(self, obj: Manifest) -> Manifest:
+        return {**self.keep(obj), "apiVersion": self.kind.api_version, "kind": self.kind.kind}
+
     def _list(self, path: str, namespace: str | None) -> str:
+        """List in pages (a restart over 1,000 services never holds every object twice);
+        every page comes from the first page's snapshot."""
         query = [("labelSelector", self.selector)] if self.selector else []
-        response = self._request(path, query, 60)
-        listed = json.loads(response.data)
-        fresh = {
-            (o["metadata"]["namespace"], o["metadata"]["name"]): _trim(o, self.kind)
-            for o in listed.get("items", [])
-        }
+        query.append(("limit", str(PAGE)))
+        listed: dict[tuple[str, str], Manifest] = {}
+        token = ""
+        while True:
+            response = self._request(path, [*query, ("continue", token)] if token else query, 60)
+            page = json.loads(response.data)
+            for item in page.get("items", []):
+                listed[(item["metadata"]["namespace"], item["metadata"]["name"])] = self._trim(item)
+            del response
+            token = page["metadata"].get("continue") or ""
+            if not token:
+                break
+        changes: list[tuple[Manifest | None, Manifest | None]] = []
         with self._lock:
-            gone = [
-                obj
-                for key, obj in self._objects.items()
-                if (namespace is None or key[0] == namespace) and key not in fresh
-            ]
-            for obj in gone:
-                del self._objects[(obj["metadata"]["namespace"], obj["metadata"]["name"])]
-            self._objects.update(fresh)
-        for obj in [*gone, *fresh.values()]:
-            self.on_change(obj)
-        return str(listed["metadata"]["resourceVersion"])
+            for ns, objects in list(self._objects.items()):
+                if namespace is None or ns == namespace:
+                    for name in [n for n in objects if (ns, n) not in listed]:
+                        changes.append((self._pop(ns, name), None))
+            changes += [(self._put(obj), obj) for obj in listed.values()]
+        for before, after in changes:
+            self.on_change(before, after)
+        return str(page["metadata"]["resourceVersion"])
 
     def _watch(self, path: str, version: str) -> str | None:
         """Follow changes from `version`; the version to resume from, or None to relist."""
@@ -180,60 +270,74 @@ class Informer:
                 version = obj["metadata"].get("resourceVersion", version)
                 if kind == "BOOKMARK":
                     continue
-                trimmed = _trim(obj, self.kind)
-                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                trimmed = self._trim(obj)
+                meta = obj["metadata"]
                 with self._lock:
                     if kind == "DELETED":
-                        self._objects.pop(key, None)
+                        before, after = self._pop(meta["namespace"], meta["name"]), None
                     else:
-                        self._objects[key] = trimmed
-                self.on_change(trimmed)
+                        before, after = self._put(trimmed), trimmed
+                if before is not None or after is not None:
+                    self.on_change(before, after)
         finally:
             response.release_conn()
         return version
 
 
+def _dump(obj: Manifest) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _load(blob: bytes) -> Manifest:
+    loaded: Manifest = json.loads(blob)
+    return loaded
+
+
 class Watched:
     """Every informer the controller reads from: Conch's owned kinds (by the managed-by
-    label), ModelVersions and ModelAccessGrants."""
+    label, indexed by the service they belong to), ModelVersions, ModelAccessGrants, and of
+    ModelServices only what the given keep function keeps (for ModelVersion status.usedBy)."""
 
     def __init__(
         self,
         api: client.ApiClient,
         owned: dict[str, Kind],
         versions: Kind,
+        services: tuple[Kind, Keep],
         selector: str,
         namespaces: Iterable[str] | None = None,
         grants: Kind | None = None,
     ) -> None:
         self.owned = {
-            name: Informer(api, kind, selector, namespaces) for name, kind in owned.items()
+            name: Informer(api, kind, selector, namespaces, index_label=SERVICE_LABEL)
+            for name, kind in owned.items()
         }
         self.versions = Informer(api, versions, "", namespaces)
+        self.services = Informer(api, services[0], "", namespaces, keep=services[1])
         self.grants = Informer(api, grants, "", namespaces) if grants else None
 
-    def _all(self) -> tuple[Informer, ...]:
-        return (
-            *self.owned.values(),
-            self.versions,
-            *([self.grants] if self.grants is not None else []),
-        )
+    def _all(self) -> list[Informer]:
+        grants = [self.grants] if self.grants is not None else []
+        return [*self.owned.values(), self.versions, self.services, *grants]
 
     def start(
         self,
-        on_owned: Callable[[Manifest], None] = lambda obj: None,
-        on_grant: Callable[[Manifest], None] = lambda obj: None,
+        on_owned: Change = _ignore,
+        on_service: Change = _ignore,
+        on_version: Change = _ignore,
+        on_grant: Change = _ignore,
     ) -> None:
-        """Start watching; `on_owned` is called (from the watch threads) for every change
-        of an owned object, `on_grant` for every change of a ModelAccessGrant (a revocation
-        reaches the services that use it without a restart)."""
+        """Start watching; the callbacks are called (from the watch threads) for every change
+        of an owned object, a ModelService, a ModelVersion and a ModelAccessGrant (a
+        revocation reaches the services that use it without a restart)."""
         for informer in self.owned.values():
             informer.on_change = on_owned
-            informer.start()
-        self.versions.start()
-        if self.grants is not None:  # (an Informer with nothing in it is falsy)
+        self.services.on_change = on_service
+        self.versions.on_change = on_version
+        if self.grants is not None:
             self.grants.on_change = on_grant
-            self.grants.start()
+        for informer in self._all():
+            informer.start()
 
     def wait_synced(self, timeout: float = 120) -> bool:
         return all(i.wait_synced(timeout) for i in self._all())

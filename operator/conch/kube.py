@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from conch.api import GROUP, VERSION
-from conch.builders.meta import FIELD_MANAGER, SERVICE_LABEL, Manifest
+from conch.builders.meta import FIELD_MANAGER, Manifest
 from conch.errors import ApiError, InvalidSpec
 
 REPORTING_CONTROLLER = "serving.conch.dev/conch-operator"
@@ -99,13 +99,6 @@ def load_api_client(pool_size: int = 16) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def _manager_time(obj: Manifest) -> str | None:
-    for entry in obj["metadata"].get("managedFields", []):
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            return str(entry.get("time"))
-    return None
-
-
 CONTENT_ERRORS = (
     "failed to create typed patch object",
     "field not declared in schema",
@@ -144,8 +137,6 @@ class Kube:
         self.api = api
         self._on_error = on_error
         self._discovery: dict[str, tuple[float, set[str]]] = {}
-        self._applied: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
-        """(kind, namespace, name) -> (the ModelService it serves, our last apply time)"""
         self._counting = threading.local()
 
     @contextlib.contextmanager
@@ -232,10 +223,12 @@ class Kube:
         result = self._call("list", "GET", kind.path(namespace), query=query)
         return list(result.get("items", []))
 
-    def dry_run(self, obj: Manifest) -> None:
+    def dry_run(self, obj: Manifest) -> bool:
         """Server-side apply with dryRun=All: everything the API server would check (schema,
-        validation, admission), nothing stored. InvalidSpec if it would refuse `obj`."""
-        self._apply_call(obj, dry_run=True)
+        validation, admission), nothing stored. InvalidSpec if it would refuse `obj`; True
+        when it would create `obj` (201: the name was free)."""
+        _, status = self._apply_call(obj, dry_run=True)
+        return status == 201
 
     def _apply_call(self, obj: Manifest, dry_run: bool) -> tuple[Any, int]:
         kind = WRITTEN[obj["kind"]]
@@ -254,31 +247,26 @@ class Kube:
         )
         return result, int(status)
 
-    def apply(self, obj: Manifest) -> tuple[Applied, Manifest]:
+    def apply(self, obj: Manifest, observed: Manifest | None = None) -> tuple[Applied, Manifest]:
         """Server-side apply with Conch's field manager; conflicts are forced (we own these).
 
-        Created comes from the 201; Updated from our managedFields entry having moved since
-        our last apply (a no-op apply writes nothing and leaves it as it was).
+        `observed` is the object as the caller last saw it (None: not there). The apply is
+        then conditional on its resourceVersion, so what it reports is exact: Created is the
+        201, Updated a resourceVersion that moved (the server wrote), Unchanged one that did
+        not (a no-op apply writes nothing). If the object changed since it was observed, the
+        API answers 409 Conflict: a temporary error, the reconcile runs again on what is
+        there now. An object that exists but was not observed (a race with its creation) is
+        reported Updated: whether the apply changed it cannot be told.
         """
-        meta = obj["metadata"]
+        seen = ((observed or {}).get("metadata") or {}).get("resourceVersion")
+        if seen is not None:
+            obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": seen}}
         result, status = self._apply_call(obj, dry_run=False)
-        ident = (obj["kind"], meta.get("namespace", ""), meta["name"])
-        stamp = _manager_time(result)
-        _, before = self._applied.get(ident, (None, None))
-        self._applied[ident] = ((meta.get("labels") or {}).get(SERVICE_LABEL), stamp)
         if status == 201:
             return Applied.CREATED, dict(result)
-        if before is not None and before != stamp:
-            return Applied.UPDATED, dict(result)
-        return Applied.UNCHANGED, dict(result)
-
-    def forget(self, namespace: str, service: str) -> None:
-        """Drop apply bookkeeping for a deleted ModelService's objects: those labelled as
-        its own (a name prefix would also match another service's, `a` taking `ab`'s)."""
-        for ident in [
-            i for i, (owner, _) in self._applied.items() if i[1] == namespace and owner == service
-        ]:
-            del self._applied[ident]
+        if seen is not None and result["metadata"].get("resourceVersion") == seen:
+            return Applied.UNCHANGED, dict(result)
+        return Applied.UPDATED, dict(result)
 
     def delete(self, obj: Manifest) -> None:
         kind = WRITTEN[obj["kind"]]
@@ -311,7 +299,8 @@ class Kube:
         )
 
     def has_kind(self, api_version: str, kind: str, ttl: float = 60) -> bool:
-        """Whether the cluster serves `kind` (e.g. a CRD that may or may not be installed)."""
+        """Whether the cluster serves `kind` (the catalog's CatalogEntry; the kinds a
+        ModelService owns are known from their informers, `Informer.served`)."""
         cached = self._discovery.get(api_version)
         if cached is None or time.monotonic() - cached[0] > ttl:
             try:

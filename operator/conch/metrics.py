@@ -64,6 +64,11 @@ class OperatorMetrics:
             buckets=(0, 1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )
+        self.events_dropped = Counter(
+            "conch_events_dropped",
+            "Events not posted because too many were waiting (Events are best effort).",
+            registry=self.registry,
+        )
         self.api_errors = Counter(
             "conch_kubernetes_api_errors",
             "Failed Kubernetes API calls by verb and HTTP status (or 'connection').",

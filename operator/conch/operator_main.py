@@ -1,4 +1,4 @@
-"""`conch operator run`: start the kopf operator with Conch's handlers."""
+"""`conch operator run`: start the operator (kopf runs the process, Conch's informers watch)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,20 @@ from typing import Any
 
 import kopf
 
-from conch import podflags, providers
+from conch import plan, podflags, providers
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
 from conch.controller import Controller
 from conch.informer import Watched
-from conch.kube import MODEL_ACCESS_GRANT, MODEL_VERSION, OWNED, Kube, load_api_client
+from conch.kube import (
+    MODEL_ACCESS_GRANT,
+    MODEL_SERVICE,
+    MODEL_VERSION,
+    OWNED,
+    Kube,
+    load_api_client,
+)
 from conch.leader import LeaderElector
 from conch.metrics import OperatorMetrics
 from conch.policy import PodPolicy, image_rule
@@ -286,7 +293,7 @@ def artifact_access(args: argparse.Namespace) -> ArtifactAccess:
 
 
 def run(args: argparse.Namespace) -> int:
-    from conch.handlers import Runtime  # registers the handlers with kopf
+    from conch.handlers import Runtime  # registers the startup and cleanup handlers
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     logging.getLogger("conch").setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -303,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
         kube.api,
         OWNED,
         MODEL_VERSION,
+        (MODEL_SERVICE, plan.service_view),
         f"{MANAGED_BY}={MANAGER}",
         args.namespace or None,
         grants=MODEL_ACCESS_GRANT,

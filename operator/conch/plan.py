@@ -135,8 +135,6 @@ class Plan:
     """One-shot request annotations consumed (removed from the ModelService)."""
     analysis: str | None = None
     """The verdict of an analysis recorded in this plan, for the operator's metrics."""
-    uses: frozenset[str] = frozenset()
-    """ModelVersions the service asks for or runs (for their status.usedBy)."""
     scale: tuple[tuple[str, int], ...] = ()
     """(Deployment name, replicas) set by a merge patch, outside server-side apply: scaling
     to zero when usage is revoked or expires (the next allowed plan applies them at size)."""
@@ -378,8 +376,6 @@ def _finish(
     analysis = None
     if new.last_analysis and new.last_analysis != before_analysis:
         analysis = new.last_analysis.verdict
-    meta = {"namespace": svc.metadata.namespace}
-    spec = {"modelVersion": svc.spec.model_version, "modelNamespace": svc.spec.model_namespace}
     requeue = 0.0 if ready.status == "True" else NOT_READY_POLL
     if refused and ready.status != "True":
         requeue = REFUSED_POLL  # a refused spec waits for a change (or a fixed Secret)
@@ -394,7 +390,6 @@ def _finish(
         ready=(ready.status, new.phase or "Pending"),
         events=tuple(events),
         analysis=analysis,
-        uses=frozenset(uses({"metadata": meta, "spec": spec, "status": wire})),
         requeue_after=requeue,
         **writes,
     )
@@ -406,6 +401,42 @@ def _canary_unschedulable(snap: Snapshot, canary: str | None) -> str | None:
     if message and any(f"Insufficient {m}" in message for m in status.ACCELERATOR_MARKERS):
         return message
     return None
+
+
+def service_view(service: Manifest) -> Manifest:
+    """What the operator keeps of each ModelService in memory: what `uses` reads (for
+    ModelVersion status.usedBy), whether it is being deleted, and what `spec_ahead` reads.
+    A reconcile reads the whole object from the API server."""
+    meta = service["metadata"]
+    recorded = service.get("status") or {}
+
+    def version(key: str) -> dict[str, Any]:
+        found = recorded.get(key)
+        return {"version": found.get("version")} if isinstance(found, dict) else {}
+
+    return {
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "generation", "deletionTimestamp")
+            if k in meta
+        },
+        "spec": {k: (service.get("spec") or {}).get(k) for k in ("modelVersion", "modelNamespace")},
+        "status": {
+            "stable": version("stable"),
+            "canary": version("canary"),
+            "phase": recorded.get("phase"),
+            "observedGeneration": recorded.get("observedGeneration"),
+        },
+    }
+
+
+def spec_ahead(service: Manifest | None) -> bool:
+    """Whether the operator has not acted on this ModelService's spec yet (new or changed):
+    such a reconcile goes before routine ones."""
+    if service is None:
+        return False
+    observed = (service.get("status") or {}).get("observedGeneration")
+    return bool(service["metadata"].get("generation") != observed)
 
 
 def uses(service: Manifest) -> set[str]:

@@ -108,7 +108,6 @@ def test_a_new_service_writes_everything_after_a_dry_run() -> None:
     assert decided.dry_run and decided.check == decided.write and decided.delete == ()
     assert ready_reason(decided) == ("False", reasons.REPLICAS_UNAVAILABLE)
     assert decided.requeue_after == plan.NOT_READY_POLL
-    assert decided.uses == {"digits-v1"}
 
 
 def test_nothing_changed_means_nothing_written() -> None:
@@ -332,3 +331,58 @@ def test_both_versions_follow_the_autoscaler_through_a_rollout(
     assert decided.status is not None
     assert decided.status["replicas"] == 4  # the pods both Deployments run now
     assert decided.status["selector"] == "serving.conch.dev/service=digits"
+USES = [
+    # (case, spec.modelVersion, status, versions used)
+    ("new", "v2", None, {"v2"}),
+    ("stable", "v2", {"stable": {"version": "v1", "readyReplicas": 1}}, {"v1", "v2"}),
+    (
+        "canary under way",
+        "v2",
+        {"stable": {"version": "v1"}, "canary": {"version": "v2"}, "phase": "Progressing"},
+        {"v1", "v2"},
+    ),
+    (
+        "rolled back: the canary is no longer run",
+        "v2",
+        {"stable": {"version": "v1"}, "canary": {"version": "v3"}, "phase": "RolledBack"},
+        {"v1", "v2"},
+    ),
+    ("a status that is not ours to trust", "v2", {"stable": "v9", "canary": 3}, {"v2"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("model_version", "recorded", "used"),
+    [pytest.param(m, r, u, id=case) for case, m, r, u in USES],
+)
+def test_what_is_kept_of_a_service_says_which_versions_it_uses(
+    model_version: str, recorded: dict[str, Any] | None, used: set[str]
+) -> None:
+    raw = {
+        "metadata": {"name": "a", "namespace": "ns", "uid": "u", "labels": {"x": "y"}},
+        "spec": {"modelVersion": model_version, "resources": {"gpus": 1}},
+        **({"status": recorded} if recorded is not None else {}),
+    }
+    kept = plan.service_view(raw)  # never fails, whatever status holds
+    assert plan.uses(kept) == used
+    assert set(kept["metadata"]) == {"name", "namespace"}  # labels, uid, ... are not kept
+
+
+@pytest.mark.parametrize(
+    ("generation", "recorded", "ahead"),
+    [
+        pytest.param(1, None, True, id="new"),
+        pytest.param(2, {"observedGeneration": 1}, True, id="spec changed"),
+        pytest.param(2, {"observedGeneration": 2, "phase": "Stable"}, False, id="acted on"),
+    ],
+)
+def test_a_spec_not_acted_on_yet_is_ahead(
+    generation: int, recorded: dict[str, Any] | None, ahead: bool
+) -> None:
+    raw = {
+        "metadata": {"name": "a", "namespace": "ns", "generation": generation},
+        "spec": {"modelVersion": "v1"},
+        **({"status": recorded} if recorded is not None else {}),
+    }
+    assert plan.spec_ahead(plan.service_view(raw)) is ahead
+    assert plan.spec_ahead(None) is False  # deleted
