@@ -73,6 +73,8 @@ class Runtime:
         def version_changed(before: Manifest | None, after: Manifest | None) -> None:
             meta = (after or before or {"metadata": {}})["metadata"]
             queue((VERSION_KIND, meta["namespace"], meta["name"]))
+            if not plan.version_matters(before, after):
+                return  # e.g. its status.usedBy, written as each new user arrives
             for key in self.controller.version_consumers(meta["namespace"], meta["name"]):
                 queue(key)
 

@@ -439,6 +439,19 @@ def spec_ahead(service: Manifest | None) -> bool:
     return bool(service["metadata"].get("generation") != observed)
 
 
+def version_matters(before: Manifest | None, after: Manifest | None) -> bool:
+    """Whether a change of a ModelVersion can change the plans of the services using it: it
+    appeared, went, or its spec, labels and annotations (sharing, terms) or deletion changed.
+    Plans never read a ModelVersion's status, so a status-only change (such as its usedBy)
+    re-reconciles no service."""
+    if before is None or after is None:
+        return True
+    return any(
+        before["metadata"].get(k) != after["metadata"].get(k)
+        for k in ("generation", "deletionTimestamp", "uid", "labels", "annotations")
+    )
+
+
 def uses(service: Manifest) -> set[str]:
     """The ModelVersions of its own namespace a ModelService asks for or still runs (stable
     and canary); none when it serves another namespace's (whose status Conch leaves alone)."""

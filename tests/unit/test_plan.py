@@ -386,3 +386,14 @@ def test_a_spec_not_acted_on_yet_is_ahead(
     }
     assert plan.spec_ahead(plan.service_view(raw)) is ahead
     assert plan.spec_ahead(None) is False  # deleted
+
+
+def test_only_a_version_change_plans_read_requeues_its_users() -> None:
+    mv = {"metadata": {"name": "v1", "uid": "u", "generation": 1}, "spec": {"model": "m"}}
+    used = {**mv, "status": {"usedBy": ["a", "b"]}}
+    assert plan.version_matters(None, mv) and plan.version_matters(mv, None)
+    assert not plan.version_matters(mv, used)  # status only: usedBy grew
+    deleting = {**used, "metadata": {**mv["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert plan.version_matters(used, deleting)
+    recreated = {**mv, "metadata": {**mv["metadata"], "uid": "other"}}
+    assert plan.version_matters(mv, recreated)
