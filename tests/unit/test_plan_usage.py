@@ -73,7 +73,18 @@ def test_a_granted_version_of_another_namespace_is_served_and_not_counted_as_its
     snap = serving(consumer(), shared())
     decided = plan.plan(snap, SETTINGS, NOW)
     assert ready_reason(decided) == ("True", reasons.AVAILABLE)
-    assert decided.uses == frozenset()  # the owner's ModelVersion status is left alone
+    svc = snap.service
+    kept = plan.service_view(  # what the operator keeps of it, for the owner's usedBy
+        {
+            "metadata": {"name": svc.metadata.name, "namespace": svc.metadata.namespace},
+            "spec": {
+                "modelVersion": svc.spec.model_version,
+                "modelNamespace": svc.spec.model_namespace,
+            },
+            "status": decided.status or {},
+        }
+    )
+    assert plan.uses(kept) == set()  # the owner's ModelVersion status is left alone
 
 
 def test_revoking_the_grant_scales_to_zero_and_deletes_nothing() -> None:
