@@ -9,7 +9,9 @@ The checks, in order (the first refusal is the one reported):
    namespace names the service (or all of its namespace) and the version (by name or by
    model). Otherwise `UsageNotGranted`, with the same message whether or not the version
    exists or parses, so a consumer cannot probe another team's namespace. Nothing else of
-   that version is read before this passes.
+   that version is read before this passes. A version deleted while a grant still names
+   the service (by that name, or by model) is no secret from it: it is reported missing
+   like one of the service's own namespace, and what runs keeps running.
 2. A version of another namespace whose artifact needs a credentials Secret:
    `CredentialsNotShared` (the Secret lives with its owner and never travels).
 3. `usage.expires` reached: `TermsExpired` (`next_expiry` gives the instant to look again).
@@ -75,6 +77,23 @@ def granted(grants: Sequence[ModelAccessGrant], svc: ModelService, mv: ModelVers
     return False
 
 
+def granted_if_gone(grants: Sequence[ModelAccessGrant], svc: ModelService, name: str) -> bool:
+    """Whether a grant in the service's model namespace names this service and could name
+    the missing version `name` (by that name, or by a model, which a deleted version no
+    longer tells)."""
+    where, consumer = model_namespace(svc), svc.metadata.namespace
+    return any(
+        grant.metadata.namespace == where
+        and any(
+            c.namespace == consumer
+            and (not c.service_names or svc.metadata.name in c.service_names)
+            for c in grant.spec.from_
+        )
+        and any(t.model_version == name or t.model is not None for t in grant.spec.to)
+        for grant in grants
+    )
+
+
 def _allowed(
     svc: ModelService, mv: ModelVersion | None, grants: Sequence[ModelAccessGrant]
 ) -> bool:
@@ -108,6 +127,8 @@ def check(
     """Why `svc` may not serve the ModelVersion `name` (`mv`, None if absent), or None."""
     where = model_namespace(svc)
     if cross_namespace(svc):
+        if mv is None and granted_if_gone(grants, svc, name):
+            return None  # deleting a version never takes capacity away by itself
         if not _allowed(svc, mv, grants):
             return UsageNotGranted(
                 f"ModelVersion {name!r} of namespace {where!r} is not granted to ModelService "

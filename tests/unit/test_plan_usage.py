@@ -97,6 +97,22 @@ def test_revoking_the_grant_scales_to_zero_and_deletes_nothing() -> None:
     assert ("Warning", reasons.USAGE_NOT_GRANTED) in events(decided)
 
 
+def test_deleting_a_granted_version_keeps_what_runs() -> None:
+    snap = serving(consumer(), shared())
+    decided = plan.plan(dataclasses.replace(snap, versions={}), SETTINGS, NOW)
+    assert decided.scale == () and decided.delete == ()  # never takes capacity away
+    conditions = {c["type"]: c for c in (decided.status or {}).get("conditions", [])}
+    assert conditions["Degraded"]["reason"] == reasons.MODEL_VERSION_NOT_FOUND
+    assert ready_reason(decided)[0] == "True"
+
+
+def test_deleting_a_version_whose_grant_is_gone_too_scales_to_zero() -> None:
+    snap = serving(consumer(), shared())
+    decided = plan.plan(dataclasses.replace(snap, versions={}, grants=[]), SETTINGS, NOW)
+    assert decided.scale == ((DEPLOYMENT, 0),)
+    assert ready_reason(decided) == ("False", reasons.USAGE_NOT_GRANTED)
+
+
 def _suspended(snap: plan.Snapshot) -> plan.Snapshot:
     """`snap` after its Deployments were scaled to zero and the refusal was written."""
     owned = {

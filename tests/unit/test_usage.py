@@ -85,7 +85,14 @@ def reason(
         (svc(), mv(usage_terms=SHARED), [], reasons.USAGE_NOT_GRANTED),
         (svc(), mv(usage_terms={}), GRANTED, reasons.USAGE_NOT_GRANTED),
         (svc(), mv(), GRANTED, reasons.USAGE_NOT_GRANTED),  # no usage: private
-        (svc(), None, GRANTED, reasons.USAGE_NOT_GRANTED),  # absent: same answer
+        (svc(), None, [], reasons.USAGE_NOT_GRANTED),  # absent: the same answer
+        # deleted while a grant still names the service: no secret from it; the plan reports
+        # it missing and keeps what runs (deleting a version never takes capacity away)
+        (svc(), None, GRANTED, None),
+        (svc(), None, [grant(to={"modelVersion": "digits-v1"})], None),
+        (svc(), None, [grant(to={"modelVersion": "digits-v2"})], reasons.USAGE_NOT_GRANTED),
+        (svc(), None, [grant(consumer="team-c")], reasons.USAGE_NOT_GRANTED),
+        (svc(), None, [grant(namespace="team-b")], reasons.USAGE_NOT_GRANTED),
         (svc(), mv(usage_terms={"allowedNamespaces": ["team-c"]}), GRANTED, "UsageNotGranted"),
         # the grant must name this namespace, this service, this version, from beside it
         (svc(), mv(usage_terms=SHARED), [grant(consumer="team-c")], "UsageNotGranted"),
@@ -141,7 +148,7 @@ def test_who_may_serve_what(
 
 
 def test_not_granted_says_the_same_whether_or_not_the_version_exists() -> None:
-    absent = usage.check(svc(), "digits-v1", None, GRANTED, NOW)
+    absent = usage.check(svc(), "digits-v1", None, [], NOW)
     private = usage.check(svc(), "digits-v1", mv(usage_terms={"terms": TERMS}), [], NOW)
     assert absent is not None and private is not None
     assert absent.message == private.message
