@@ -196,8 +196,14 @@ def _publish(args: argparse.Namespace) -> int:
     return publish.run(args)
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from conch import rollout_cli
+
+    return rollout_cli.run(args)
+
+
 def _add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`conch catalog` and `conch publish` (docs/catalog.md)."""
+    """`conch catalog`, `conch publish` (docs/catalog.md) and `conch rollout` (docs/rollouts.md)."""
     from conch.catalog_cli import add_arguments as catalog_arguments
     from conch.publish import add_arguments as publish_arguments
 
@@ -213,6 +219,13 @@ def _add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     publish_arguments(pub)
     pub.set_defaults(func=_publish)
+    from conch.rollout_cli import add_arguments as rollout_arguments
+
+    roll = sub.add_parser(
+        "rollout", help="watch and steer a ModelService's rollout (status, pause, promote, ...)"
+    )
+    rollout_arguments(roll)
+    roll.set_defaults(func=_rollout)
 
 
 def parser() -> argparse.ArgumentParser:

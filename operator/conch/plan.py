@@ -42,7 +42,9 @@ ABORT_ANNOTATION = "serving.conch.dev/abort"
 """Set (any value) to abort the rollout in progress; Conch removes it once acted on."""
 RETRY_ANNOTATION = "serving.conch.dev/retry"
 """Set (any value) to retry a rolled-back rollout; Conch removes it once acted on."""
-REQUESTS = {"abort": ABORT_ANNOTATION, "retry": RETRY_ANNOTATION}
+PROMOTE_ANNOTATION = "serving.conch.dev/promote"
+"""Set (any value) to skip the remaining canary steps and promote; Conch removes it once acted on."""
+REQUESTS = {"abort": ABORT_ANNOTATION, "retry": RETRY_ANNOTATION, "promote": PROMOTE_ANNOTATION}
 
 WARNING_REASONS = frozenset(
     {
@@ -205,6 +207,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         accuracy_drop=rollout.accuracy_drop(target.spec),
         abort_requested=ABORT_ANNOTATION in snap.annotations,
         retry_requested=RETRY_ANNOTATION in snap.annotations,
+        promote_requested=PROMOTE_ANNOTATION in snap.annotations,
     )
     decision = rollout.decide(decision_policy, current, seen, snap.samples, now)
 

@@ -14,7 +14,8 @@ One transition per call; the next call takes the next one. The edges:
     Progressing  Progressing  canary ready (the step starts), analysis passed (next step),
                               a third version (start over at step 0)
     Progressing  Paused       spec.rollout.paused
-    Progressing  Promoting    the last step passed, or strategy switched to Immediate
+    Progressing  Promoting    the last step passed, strategy switched to Immediate, or a
+                              promote request (the remaining steps are skipped)
     Progressing  RollingBack  failureLimit failed analyses in a row, abort, target
                               reverted, a third version refused by the accuracy gate,
                               a stall with onStall RollBack
@@ -23,6 +24,7 @@ One transition per call; the next call takes the next one. The edges:
                               third version (Promoting if Immediate); a stall resumes
                               only on a retry request
     Paused       RollingBack  abort, target reverted (rollbacks are never held)
+    Paused       Promoting    a promote request (a person's explicit request, like abort)
     Promoting    Stable       the new version has all its replicas ready
     RollingBack  RolledBack   no canary pod is ready any more
     RollingBack  Stable       ... and the target is the stable version again
@@ -121,6 +123,8 @@ def decide(
         acks.append(AcknowledgeRequest("abort"))
     if observation.retry_requested:
         acks.append(AcknowledgeRequest("retry"))
+    if observation.promote_requested:
+        acks.append(AcknowledgeRequest("promote"))
     return replace(decision, actions=decision.actions + tuple(acks)) if acks else decision
 
 
@@ -196,6 +200,8 @@ def _progressing(ctx: Context) -> Decision:
         if isinstance(started, Decision):
             return started
         return _enter_rollback(ctx, state, reasons.SUPERSEDED, "Aborted")
+    if ctx.observation.promote_requested and policy.target == state.canary:
+        return _enter_promoting(ctx, state, None, reasons.PROMOTE_REQUESTED)
     if policy.rollout.paused:
         if state.phase == "Paused":
             return _settle(ctx, state)
@@ -490,6 +496,7 @@ def _enter_promoting(ctx: Context, base: RolloutState, step: int | None, reason:
     why = {
         reasons.ANALYSIS_PASSED: "every step passed its analysis",
         reasons.IMMEDIATE: "strategy is Immediate",
+        reasons.PROMOTE_REQUESTED: "promotion was requested (the remaining steps are skipped)",
         reasons.SCALED_TO_ZERO: "no replicas serve, so there is no traffic to analyse",
     }.get(reason, reason)
     message = f"promoting {base.canary} over {base.stable}: {why}"

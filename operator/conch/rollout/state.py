@@ -145,6 +145,8 @@ class Observation:
     """The user asked to abort the rollout in progress (a one-shot request)."""
     retry_requested: bool = False
     """The user asked to retry a rolled-back rollout (a one-shot request)."""
+    promote_requested: bool = False
+    """The user asked to skip the remaining canary steps (a one-shot request)."""
 
     def ready_of(self, version: str | None) -> int:
         return 0 if version is None else max(0, self.ready.get(version, 0))
@@ -230,9 +232,9 @@ class RecordHistory:
 
 @dataclass(frozen=True)
 class AcknowledgeRequest:
-    """The abort/retry request was read: remove its annotation so it acts only once."""
+    """The abort/retry/promote request was read: remove its annotation so it acts only once."""
 
-    request: Literal["abort", "retry"]
+    request: Literal["abort", "retry", "promote"]
 
 
 Action = RecordHistory | AcknowledgeRequest
