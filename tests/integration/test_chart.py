@@ -200,10 +200,12 @@ def test_tenant_roles_aggregate_into_edit_and_view(offline_helm: Helm) -> None:
         aggregate + "view"
     }
     assert [(r["resources"], set(r["verbs"])) for r in edit["rules"]] == [
-        (TENANT_KINDS, WRITE | {"deletecollection"})
+        (TENANT_KINDS, WRITE | {"deletecollection"}),
+        (["modelservices/scale"], {"get", "update", "patch"}),
     ]
     assert [(r["resources"], r["verbs"]) for r in view["rules"]] == [
-        (TENANT_KINDS, ["get", "list", "watch"])
+        (TENANT_KINDS, ["get", "list", "watch"]),
+        (["modelservices/scale"], ["get"]),
     ]
     bindings = [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
     assert not [b for b in bindings if "-tenant-" in b["roleRef"]["name"]]
@@ -1080,6 +1082,46 @@ def test_service_account_can_do_its_job_and_nothing_more(
         lambda: not can_i(subject, "list", "modelservices.serving.conch.dev", namespace=elsewhere),
         what="permissions revoked by uninstall",
     )
+
+
+def test_tenants_may_scale_modelservices_through_the_aggregated_roles(
+    helm: Helm,
+    api: client.ApiClient,
+    can_i: Callable[..., bool],
+    namespace: str,
+    make_namespace: Callable[..., str],
+) -> None:
+    """A namespace's editors may `kubectl scale` a ModelService (and write an HPA that
+    scales it); its viewers may read the scale, not change it; elsewhere, nothing."""
+    release, team, elsewhere = release_name(), make_namespace(), make_namespace()
+    rbac = client.RbacAuthorizationV1Api(api)
+    for user, role in (("erin", "edit"), ("vic", "view")):
+        rbac.create_namespaced_role_binding(
+            team,
+            {
+                "metadata": {"name": user},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                ],
+            },
+        )
+    scale = ("modelservices.serving.conch.dev", "--subresource=scale")
+    try:
+        installed(helm, release, namespace)
+        eventually(lambda: can_i("erin", "patch", *scale, namespace=team), what="aggregation")
+        for verb in ("get", "update", "patch"):
+            assert can_i("erin", verb, *scale, namespace=team), verb
+            assert not can_i("erin", verb, *scale, namespace=elsewhere), verb
+        assert can_i("vic", "get", *scale, namespace=team)
+        assert not can_i("vic", "patch", *scale, namespace=team)
+        assert not can_i("vic", "update", *scale, namespace=team)
+    finally:
+        uninstall(helm, release, namespace)
 
 
 def test_namespaced_mode_grants_only_the_watched_namespaces(
