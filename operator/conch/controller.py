@@ -67,6 +67,9 @@ class Controller:
         self.events = events.Poster(self._post, dropped=metrics.events_dropped.inc)
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
+        self.consumed: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
+        """(ns, service) -> (another namespace, its versions this service serves): the
+        catalog's servedBy across namespaces (the owner's usedBy lists only its own)."""
         metrics.watch_services(lambda: dict(self.ready))
 
     def reconcile(self, key: Key) -> Next:
@@ -110,14 +113,41 @@ class Controller:
                 raise  # the work queue retries with backoff, status is left alone
             decided = plan.refused(snap, error, now)
             self.execute(raw, snap, decided)
-        return self._remember(namespace, name, decided)
+        outcome = self._remember(namespace, name, decided)
+        return dataclasses.replace(outcome, touch=outcome.touch + self._consumes(svc, raw, decided))
+
+    def _consumes(self, svc: ModelService, raw: Manifest, decided: plan.Plan) -> tuple[Key, ...]:
+        """Remember which versions of another namespace `svc` serves (unless its terms
+        refuse it); the versions that gained or lost it are looked at again."""
+        key = (svc.metadata.namespace or "", svc.metadata.name)
+        where, before = self.consumed.pop(key, ("", frozenset()))
+        served: frozenset[str] = frozenset()
+        if usage.cross_namespace(svc):
+            where = usage.model_namespace(svc)
+            recorded = decided.status if decided.status is not None else raw.get("status")
+            reason = next(
+                (
+                    c.get("reason")
+                    for c in (recorded or {}).get("conditions", [])
+                    if c.get("type") == reasons.READY
+                ),
+                None,
+            )
+            if reason not in USAGE_REFUSALS:
+                spec = {"modelVersion": svc.spec.model_version}
+                served = frozenset(
+                    plan.uses({"metadata": {"namespace": where}, "spec": spec, "status": recorded})
+                )
+            self.consumed[key] = (where, served)
+        return tuple((MODEL_VERSION.kind, where, v) for v in sorted(before ^ served))
 
     def _forget(self, namespace: str, name: str) -> Next:
         """A deleted service: the garbage collector removes what it owned (the versions it
         ran are queued by the ModelService watch: `version_users_changed`)."""
         self.ready.pop((namespace, name), None)
         self.sources.pop((namespace, name), None)
-        return Next()
+        where, consumed = self.consumed.pop((namespace, name), ("", frozenset()))
+        return Next(touch=tuple((MODEL_VERSION.kind, where, v) for v in sorted(consumed)))
 
     def _remember(self, namespace: str, name: str, decided: plan.Plan) -> Next:
         """The operator's own memory and metrics after a reconcile."""
@@ -419,7 +449,12 @@ class Controller:
         }
         if wanted != current:
             self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
-        self._catalog(namespace, name, raw, [(namespace, s) for s in used_by])
+        elsewhere = [
+            key
+            for key, (where, versions) in list(self.consumed.items())  # workers write it
+            if where == namespace and name in versions
+        ]
+        self._catalog(namespace, name, raw, [(namespace, s) for s in used_by] + elsewhere)
         return Next()
 
     def _catalog(
@@ -467,6 +502,18 @@ class Controller:
 
     def _post(self, event: events.Pending) -> None:
         self.kube.event(event.regarding, event.type, event.reason, "Reconcile", event.note)
+
+
+USAGE_REFUSALS = frozenset(
+    {
+        reasons.USAGE_NOT_GRANTED,
+        reasons.TERMS_NOT_ACCEPTED,
+        reasons.TERMS_EXPIRED,
+        reasons.CREDENTIALS_NOT_SHARED,
+        reasons.REQUEST_LOGGING_NOT_ALLOWED,
+    }
+)
+"""Ready reasons that mean a version's terms refuse the service: it serves none of it."""
 
 
 def _now() -> dt.datetime:

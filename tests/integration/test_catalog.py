@@ -526,3 +526,42 @@ def test_alice_publishes_with_terms_and_bob_finds_it(
     (row,) = [r for r in yaml.safe_load(listed.stdout) if r["namespace"] == namespace]
     assert (row["model"], row["license"], row["shared"]) == ("digits", "Apache-2.0", True)
     assert row["terms"] == f"https://legal.example.com/digits (sha256:{digest})"
+
+
+@pytest.mark.usefixtures("catalog_readers")
+def test_served_by_names_granted_consumers_in_other_namespaces(
+    cluster: Cluster, api: client.ApiClient, namespace: str, other_namespace: str
+) -> None:
+    """Bob's ModelService serving Alice's version (granted) shows in the entry's servedBy;
+    it leaves when the grant goes (refused: it serves nothing) and comes back with it."""
+    alice = as_tenant(cluster, api, namespace, "alice")
+    bob = as_tenant(cluster, api, other_namespace, "bob")
+    create_version(alice, namespace, "digits-v1", SHARED, allowedNamespaces=[other_namespace])
+    grant = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelAccessGrant",
+        "metadata": {"name": "digits"},
+        "spec": {"from": [{"namespace": other_namespace}], "to": [{"model": "digits"}]},
+    }
+    grants = (GROUP, VERSION, namespace, "modelaccessgrants")
+    custom(api).create_namespaced_custom_object(*grants, grant)
+    create_service(
+        bob, other_namespace, "scorer", modelVersion="digits-v1", modelNamespace=namespace,
+        autoscaling=None, replicas=0, resources={"gpus": 0},
+    )  # fmt: skip
+    name = f"{namespace}.digits-v1"
+    bobs = [{"namespace": other_namespace, "service": "scorer"}]
+
+    def served_by() -> list[dict[str, str]] | None:
+        found = entry(api, name)
+        return list(found["spec"].get("servedBy", [])) if found else None
+
+    eventually(lambda: served_by() == bobs, what="Bob's service in servedBy")
+    custom(api).delete_namespaced_custom_object(*grants, "digits")
+    eventually(lambda: served_by() == [], what="servedBy without the grant")
+    custom(api).create_namespaced_custom_object(*grants, grant)
+    eventually(lambda: served_by() == bobs, what="back with the grant")
+    custom(bob).delete_namespaced_custom_object(
+        GROUP, VERSION, other_namespace, "modelservices", "scorer"
+    )
+    eventually(lambda: served_by() == [], what="servedBy emptied")
