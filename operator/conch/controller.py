@@ -67,9 +67,6 @@ class Controller:
         self.events = events.Poster(self._post, dropped=metrics.events_dropped.inc)
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
-        self.consumed: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
-        """(ns, service) -> (another namespace, its versions this service serves): the
-        catalog's servedBy across namespaces (the owner's usedBy lists only its own)."""
         metrics.watch_services(lambda: dict(self.ready))
 
     def reconcile(self, key: Key) -> Next:
@@ -113,41 +110,14 @@ class Controller:
                 raise  # the work queue retries with backoff, status is left alone
             decided = plan.refused(snap, error, now)
             self.execute(raw, snap, decided)
-        outcome = self._remember(namespace, name, decided)
-        return dataclasses.replace(outcome, touch=outcome.touch + self._consumes(svc, raw, decided))
-
-    def _consumes(self, svc: ModelService, raw: Manifest, decided: plan.Plan) -> tuple[Key, ...]:
-        """Remember which versions of another namespace `svc` serves (unless its terms
-        refuse it); the versions that gained or lost it are looked at again."""
-        key = (svc.metadata.namespace or "", svc.metadata.name)
-        where, before = self.consumed.pop(key, ("", frozenset()))
-        served: frozenset[str] = frozenset()
-        if usage.cross_namespace(svc):
-            where = usage.model_namespace(svc)
-            recorded = decided.status if decided.status is not None else raw.get("status")
-            reason = next(
-                (
-                    c.get("reason")
-                    for c in (recorded or {}).get("conditions", [])
-                    if c.get("type") == reasons.READY
-                ),
-                None,
-            )
-            if reason not in USAGE_REFUSALS:
-                spec = {"modelVersion": svc.spec.model_version}
-                served = frozenset(
-                    plan.uses({"metadata": {"namespace": where}, "spec": spec, "status": recorded})
-                )
-            self.consumed[key] = (where, served)
-        return tuple((MODEL_VERSION.kind, where, v) for v in sorted(before ^ served))
+        return self._remember(namespace, name, decided)
 
     def _forget(self, namespace: str, name: str) -> Next:
         """A deleted service: the garbage collector removes what it owned (the versions it
         ran are queued by the ModelService watch: `version_users_changed`)."""
         self.ready.pop((namespace, name), None)
         self.sources.pop((namespace, name), None)
-        where, consumed = self.consumed.pop((namespace, name), ("", frozenset()))
-        return Next(touch=tuple((MODEL_VERSION.kind, where, v) for v in sorted(consumed)))
+        return Next()
 
     def _remember(self, namespace: str, name: str, decided: plan.Plan) -> Next:
         """The operator's own memory and metrics after a reconcile."""
@@ -409,7 +379,12 @@ class Controller:
 
         namespace = (after or before or {"metadata": {}})["metadata"].get("namespace", "")
         changed = using(before) ^ using(after)
-        return [(MODEL_VERSION.kind, namespace, v) for v in sorted(changed)]
+        keys = [(MODEL_VERSION.kind, namespace, v) for v in sorted(changed)]
+        was, now = serves_elsewhere(before), serves_elsewhere(after)
+        for where in sorted(set(was) | set(now)):  # the catalog's servedBy of those
+            gone_or_new = set(was.get(where, ())) ^ set(now.get(where, ()))
+            keys += [(MODEL_VERSION.kind, where, v) for v in sorted(gone_or_new)]
+        return keys
 
     def version_users(self, namespace: str, version: str) -> list[str]:
         """The ModelServices that use `version`, from the watched ModelServices."""
@@ -450,9 +425,9 @@ class Controller:
         if wanted != current:
             self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
         elsewhere = [
-            key
-            for key, (where, versions) in list(self.consumed.items())  # workers write it
-            if where == namespace and name in versions
+            (s["metadata"]["namespace"], s["metadata"]["name"])
+            for s in self.watched.services.values()
+            if name in serves_elsewhere(s).get(namespace, ())
         ]
         self._catalog(namespace, name, raw, [(namespace, s) for s in used_by] + elsewhere)
         return Next()
@@ -514,6 +489,28 @@ USAGE_REFUSALS = frozenset(
     }
 )
 """Ready reasons that mean a version's terms refuse the service: it serves none of it."""
+
+
+def serves_elsewhere(service: Manifest | None) -> dict[str, set[str]]:
+    """{another namespace: its versions} a ModelService serves through spec.modelNamespace
+    while their terms let it (the catalog's servedBy; the owner's usedBy lists only its own
+    namespace's services)."""
+    if service is None or service["metadata"].get("deletionTimestamp"):
+        return {}
+    spec = service.get("spec") or {}
+    where = spec.get("modelNamespace")
+    if not where or where == service["metadata"].get("namespace"):
+        return {}
+    recorded = service.get("status") or {}
+    ready = [c for c in recorded.get("conditions", []) if c.get("type") == reasons.READY]
+    if ready and ready[0].get("reason") in USAGE_REFUSALS:
+        return {where: set()}
+    view = {
+        "metadata": {"namespace": where},
+        "spec": {"modelVersion": spec.get("modelVersion")},
+        "status": recorded,
+    }
+    return {where: plan.uses(view)}
 
 
 def _now() -> dt.datetime:

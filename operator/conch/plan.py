@@ -408,7 +408,8 @@ def _canary_unschedulable(snap: Snapshot, canary: str | None) -> str | None:
 
 def service_view(service: Manifest) -> Manifest:
     """What the operator keeps of each ModelService in memory: what `uses` reads (for
-    ModelVersion status.usedBy), whether it is being deleted, and what `spec_ahead` reads.
+    ModelVersion status.usedBy), whether it is being deleted, what `spec_ahead` reads, and
+    its Ready reason (`controller.serves_elsewhere`).
     A reconcile reads the whole object from the API server."""
     meta = service["metadata"]
     recorded = service.get("status") or {}
@@ -429,6 +430,12 @@ def service_view(service: Manifest) -> Manifest:
             "canary": version("canary"),
             "phase": recorded.get("phase"),
             "observedGeneration": recorded.get("observedGeneration"),
+            # the Ready reason alone: whether a version's terms refuse it (catalog servedBy)
+            "conditions": [
+                {"type": c.get("type"), "reason": c.get("reason")}
+                for c in recorded.get("conditions") or []
+                if isinstance(c, dict) and c.get("type") == reasons.READY
+            ],
         },
     }
 
