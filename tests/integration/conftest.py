@@ -12,6 +12,7 @@ from kubernetes import client, config
 
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
+from conch.dev.prometheus import PrometheusProcess
 from conch.dev.toolchain import Toolchain, ensure_toolchain
 from tests.support import eventually
 
@@ -74,6 +75,16 @@ def operator(
     """The operator, watching all namespaces, as a child process stopped by pid."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     proc = OperatorProcess(cluster.kubeconfig, log).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
+    """A real Prometheus on loopback (its targets: `Backends`' real Tritons)."""
+    proc = PrometheusProcess(tmp_path_factory.mktemp("prometheus")).start()
     try:
         yield proc
     finally:

@@ -25,9 +25,12 @@ from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
+from conch.dev.prometheus import PrometheusProcess
 from conch.dev.toolchain import Toolchain
+from conch.dev.traffic import Backends
 from conch.policy import PodPolicy
 from conch.providers import Source
+from tests.integration.test_rollout import FAST_ROLLOUT, phase, promoted, start_rollout, traffic
 from tests.support import create_service, create_version, eventually, wait_for
 
 pytestmark = pytest.mark.integration
@@ -1167,6 +1170,26 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
         assert gone(lambda ns=ns: rbac.read_namespaced_role_binding(fullname, ns))
 
 
+def token_kubeconfig(
+    api: client.ApiClient, cluster: Cluster, account: str, namespace: str, directory: Path
+) -> Path:
+    """A kubeconfig holding only a ServiceAccount's token: its rights, nothing more."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(account, namespace, request)
+        .status.token
+    )
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = account
+    path = directory / f"{account}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_operator_reconciles_with_the_chart_service_account(
     helm: Helm,
     api: client.ApiClient,
@@ -1181,20 +1204,7 @@ def test_operator_reconciles_with_the_chart_service_account(
     fullname = f"{release}-conch"
     installed(helm, release, system)
     try:
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-        )
-        token = (
-            client.CoreV1Api(api)
-            .create_namespaced_service_account_token(fullname, system, request)
-            .status.token
-        )
-        admin = yaml.safe_load(cluster.kubeconfig.read_text())
-        admin["users"] = [{"name": "operator", "user": {"token": token}}]
-        admin["contexts"][0]["context"]["user"] = "operator"
-        kubeconfig = tmp_path / "operator.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(admin))
-
+        kubeconfig = token_kubeconfig(api, cluster, fullname, system, tmp_path)
         operator.stop()
         as_chart = OperatorProcess(kubeconfig, tmp_path / "operator.log").start()
         try:
@@ -1208,6 +1218,60 @@ def test_operator_reconciles_with_the_chart_service_account(
             as_chart.stop()
             operator.start()
     finally:
+        uninstall(helm, release, system)
+
+
+def test_installed_chart_completes_an_analysed_canary(
+    helm: Helm,
+    api: client.ApiClient,
+    cluster: Cluster,
+    operator: OperatorProcess,
+    prometheus: PrometheusProcess,
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """The chart as installed: the operator runs with its Deployment's own flags (the
+    documented metrics.source values pointing at a real Prometheus) and its ServiceAccount's
+    token, and promotes a canary on analyses of real Tritons' metrics."""
+    release, system = release_name(), make_namespace()
+    fullname = f"{release}-conch"
+    installed(helm, release, system, f"--set=metrics.source.url={prometheus.url}")
+    (container,) = (
+        client.AppsV1Api(api)
+        .read_namespaced_deployment(fullname, system)
+        .spec.template.spec.containers
+    )
+    local = ("--metrics-bind-address=", "--health-bind-address=")  # OperatorProcess binds loopback
+    flags = [a for a in container.args if not a.startswith(local)]
+    assert f"--prometheus-url={prometheus.url}" in flags
+    kubeconfig = token_kubeconfig(api, cluster, fullname, system, tmp_path)
+    workload = make_namespace()
+    backends = Backends(prometheus, workload, "digits")
+    operator.stop()
+    pod = {"POD_NAMESPACE": system, "POD_NAME": f"{fullname}-0"}  # --leader-elect's downward API
+    as_chart = OperatorProcess(kubeconfig, tmp_path / "operator.log", *flags, env=pod)
+    try:
+        as_chart.start()
+        create_version(api, workload, "digits-v1")
+        create_version(api, workload, "digits-v2")
+        create_service(
+            api, workload, autoscaling=None, replicas=2, resources={"gpus": 1}, rollout=FAST_ROLLOUT
+        )
+        eventually(lambda: phase(api, workload).get("phase") == "Stable", 90, what="Stable")
+        backends.start("digits-v1")
+        backends.start("digits-v2")
+        with traffic(api, workload, backends):
+            start_rollout(api, workload, "digits-v2")
+            done = promoted(api, workload, what="the canary promoted on analysis")
+        assert done["rolloutHistory"][-1]["reason"] == "AnalysisPassed"
+        assert done["lastAnalysis"]["verdict"] == "Passed"
+        # RBAC refusals name the user (a namespace an earlier test left terminating may
+        # refuse writes too: not the chart's doing, so not counted by code="403")
+        assert "forbidden: User" not in (tmp_path / "operator.log").read_text()
+    finally:
+        backends.stop()
+        as_chart.stop()
+        operator.start()
         uninstall(helm, release, system)
 
 

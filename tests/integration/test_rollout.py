@@ -42,15 +42,6 @@ FAST_ROLLOUT = {
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
-    proc = PrometheusProcess(tmp_path_factory.mktemp("prometheus")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
 def analysing_operator(
     cluster: Cluster,
     operator: OperatorProcess,
