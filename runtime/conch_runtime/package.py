@@ -292,7 +292,7 @@ def _output_errors(
 
 def _tool_versions() -> dict[str, str]:
     versions = {}
-    for dist in ("torch", "torchao", "onnx", "onnxruntime", "tritonclient", "nvidia-pytriton"):
+    for dist in ("torch", "onnx", "onnxruntime", "tritonclient", "nvidia-pytriton"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return versions

@@ -75,14 +75,14 @@ def test_lock_pins_every_requirement_of_the_extra_and_hashes_each(extra: str) ->
     assert all("--hash=sha256:" in block for block in blocks)
 
 
-def test_triton_lock_pins_its_in_file_torchao_included() -> None:
-    """The Triton image carries what `python`-format packages import (torchao for int8
-    packages too), at the versions images/triton.in names."""
+def test_triton_lock_pins_its_in_file() -> None:
+    """The Triton image carries what `python`-format packages import (torch and numpy; int8
+    packages are frozen TorchScript), at the versions images/triton.in names."""
     lines = (ROOT / "images" / "triton.in").read_text().splitlines()
     wanted = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     pinned = images.lock_references((ROOT / "images" / "locks" / "triton.txt").read_text())
     assert wanted <= pinned
-    assert {"torch", "torchao", "numpy"} <= {p.split("==")[0] for p in pinned}
+    assert {"torch", "numpy"} <= {p.split("==")[0] for p in pinned}
 
 
 def test_lock_references_normalize_names_and_skip_hashes() -> None:
