@@ -18,12 +18,13 @@ measured. Then `wrk` (compiled; pinned to another core with taskset; `post.lua` 
 file) drives each at 1, 8 and 32 connections for a fixed duration, and the table gives
 requests/s, p50 and p99 (wrk's histogram), and each against Flask's at the same concurrency.
 Ratios, not absolute figures, are comparable on a shared machine. Every process is stopped
-by its pid, whatever happens.
+by its pid, whatever happens, and its process group checked empty before the table prints;
+progress is printed (flushed) through the load phase, which is silent for minutes otherwise.
 
 Targets: Triton at least 3x Flask's requests/s at 32 connections, p99 no worse; the int8
 package at least fp32's requests/s at 32 connections (issue 15).
 
-    .venv/bin/python benchmarks/serving.py [--duration 10] [--queue-delay-us 0]
+    .venv/bin/python benchmarks/serving.py [--duration 10] [--warmup 2] [--queue-delay-us 0]
 
 Needs `wrk` (`apt-get install -y wrk`; run as root, the script installs it) and the dev extra
 (flask, fastapi, uvicorn), and 2 CPUs it may use.
@@ -45,13 +46,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
+
+if TYPE_CHECKING:
+    from conch_runtime.triton import TritonServer
 
 HOST = "127.0.0.1"
 NAME = "digits"
@@ -211,16 +215,26 @@ def pinned(cpu: int) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def check_pinned(pgid: int, cpu: int) -> int:
-    """How many threads the process group `pgid` has; AssertionError if one may leave `cpu`."""
-    threads = 0
+def group_members(pgid: int) -> list[Path]:
+    """The /proc entries of the live (not zombie) processes in process group `pgid`."""
+    members = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            stat = (proc / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(proc)
+    return members
+
+
+def check_pinned(pgid: int, cpu: int) -> int:
+    """How many threads the process group `pgid` has; AssertionError if one may leave `cpu`."""
+    threads = 0
+    for proc in group_members(pgid):
+        try:
             for task in (proc / "task").iterdir():
                 allowed = os.sched_getaffinity(int(task.name))
                 assert allowed == {cpu}, f"thread {task.name} of {pgid} may run on {allowed}"
@@ -229,6 +243,25 @@ def check_pinned(pgid: int, cpu: int) -> int:
             continue  # gone meanwhile
     assert threads, f"no process in group {pgid}"
     return threads
+
+
+def stop_servers(triton: TritonServer, pids: dict[str, int]) -> None:
+    """Stop every server this run started, by pid (each in its own process group), and
+    check that no process of those groups is left: a stray one (a Triton Python-backend
+    stub, a uvicorn child) would outlive the benchmark. Timed, so a slow stop shows."""
+    began = time.monotonic()
+    triton.stop(timeout=10)
+    for name, pid in pids.items():
+        if name != "triton":
+            stop_pid(pid, grace=5)
+    left = {name: [p.name for p in group_members(pid)] for name, pid in pids.items()}
+    left = {name: members for name, members in left.items() if members}
+    print(
+        f"servers stopped by pid in {time.monotonic() - began:.1f}s: {', '.join(pids)}",
+        flush=True,
+    )
+    if left:
+        raise RuntimeError(f"processes left after stopping the servers: {left}")
 
 
 def post(url: str, body: bytes) -> dict[str, Any]:
@@ -257,10 +290,10 @@ def start_python_server(kind: str, model_file: Path, workdir: Path) -> tuple[int
 
 
 def run_wrk(
-    wrk: str, endpoint: Endpoint, body_file: Path, connections: int, seconds: float, cpu: int
+    wrk: str, endpoint: Endpoint, body_file: Path, connections: int, seconds: int, cpu: int
 ) -> Result:
     """One wrk run (one thread) pinned to `cpu`; its figures from post.lua's JSON line."""
-    argv = ["taskset", "-c", str(cpu), wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s"]
+    argv = ["taskset", "-c", str(cpu), wrk, "-t1", f"-c{connections}", f"-d{seconds}s"]
     argv += ["--timeout", "10s", "-s", str(LUA), endpoint.url, "--", str(body_file)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -278,8 +311,9 @@ def run_wrk(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server")
+    # wrk takes whole seconds only (`-d0.5s` is a usage error)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument(
         "--queue-delay-us", type=int, default=0, help="Triton's max_queue_delay_microseconds"
@@ -412,6 +446,8 @@ def main() -> None:
             print(flush=True)
 
             os.sched_setaffinity(0, {load_cpu})  # this process only waits for wrk from now on
+            runs = len(endpoints) * (args.warmup + len(CONNECTIONS) * args.duration)
+            print(f"wrk: {len(endpoints)} servers, about {runs}s of load", flush=True)
             bodies = {}
             for endpoint in endpoints:
                 bodies[endpoint.name] = workdir / f"{endpoint.name}.json"
@@ -423,11 +459,12 @@ def main() -> None:
                     results[endpoint.name, connections] = run_wrk(
                         wrk, endpoint, bodies[endpoint.name], connections, args.duration, load_cpu
                     )
+                print(
+                    f"  {connections} connections: {len(endpoints)} x {args.duration:g}s done",
+                    flush=True,
+                )
         finally:
-            triton.stop()
-            for name, pid in pids.items():
-                if name != "triton":
-                    stop_pid(pid)
+            stop_servers(triton, pids)
 
     header = (
         f"{'conns':>5}  {'server':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
@@ -471,7 +508,7 @@ def main() -> None:
         + ", ".join(f"{r:.2f}x at {c}" for r, c in zip(served, CONNECTIONS, strict=True))
         + f" -> {'MET' if int8_met else 'MISSED'}"
     )
-    print(f"whole run: {time.monotonic() - began:.0f}s")
+    print(f"whole run: {time.monotonic() - began:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
