@@ -26,6 +26,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from conch.dev import pki as pkimod
 from conch.dev.cluster import Cluster
 from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
 from conch_runtime.manifest import Manifest
@@ -235,13 +236,7 @@ def test_conch_catalog_shows_what_the_caller_may_see(
     create_version(bob, other_namespace, "bob-private", {})
     eventually(lambda: entry(api, f"{namespace}.digits-v1"), what="the shared entry")
 
-    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
-    for user in kubeconfig["users"]:
-        user["user"]["as"] = "bob"  # kubectl's --as: impersonation from the kubeconfig
-    for context in kubeconfig["contexts"]:
-        context["context"]["namespace"] = other_namespace
-    path = tmp_path / "bob.kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
+    path = tenant_kubeconfig(cluster, "bob", other_namespace, tmp_path / "bob.kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(path)}
     out = subprocess.run(
         [sys.executable, "-m", "conch.cli", "catalog", "-o", "json"],
@@ -423,12 +418,16 @@ def s3() -> Iterator[S3Server]:
 
 
 def tenant_kubeconfig(cluster: Cluster, user: str, namespace: str, path: Path) -> Path:
-    """The cluster's kubeconfig acting as `user` (kubectl's --as) in `namespace`."""
+    """A kubeconfig that authenticates as `user` (a client certificate signed by the
+    cluster's CA), in `namespace`: the user's rights and nothing more. (A kubeconfig's
+    `as:` would not do: the Python client ignores impersonation settings.)"""
+    cert, key = pkimod.issue(pkimod.load(cluster.directory), path.with_suffix(""), user)
     kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
-    for entry_ in kubeconfig["users"]:
-        entry_["user"]["as"] = user
+    kubeconfig["users"] = [
+        {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+    ]
     for context in kubeconfig["contexts"]:
-        context["context"]["namespace"] = namespace
+        context["context"] |= {"user": user, "namespace": namespace}
     path.write_text(yaml.safe_dump(kubeconfig))
     return path
 
