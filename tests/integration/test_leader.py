@@ -1,9 +1,11 @@
 """Leader election on a real API server's Lease: one leader at a time, a clean handover
-within one retry, a takeover after a crashed leader's lease expires, and exactly one
+within one retry, a takeover after a crashed leader's lease expires (also between two real
+operator replicas), and exactly one
 winner when two candidates race for a free Lease."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -137,3 +139,54 @@ def reconciles(operator: OperatorProcess) -> float:
         for line in operator.metrics().splitlines()
         if line.startswith("conch_reconcile_total{")
     )
+
+
+def test_two_replicas_fail_over_when_the_leader_dies(
+    api: client.ApiClient, cluster: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's two replicas: only the leader reconciles; SIGKILL it (no handover) and
+    the standby takes the Lease once it expires and reconciles a change made meanwhile."""
+    replicas = {
+        name: OperatorProcess(
+            cluster.kubeconfig,
+            tmp_path / f"{name}.log",
+            f"--namespace={namespace}",
+            "--leader-elect",
+            "--leader-election-id=conch-operator",
+            env={"POD_NAMESPACE": namespace, "POD_NAME": name},
+        )
+        for name in ("operator-a", "operator-b")
+    }
+    try:
+        for replica in replicas.values():
+            replica.start()
+        create_version(api, namespace)
+        create_service(api, namespace, autoscaling=None, replicas=1)
+        eventually(lambda: holder(api, namespace) in replicas, what="one replica leads")
+        leader = str(holder(api, namespace))
+        (standby,) = set(replicas) - {leader}
+        eventually(lambda: reconciles(replicas[leader]) > 0, what="the leader reconciling")
+        assert reconciles(replicas[standby]) == 0
+        replicas[leader].stop(signal.SIGKILL)
+        killed = time.monotonic()
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "serving.conch.dev", "v1alpha1", namespace, "modelservices", "digits",
+            {"spec": {"replicas": 2}},
+        )  # fmt: skip
+        eventually(lambda: holder(api, namespace) == standby, 60, what="the standby leads")
+        eventually(lambda: reconciles(replicas[standby]) > 0, 30, what="the new leader reconciling")
+        eventually(
+            lambda: (
+                [
+                    d.spec.replicas
+                    for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+                ]
+                == [2]
+            ),
+            30,
+            what="the change made while no one led, applied by the new leader",
+        )
+        assert time.monotonic() - killed < 60
+    finally:
+        for replica in replicas.values():
+            replica.stop()
