@@ -1,7 +1,6 @@
 """Leader election on a real API server's Lease: one leader at a time, a clean handover
 within one retry, a takeover after a crashed leader's lease expires (also between two real
-operator replicas), and exactly one
-winner when two candidates race for a free Lease."""
+operator replicas), and exactly one winner when two candidates race for a free Lease."""
 
 from __future__ import annotations
 
