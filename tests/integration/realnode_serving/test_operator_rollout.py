@@ -16,7 +16,9 @@ test, so the node starts each Triton once):
 
 from __future__ import annotations
 
+import math
 import re
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,9 @@ from tests.integration.realnode_serving.helpers import (
 from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
 from tests.support import GROUP, VERSION, eventually
 
-REQUESTS = 200
+REQUESTS = 120
+LOAD_SECONDS = 150
+"""0.5-2 requests a second get through on a busy 2-core machine (CPU Tritons)."""
 SUCCESS = re.compile(r'^nv_inference_request_success\{[^}]*model="mlp"[^}]*\} (\S+)$', re.M)
 VERSION_LABEL = "serving.conch.dev/version"
 
@@ -129,20 +133,26 @@ def test_serving_then_a_rollout_to_int8_split_between_real_pods(
     selector = {"serving.conch.dev/service": "mlp"}
     load = PodLoad(
         real.core, ns, selector, real.node.dialable, "/v2/models/mlp/infer", body,
-        max_requests=REQUESTS, max_seconds=120,
+        max_requests=REQUESTS, max_seconds=LOAD_SECONDS,
     )  # fmt: skip
-    with load:
+    began = time.monotonic()
+    with load:  # until its budget or its time is spent (a busy machine gets fewer through)
         eventually(
-            lambda: sum(load.ok.values()) + sum(load.failed.values()) >= REQUESTS,
-            timeout=150,
+            lambda: (
+                sum(load.ok.values()) + sum(load.failed.values()) >= REQUESTS
+                or time.monotonic() - began > LOAD_SECONDS + 5
+            ),
+            timeout=LOAD_SECONDS + 30,
             what="the load loop's requests",
         )
     counted = {v: _served(ip) - before[v] for v, ip in ips.items()}
     assert sum(load.failed.values()) == 0, load.failed
     assert counted == dict(load.ok)  # each pod's Triton counted what was sent to it
-    share = counted[v2] / sum(counted.values())
-    # 200 uniform picks between two pods: the canary's share is 50% +- 14% (4 sigma)
-    assert 0.36 <= share <= 0.64, (share, counted)
+    total = sum(counted.values())
+    assert total >= 40, counted
+    share = counted[v2] / total
+    # n uniform picks between two pods: the canary's share is 50% within 4 sigma
+    assert abs(share - 0.5) <= 4 * 0.5 / math.sqrt(total), (share, counted)
     assert _status(custom, ns)["canary"]["weight"] == 50
 
     served = example_logits(ips[v2], "mlp")
