@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,6 +20,7 @@ from typing import Any
 from kubernetes import client
 
 from conch.builders.meta import VERSION_LABEL
+from conch.dev.loadloop import LoadLoop
 
 __all__ = ["Endpoint", "PodLoad", "infer_body", "ready_endpoints"]
 
@@ -68,7 +67,7 @@ def infer_body(inputs: dict[str, Any]) -> bytes:
     return json.dumps({"inputs": tensors}).encode()
 
 
-class PodLoad:
+class PodLoad(LoadLoop):
     """Requests from SENDERS threads, bounded in time and count, each to a random ready
     pod of `selector` in `namespace` (the list refreshed every 0.3 s); counts successes and
     failures per version and per pod."""
@@ -93,64 +92,38 @@ class PodLoad:
         self.failed: Counter[str] = Counter()
         self.per_pod: Counter[str] = Counter()
         """Successful requests per pod name."""
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + max_seconds
-        self._budget = max_requests
-        self._threads = [threading.Thread(target=self._watch, daemon=True)] + [
-            threading.Thread(target=self._send, daemon=True) for _ in range(SENDERS)
-        ]
+        super().__init__(SENDERS, max_seconds, max_requests)
 
-    def __enter__(self) -> PodLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
+    def refresh(self) -> None:
+        try:
+            pods = self._core.list_namespaced_pod(
+                self._namespace, label_selector=self._selector
+            ).items
+            self.endpoints = ready_endpoints(pods, self._dialable)
+        except Exception:  # a failed list keeps the last endpoints
+            pass
 
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pods = self._core.list_namespaced_pod(
-                    self._namespace, label_selector=self._selector
-                ).items
-                self.endpoints = ready_endpoints(pods, self._dialable)
-            except Exception:  # a failed list keeps the last endpoints
-                pass
-            self._stop.wait(0.3)
-
-    def _take(self) -> bool:
+    def send_one(self) -> None:
+        endpoints = self.endpoints
+        if not endpoints:
+            self.pause(0.1)
+            return
+        target = random.choice(endpoints)
+        request = urllib.request.Request(
+            f"http://{target.ip}:8000{self._path}",
+            data=self._body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            ok = True
+        except OSError:
+            ok = False
         with self._lock:
-            if self._budget <= 0 or time.monotonic() > self._deadline:
-                return False
-            self._budget -= 1
-            return True
-
-    def _send(self) -> None:
-        while not self._stop.is_set() and self._take():
-            endpoints = self.endpoints
-            if not endpoints:
-                self._stop.wait(0.1)
-                continue
-            target = random.choice(endpoints)
-            request = urllib.request.Request(
-                f"http://{target.ip}:8000{self._path}",
-                data=self._body,
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    response.read()
-                ok = True
-            except OSError:
-                ok = False
-            with self._lock:
-                if ok:
-                    self.ok[target.version] += 1
-                    self.per_pod[target.pod] += 1
-                else:
-                    self.failed[target.version] += 1
-            self._stop.wait(0.01)
+            if ok:
+                self.ok[target.version] += 1
+                self.per_pod[target.pod] += 1
+            else:
+                self.failed[target.version] += 1
+        self.pause(0.01)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from conch.dev.loadloop import LoadLoop
 from conch.dev.prometheus import PrometheusProcess, Target
 from conch.providers.queries import VERSION_LABEL
 from conch_runtime.triton import TritonServer
@@ -75,7 +75,7 @@ class Backends:
             server.stop()
 
 
-class Traffic:
+class Traffic(LoadLoop):
     """A load loop bounded in time and count: each request goes to the canary with the
     weight `split()` reports (polled every 0.3 s), else to the stable version."""
 
@@ -92,55 +92,29 @@ class Traffic:
         self.split: Split = (None, None, 0)
         self.log: list[tuple[float, str, bool]] = []
         """(monotonic time, version, succeeded) of every request, in completion order."""
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + max_seconds
-        self._budget = max_requests
-        self._threads = [threading.Thread(target=self._watch, daemon=True)] + [
-            threading.Thread(target=self._send, daemon=True) for _ in range(senders)
-        ]
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        super().__init__(senders, max_seconds, max_requests)
 
     def count(self, version: str, ok: bool) -> int:
         with self._lock:
             return sum(1 for _, v, good in self.log if v == version and good == ok)
 
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.split = self._split_source()
-            self._stop.wait(0.3)
+    def refresh(self) -> None:
+        self.split = self._split_source()
 
-    def _take(self) -> bool:
+    def send_one(self) -> None:
+        stable, canary, weight = self.split
+        version = canary if canary and random.uniform(0, 100) < weight else stable
+        server = self.backends.servers.get(version or "")
+        if server is None:
+            self.pause(0.1)
+            return
+        url = f"http://{server.http_url}/v2/models/echo/infer"
+        request = urllib.request.Request(url, data=REQUEST, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                ok = True
+        except OSError:
+            ok = False
         with self._lock:
-            if self._budget <= 0 or time.monotonic() > self._deadline:
-                return False
-            self._budget -= 1
-            return True
-
-    def _send(self) -> None:
-        while not self._stop.is_set() and self._take():
-            stable, canary, weight = self.split
-            version = canary if canary and random.uniform(0, 100) < weight else stable
-            server = self.backends.servers.get(version or "")
-            if server is None:
-                self._stop.wait(0.1)
-                continue
-            url = f"http://{server.http_url}/v2/models/echo/infer"
-            request = urllib.request.Request(url, data=REQUEST, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=5):
-                    ok = True
-            except OSError:
-                ok = False
-            with self._lock:
-                self.log.append((time.monotonic(), version or "", ok))
-            self._stop.wait(0.02)
+            self.log.append((time.monotonic(), version or "", ok))
+        self.pause(0.02)
