@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +94,28 @@ def wait_for(
         return None
 
     return eventually(matches, timeout, what=f"{name} {type_}={status} {reason or ''}")
+
+
+def as_user(
+    kubeconfig: Path,
+    admin: client.ApiClient,
+    namespace: str,
+    user: str,
+    rules: list[dict[str, Any]],
+    role: str = "tenant",
+) -> client.ApiClient:
+    """An ApiClient that acts as `user` (impersonation by the admin), whose only rights are
+    `rules` in `namespace` (a Role and RoleBinding named `role`)."""
+    rbac = client.RbacAuthorizationV1Api(admin)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": role}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+    api = config.new_client_from_config(str(kubeconfig))
+    api.set_default_header("Impersonate-User", user)
+    return api

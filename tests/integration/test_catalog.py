@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from conch.dev import pki as pkimod
@@ -31,7 +31,7 @@ from conch.dev.cluster import Cluster
 from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
 from conch_runtime.manifest import Manifest
 from conch_runtime.modelversion import MODELVERSION, dump_yaml
-from tests.support import GROUP, VERSION, create_service, eventually, example, stays
+from tests.support import GROUP, VERSION, as_user, create_service, eventually, example, stays
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 
@@ -79,19 +79,7 @@ def catalog_readers(api: client.ApiClient) -> Iterator[None]:
 
 
 def as_tenant(cluster: Cluster, api: client.ApiClient, ns: str, user: str) -> client.ApiClient:
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role(ns, {"metadata": {"name": "tenant"}, "rules": TENANT_RULES})
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": "tenant"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        },
-    )
-    tenant = config.new_client_from_config(str(cluster.kubeconfig))
-    tenant.set_default_header("Impersonate-User", user)
-    return tenant
+    return as_user(cluster.kubeconfig, api, ns, user, TENANT_RULES)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from conch.builders.meta import version_child_name
@@ -24,6 +24,7 @@ from tests.support import (
     GROUP,
     ROOT,
     VERSION,
+    as_user,
     create_service,
     create_version,
     eventually,
@@ -67,19 +68,7 @@ CAN_I = [
 @pytest.fixture
 def tenant(cluster: Cluster, api: client.ApiClient, namespace: str) -> client.ApiClient:
     """An ApiClient acting as the tenant, bound to its Role in `namespace`."""
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "tenant"}, "rules": TENANT_RULES})
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "tenant"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TENANT}],
-        },
-    )
-    as_tenant = config.new_client_from_config(str(cluster.kubeconfig))
-    as_tenant.set_default_header("Impersonate-User", TENANT)
-    return as_tenant
+    return as_user(cluster.kubeconfig, api, namespace, TENANT, TENANT_RULES)
 
 
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:

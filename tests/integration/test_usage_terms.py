@@ -15,11 +15,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conch.dev.cluster import Cluster
-from tests.support import GROUP, VERSION, eventually, example, get_service, stays, wait_for
+from tests.support import (
+    GROUP,
+    VERSION,
+    as_user,
+    eventually,
+    example,
+    get_service,
+    stays,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 
@@ -40,25 +49,8 @@ class Team:
     def __init__(self, cluster: Cluster, admin: client.ApiClient, name: str) -> None:
         self.ns = f"{name}-{uuid.uuid4().hex[:6]}"
         self.user = f"user-{self.ns}"
-        core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
-        core.create_namespace({"metadata": {"name": self.ns}})
-        rbac.create_namespaced_role(self.ns, {"metadata": {"name": "team"}, "rules": RULES})
-        rbac.create_namespaced_role_binding(
-            self.ns,
-            {
-                "metadata": {"name": "team"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "team",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": self.user}
-                ],
-            },
-        )
-        self.api = config.new_client_from_config(str(cluster.kubeconfig))
-        self.api.set_default_header("Impersonate-User", self.user)
+        client.CoreV1Api(admin).create_namespace({"metadata": {"name": self.ns}})
+        self.api = as_user(cluster.kubeconfig, admin, self.ns, self.user, RULES, role="team")
         self.custom = client.CustomObjectsApi(self.api)
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
