@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from conch.dev import images
+from conch.dev import imagebuild, images
 from conch.dev.imagerun import Mount, container_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +162,31 @@ def test_container_config_is_read_only_with_tmp_and_mounts() -> None:
     assert image["process"]["args"] == ["/bin/a"]  # the image's own config is not changed
     shared = container_config(image, Path("/r"), host_network=True)
     assert {"type": "network"} not in shared["linux"]["namespaces"]
+
+
+def test_a_moved_image_cache_still_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """result.json records absolute paths; a cache moved (or reached through another
+    CONCH_CACHE) is read from where it is now."""
+    monkeypatch.setenv("CONCH_CACHE", str(tmp_path / "now"))
+    key = "ab" * 32
+    folder = imagebuild.images_root() / key[:32]
+    folder.mkdir(parents=True)
+    before = tmp_path / "then" / "images" / key[:32]
+    recorded = imagebuild.Built(
+        name="triton",
+        reference="example.invalid/triton:1",
+        key=key,
+        archive=str(before / "triton.oci.tar"),
+        layout=str(before / "layout"),
+        digest="sha256:" + "c" * 64,
+        compressed_bytes=1,
+        uncompressed_bytes=2,
+        build_seconds=3.0,
+    )
+    (folder / "result.json").write_text(json.dumps(dataclasses.asdict(recorded)))
+    found = imagebuild._cached(key)
+    assert found is not None
+    assert found.archive == str(folder / "triton.oci.tar")
+    assert found.layout == str(folder / "layout")
+    assert found.digest == recorded.digest
+    assert imagebuild._cached("cd" * 32) is None

@@ -330,10 +330,16 @@ def _prune(name: str, keep: Path) -> None:
 
 
 def _cached(key: str) -> Built | None:
-    result = images_root() / key[:32] / "result.json"
+    """The build recorded under `key`, its paths taken from where the cache is now: a cache
+    moved, or reached through another CONCH_CACHE, still serves."""
+    folder = images_root() / key[:32]
+    result = folder / "result.json"
     if not result.exists():
         return None
-    return Built(**json.loads(result.read_text()))
+    built = Built(**json.loads(result.read_text()))
+    return replace(
+        built, archive=str(folder / Path(built.archive).name), layout=str(folder / "layout")
+    )
 
 
 def build(names: list[str] | None = None) -> list[Built]:
