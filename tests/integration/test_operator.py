@@ -103,8 +103,11 @@ def test_example_becomes_ready_with_its_objects(
         "weight": 100,
     }
     assert status["endpoints"]["grpc"] == f"digits.{namespace}.svc:8001"
-    reasons = {e.reason for e in events(api, namespace)}
-    assert {"Created", "Available"} <= reasons
+    eventually(  # Events are posted off the reconcile path, soon after status says so
+        lambda: {"Created", "Available"} <= {e.reason for e in events(api, namespace)},
+        30,
+        what="the Created and Available Events",
+    )
 
 
 def test_more_gpus_than_exist_is_insufficient_gpu(api: client.ApiClient, namespace: str) -> None:
@@ -114,8 +117,12 @@ def test_more_gpus_than_exist_is_insufficient_gpu(api: client.ApiClient, namespa
     assert "Insufficient nvidia.com/gpu" in ready["message"]
     degraded = wait_for(api, namespace, "Degraded", "True", "InsufficientGPU")
     assert degraded["message"]
-    warnings = [e for e in events(api, namespace) if e.reason == "InsufficientGPU"]
-    assert warnings and warnings[0].type == "Warning"
+    warnings = eventually(
+        lambda: [e for e in events(api, namespace) if e.reason == "InsufficientGPU"],
+        30,
+        what="an InsufficientGPU Event",
+    )
+    assert warnings[0].type == "Warning"
 
 
 def test_missing_model_version_then_created(api: client.ApiClient, namespace: str) -> None:

@@ -151,7 +151,11 @@ def test_good_canary_is_promoted(
         what="v1 scaled away",
     )
     assert load.count("digits-v2", ok=True) > 0
-    assert {"RolloutStarted", "Promoted"} <= set(reasons_of_events(api, namespace))
+    eventually(  # Events are posted off the reconcile path, soon after status says so
+        lambda: {"RolloutStarted", "Promoted"} <= set(reasons_of_events(api, namespace)),
+        30,
+        what="the RolloutStarted and Promoted Events",
+    )
     assert 'conch_rollout_analyses_total{verdict="Passed"}' in analysing_operator.metrics()
     cond = {c["type"]: c for c in done["conditions"]}
     assert cond["Ready"]["status"] == "True"
@@ -191,7 +195,9 @@ def test_bad_canary_is_rolled_back(
         what="v2 scaled to zero",
     )
     assert done["rolloutHistory"][-1]["result"] == "RolledBack"
-    assert "RolledBack" in reasons_of_events(api, namespace)
+    eventually(
+        lambda: "RolledBack" in reasons_of_events(api, namespace), 30, what="a RolledBack Event"
+    )
 
 
 def test_rollout_survives_an_operator_kill(
@@ -210,7 +216,8 @@ def test_rollout_survives_an_operator_kill(
         analysing_operator.start()
         done = promoted(api, namespace, what="promotion after restart")
     assert done["rolloutHistory"][-1]["startedAt"] == started["rolloutStartedAt"]
-    assert reasons_of_events(api, namespace).count("RolloutStarted") == 1
+    eventually(lambda: "RolloutStarted" in reasons_of_events(api, namespace), 30, what="Event")
+    assert reasons_of_events(api, namespace).count("RolloutStarted") == 1  # not again
     names = [
         d.metadata.name for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items
     ]
