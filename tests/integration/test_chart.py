@@ -1300,19 +1300,7 @@ def test_helm_test_hook_proves_the_operator_reconciles(
         rbac.write_text(yaml.safe_dump_all([h for h in hooks if h["kind"] != "Pod"]))
         kubectl("apply", "-f", str(rbac))
         account = pod["spec"]["serviceAccountName"]
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-        )
-        token = (
-            client.CoreV1Api(api)
-            .create_namespaced_service_account_token(account, system, request)
-            .status.token
-        )
-        config = yaml.safe_load(cluster.kubeconfig.read_text())
-        config["users"] = [{"name": "selftest", "user": {"token": token}}]
-        config["contexts"][0]["context"]["user"] = "selftest"
-        kubeconfig = tmp_path / "selftest.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(config))
+        kubeconfig = token_kubeconfig(api, cluster, account, system, tmp_path)
 
         (c,) = pod["spec"]["containers"]
         assert c["command"] == ["conch"]
