@@ -24,9 +24,10 @@ from kubernetes import client, config
 from conch.dev.cluster import Cluster
 from conch.dev.toolchain import ensure_toolchain
 from conch.leader import LeaderElector
+from conch.rest import Rest
 
 
-def takeover(api: client.ApiClient, namespace: str, clean: bool, trial: int) -> float:
+def takeover(api: Rest, namespace: str, clean: bool, trial: int) -> float:
     name = f"failover-{'clean' if clean else 'crash'}-{trial}"
     leader = LeaderElector(api, namespace, name, "leader")
     standby = LeaderElector(api, namespace, name, "standby")
@@ -57,7 +58,7 @@ def main() -> None:
             core = client.CoreV1Api(api)
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
             for clean in (False, True):
-                times = [takeover(api, "bench", clean, i) for i in range(args.trials)]
+                times = [takeover(cluster.rest(), "bench", clean, i) for i in range(args.trials)]
                 label = "clean shutdown (Lease released)" if clean else "crash (Lease expires)"
                 print(
                     f"{label:34} takeover median {statistics.median(times):5.2f} s, "

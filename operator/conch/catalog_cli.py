@@ -11,13 +11,12 @@ import argparse
 import json
 
 import yaml
-from kubernetes import config
 from rich.console import Console
 from rich.table import Table
 
 from conch import catalog
 from conch.errors import ApiError
-from conch.kube import CATALOG_ENTRY, MODEL_VERSION, Kube, load_api_client
+from conch.kube import CATALOG_ENTRY, MODEL_VERSION, Kube
 
 __all__ = ["add_arguments", "run"]
 
@@ -32,14 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "kubeconfig context's)",
     )
     parser.add_argument("--output", "-o", choices=["table", "json", "yaml"], default="table")
-
-
-def current_namespace() -> str:
-    try:
-        _, context = config.list_kube_config_contexts()
-    except config.ConfigException:
-        return "default"  # in a pod: the caller names it with -n
-    return str((context or {}).get("context", {}).get("namespace") or "default")
 
 
 def _size(size: int | None) -> str:
@@ -78,7 +69,9 @@ def table(rows: list[catalog.Row]) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    kube = Kube(load_api_client(pool_size=2))
+    from conch.kubeclient import cli_rest, current_namespace
+
+    kube = Kube(cli_rest())
     namespace = args.namespace or current_namespace()
     try:
         entries = kube.list(CATALOG_ENTRY, "", {})

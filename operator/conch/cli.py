@@ -174,7 +174,7 @@ def _operator_run(args: argparse.Namespace) -> int:
 
 def _operator_selftest(args: argparse.Namespace) -> int:
     from conch import selftest
-    from conch.kube import load_api_client
+    from conch.kubeclient import load_api_client
 
     try:
         print(selftest.run(load_api_client(pool_size=2), args.namespace, args.timeout))

@@ -13,7 +13,8 @@
     └── ApiError                a Kubernetes API call failed          temporary unless refused
 
 *permanent for this spec: retried when the ModelVersion appears, not on a timer.
-Foreign errors (kubernetes.client ApiException, urllib3) are translated once, in conch.kube.
+Foreign errors (conch.rest.RestError: an HTTP status, or no answer) are translated once, in
+conch.kube.
 """
 
 from __future__ import annotations

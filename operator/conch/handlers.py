@@ -17,13 +17,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import kopf
-
-from conch import plan
+from conch import plan, rest
 from conch.api import GROUP, VERSION
 from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.controller import Controller, Key
 from conch.errors import ConchError
+from conch.kopf_alone import kopf
 from conch.kube import MODEL_SERVICE, MODEL_VERSION
 from conch.leader import LeaderElector
 from conch.workqueue import WorkQueue
@@ -137,6 +136,13 @@ class Runtime:
 def _runtime(memo: kopf.Memo) -> Runtime:
     runtime: Runtime = memo["runtime"]
     return runtime
+
+
+@kopf.on.login()
+def _login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's own requests (its CatalogEntry watch) carry the same credentials as Conch's:
+    `conch.rest.login`, called again by kopf when the API answers 401."""
+    return rest.login().info
 
 
 @kopf.on.startup()

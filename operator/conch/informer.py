@@ -18,14 +18,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.kube import Kind
+from conch.rest import Query, Rest, RestError
 
 log = logging.getLogger("conch.informer")
 
@@ -70,7 +66,7 @@ class Informer:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Rest,
         kind: Kind,
         selector: str,
         namespaces: Iterable[str] | None = None,
@@ -194,9 +190,13 @@ class Informer:
                 self._synced[index].set()
                 while not self._stop.is_set() and version:
                     version = self._watch(path, version)
-            except ApiException as error:
+            except RestError as error:
+                if self._stop.is_set():
+                    return
                 if error.status != 404:
-                    raise
+                    log.warning("watch %s: %s; listing again", path, error)
+                    self._stop.wait(1.0)
+                    continue
                 # the kind is not served (an optional CRD): nothing to hold; look again later
                 self.served = False
                 self._synced[index].set()
@@ -206,18 +206,6 @@ class Informer:
                     return
                 log.warning("watch %s: %s; listing again", path, error)
                 self._stop.wait(1.0)
-
-    def _request(self, path: str, query: list[tuple[str, str]], timeout: float) -> Any:
-        return self.api.call_api(
-            path,
-            "GET",
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
 
     def _trim(self, obj: Manifest) -> Manifest:
         return {**self.keep(obj), "apiVersion": self.kind.api_version, "kind": self.kind.kind}
@@ -230,11 +218,11 @@ class Informer:
         listed: dict[tuple[str, str], Manifest] = {}
         token = ""
         while True:
-            response = self._request(path, [*query, ("continue", token)] if token else query, 60)
-            page = json.loads(response.data)
+            _, page = self.api.request(
+                "GET", path, [*query, ("continue", token)] if token else query, timeout=60
+            )
             for item in page.get("items", []):
                 listed[(item["metadata"]["namespace"], item["metadata"]["name"])] = self._trim(item)
-            del response
             token = page["metadata"].get("continue") or ""
             if not token:
                 break
@@ -251,16 +239,16 @@ class Informer:
 
     def _watch(self, path: str, version: str) -> str | None:
         """Follow changes from `version`; the version to resume from, or None to relist."""
-        query = [("labelSelector", self.selector)] if self.selector else []
+        query: Query = [("labelSelector", self.selector)] if self.selector else []
         query += [
             ("watch", "true"),
             ("resourceVersion", version),
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(self.timeout)),
         ]
-        response = self._request(path, query, self.timeout + 30)
+        lines = self.api.stream(path, query, self.timeout + 30)
         try:
-            for line in iter_resp_lines(response):
+            for line in lines:
                 if self._stop.is_set():
                     return None
                 event = json.loads(line)
@@ -280,7 +268,7 @@ class Informer:
                 if before is not None or after is not None:
                     self.on_change(before, after)
         finally:
-            response.release_conn()
+            lines.close()
         return version
 
 
@@ -300,7 +288,7 @@ class Watched:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Rest,
         owned: dict[str, Kind],
         versions: Kind,
         services: tuple[Kind, Keep],

@@ -1,7 +1,7 @@
 """Kubernetes I/O: server-side apply, reads, deletes, status patches and Events.
 
-The one place the kubernetes client is called. Its exceptions are translated here into
-`conch.errors`, so nothing above this module sees an ApiException.
+The operator's verbs over `conch.rest`. Its RestError is translated here into
+`conch.errors`, so nothing above this module sees an HTTP status it must interpret.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
-import json
 import socket
 import threading
 import time
@@ -19,13 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-
 from conch.api import GROUP, VERSION
 from conch.builders.meta import FIELD_MANAGER, Manifest
 from conch.errors import ApiError, InvalidSpec
+from conch.rest import Rest, RestError
 
 REPORTING_CONTROLLER = "serving.conch.dev/conch-operator"
 
@@ -88,17 +84,6 @@ class Applied(enum.Enum):
     UNCHANGED = "Unchanged"
 
 
-def load_api_client(pool_size: int = 16) -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
-    configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
-
-
 CONTENT_ERRORS = (
     "failed to create typed patch object",
     "field not declared in schema",
@@ -121,19 +106,10 @@ def retryable(status: int) -> bool:
     return status in (0, 408, 409, 425, 429) or status >= 500
 
 
-def _message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{error.status} {error.reason}"
-
-
 class Kube:
-    """Thin typed wrapper over the client. `on_error(verb, code)` feeds the operator metrics."""
+    """The operator's verbs, typed. `on_error(verb, code)` feeds the operator metrics."""
 
-    def __init__(
-        self, api: client.ApiClient, on_error: Callable[[str, str], None] = lambda v, c: None
-    ) -> None:
+    def __init__(self, api: Rest, on_error: Callable[[str, str], None] = lambda v, c: None) -> None:
         self.api = api
         self._on_error = on_error
         self._discovery: dict[str, tuple[float, set[str]]] = {}
@@ -164,30 +140,18 @@ class Kube:
         if counts is not None:
             counts["read" if method == "GET" or "dryRun" in dict(query or []) else "write"] += 1
         try:
-            response = self.api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": accept},
-                body=body,
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=False,
-                _request_timeout=30,
+            status, data = self.api.request(
+                method, path, query, body, content_type=content_type, accept=accept
             )
-            data = json.loads(response.data) if response.data else {}
-            return (data, response.status) if with_status else data
-        except ApiException as error:
-            self._on_error(verb, str(error.status))
-            message = _message(error)
-            if refused_for_content(error.status, message):
-                raise InvalidSpec(message) from None
+        except RestError as error:
+            code = str(error.status) if error.status else "connection"
+            self._on_error(verb, code)
+            if error.status and refused_for_content(error.status, error.message):
+                raise InvalidSpec(error.message) from None
             raise ApiError(
-                f"{verb} {path}: {message}", error.status, temporary=retryable(error.status)
+                f"{verb} {path}: {error.message}", error.status, temporary=retryable(error.status)
             ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            self._on_error(verb, "connection")
-            raise ApiError(f"{verb} {path}: {error}") from None
+        return (data, status) if with_status else data
 
     def get(self, kind: Kind, namespace: str, name: str) -> Manifest | None:
         try:

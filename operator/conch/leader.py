@@ -19,16 +19,17 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+from conch.kube import Kind
+from conch.rest import Rest, RestError
 
 __all__ = ["LeaderElector", "LeaseView", "Step", "next_step"]
 
 log = logging.getLogger(__name__)
 
 Step = Literal["create", "renew", "take", "wait"]
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,22 @@ def next_step(lease: LeaseView | None, me: str, now: dt.datetime) -> Step:
 
 
 def _now() -> dt.datetime:
-    now = dt.datetime.now(dt.UTC)
-    # the API parses MicroTime with exactly six fractional digits; isoformat drops them at 0
-    return now if now.microsecond else now.replace(microsecond=1)
+    return dt.datetime.now(dt.UTC)
+
+
+def _micro_time(when: dt.datetime) -> str:
+    """A MicroTime as the API parses it: exactly six fractional digits, Z."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 class LeaderElector:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Rest,
         namespace: str,
         name: str,
         identity: str,
@@ -71,7 +79,7 @@ class LeaderElector:
     ) -> None:
         if not retry < renew_deadline < lease_seconds:
             raise ValueError("need retry < renew_deadline < lease_seconds")
-        self.leases = client.CoordinationV1Api(api)
+        self.api = api
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_seconds, self.renew_deadline, self.retry = lease_seconds, renew_deadline, retry
         self._stop = threading.Event()
@@ -82,44 +90,52 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """One read and at most one write; True when we hold the Lease afterwards."""
         try:
-            current = self.leases.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as error:
-            if error.status != 404:
-                log.warning("reading Lease %s/%s: %s", self.namespace, self.name, error.reason)
-                return False
-            current = None
+            current = self._read()
+        except RestError as error:
+            log.warning("reading Lease %s/%s: %s", self.namespace, self.name, error)
+            return False
         view = None if current is None else _view(current)
         now = _now()
         step = next_step(view, self.identity, now)
         if step == "wait":
             return False
-        spec = client.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=self.lease_seconds,
-            renew_time=now,
-        )
+        old = (current or {}).get("spec") or {}
+        transitions = int(old.get("leaseTransitions") or 0)
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.lease_seconds,
+            "renewTime": _micro_time(now),
+            "acquireTime": old.get("acquireTime") if step == "renew" else _micro_time(now),
+            "leaseTransitions": transitions
+            if step == "renew" or current is None
+            else transitions + 1,
+        }
         try:
             if current is None:
-                spec.acquire_time, spec.lease_transitions = now, 0
-                body = client.V1Lease(
-                    metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                    spec=spec,
-                )
-                self.leases.create_namespaced_lease(self.namespace, body)
-            else:
-                old = current.spec
-                spec.acquire_time = old.acquire_time if step == "renew" else now
-                transitions = old.lease_transitions or 0
-                spec.lease_transitions = transitions if step == "renew" else transitions + 1
-                current.spec = spec  # keeps metadata.resourceVersion: a lost race is a 409
-                self.leases.replace_namespaced_lease(self.name, self.namespace, current)
-        except ApiException as error:
+                metadata = {"name": self.name, "namespace": self.namespace}
+                body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": metadata}
+                self.api.request("POST", LEASE.path(self.namespace), body={**body, "spec": spec})
+            else:  # keeps metadata.resourceVersion: a lost race is a 409
+                self._replace({**current, "spec": spec})
+        except RestError as error:
             if error.status not in (409, 422):
-                log.warning("writing Lease %s/%s: %s", self.namespace, self.name, error.reason)
+                log.warning("writing Lease %s/%s: %s", self.namespace, self.name, error)
             return False
         if step != "renew":
             log.info("%s became the leader (Lease %s/%s)", self.identity, self.namespace, self.name)
         return True
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            _, lease = self.api.request("GET", LEASE.path(self.namespace, self.name))
+        except RestError as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(lease)
+
+    def _replace(self, lease: dict[str, Any]) -> None:
+        self.api.request("PUT", LEASE.path(self.namespace, self.name), body=lease)
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -159,20 +175,20 @@ class LeaderElector:
 
     def _release(self) -> None:
         try:
-            current = self.leases.read_namespaced_lease(self.name, self.namespace)
-            if current.spec.holder_identity != self.identity:
+            current = self._read()
+            spec = (current or {}).get("spec") or {}
+            if current is None or spec.get("holderIdentity") != self.identity:
                 return
-            current.spec.holder_identity = None
-            current.spec.lease_duration_seconds = 1
-            self.leases.replace_namespaced_lease(self.name, self.namespace, current)
-        except ApiException as error:
-            log.warning("releasing Lease %s/%s: %s", self.namespace, self.name, error.reason)
+            released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1}
+            self._replace({**current, "spec": released})
+        except RestError as error:
+            log.warning("releasing Lease %s/%s: %s", self.namespace, self.name, error)
 
 
-def _view(lease: client.V1Lease) -> LeaseView:
-    spec = lease.spec
+def _view(lease: dict[str, Any]) -> LeaseView:
+    spec = lease.get("spec") or {}
     return LeaseView(
-        holder=spec.holder_identity,
-        renewed=spec.renew_time,
-        duration=dt.timedelta(seconds=spec.lease_duration_seconds or 0),
+        holder=spec.get("holderIdentity"),
+        renewed=_parse_time(spec.get("renewTime")),
+        duration=dt.timedelta(seconds=spec.get("leaseDurationSeconds") or 0),
     )

@@ -10,21 +10,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import kopf
-
-from conch import plan, podflags, providers
+from conch import plan, podflags, providers, rest
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
 from conch.controller import Controller
 from conch.informer import Watched
+from conch.kopf_alone import kopf
 from conch.kube import (
     MODEL_ACCESS_GRANT,
     MODEL_SERVICE,
     MODEL_VERSION,
     OWNED,
     Kube,
-    load_api_client,
 )
 from conch.leader import LeaderElector
 from conch.metrics import OperatorMetrics
@@ -300,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # kopf logs every trigger at INFO; the controller logs decisions
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
-    kube = Kube(load_api_client(pool_size=args.workers * 2), on_error=metrics.api_error)
+    kube = Kube(rest.Rest(rest.login(), pool_size=args.workers * 2), on_error=metrics.api_error)
     source = metrics_source(args)
     provider = providers.create("prometheus", source) if source else None
     settings = podflags.pod_settings(

@@ -123,7 +123,7 @@ def _apply(body: dict[str, Any]) -> str:
     from kubernetes import client
 
     from conch.api import GROUP, VERSION
-    from conch.kube import load_api_client
+    from conch.kubeclient import load_api_client
 
     api = client.CustomObjectsApi(load_api_client(pool_size=2))
     meta = body["metadata"]
@@ -154,7 +154,7 @@ def _apply(body: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from conch.catalog_cli import current_namespace
+    from conch.kubeclient import current_namespace
     from conch_runtime.modelversion import MODELVERSION
     from conch_runtime.push import push
     from conch_runtime.tool_errors import ToolError

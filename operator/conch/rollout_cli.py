@@ -20,9 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from conch.catalog_cli import current_namespace
 from conch.errors import ApiError, ConchError
-from conch.kube import MODEL_SERVICE, Kube, load_api_client
+from conch.kube import MODEL_SERVICE, Kube
 from conch.plan import ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION
 from conch.rollout.state import DEFAULT_STEP_WEIGHTS
 
@@ -218,7 +217,9 @@ def _read(kube: Kube, namespace: str, name: str) -> Summary:
 
 
 def run(args: argparse.Namespace) -> int:
-    kube = Kube(load_api_client(pool_size=2))
+    from conch.kubeclient import cli_rest, current_namespace
+
+    kube = Kube(cli_rest())
     namespace = args.namespace or current_namespace()
     try:
         if args.action == "status":

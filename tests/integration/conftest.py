@@ -14,6 +14,7 @@ from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.prometheus import PrometheusProcess
 from conch.dev.toolchain import Toolchain, ensure_toolchain
+from conch.rest import Rest
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,12 @@ def cluster(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def api(cluster: Cluster) -> client.ApiClient:
     return config.new_client_from_config(str(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def rest(cluster: Cluster) -> Rest:
+    """The operator's own client (conch.rest), as the admin user."""
+    return cluster.rest()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from conch import informer
 from conch.builders.meta import MANAGED_BY, MANAGER, SERVICE_LABEL, Manifest
 from conch.informer import Informer
 from conch.kube import OWNED, Kind, Kube
+from conch.rest import Rest
 from tests.support import eventually
 
 SERVICE = OWNED["Service"]
@@ -36,10 +37,10 @@ def names(objects: list[Manifest]) -> list[str]:
 
 
 def test_lists_in_pages_indexes_by_service_and_reports_changes(
-    api: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+    api: client.ApiClient, rest: Rest, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(informer, "PAGE", 2)  # five objects: three pages
-    kube = Kube(api)
+    kube = Kube(rest)
     for i in range(4):
         kube.apply(service(namespace, f"a-{i}", "a"))
     kube.apply(service(namespace, "b-0", "b"))
@@ -55,7 +56,7 @@ def test_lists_in_pages_indexes_by_service_and_reports_changes(
             changes.append((before, after))
 
     watch = Informer(
-        api,
+        rest,
         SERVICE,
         f"{MANAGED_BY}={MANAGER}",
         [namespace],
@@ -91,9 +92,9 @@ def test_lists_in_pages_indexes_by_service_and_reports_changes(
         watch.stop()
 
 
-def test_a_kind_the_server_does_not_serve_is_not_served(api: client.ApiClient) -> None:
+def test_a_kind_the_server_does_not_serve_is_not_served(rest: Rest) -> None:
     missing = Kind("nothing.example.com/v1", "Nothing", "nothings")
-    watch = Informer(api, missing, "").start()
+    watch = Informer(rest, missing, "").start()
     try:
         assert watch.wait_synced(30)
         assert watch.served is False and len(watch) == 0

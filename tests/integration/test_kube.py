@@ -10,6 +10,7 @@ from kubernetes import client
 from conch.builders.meta import SERVICE_LABEL
 from conch.errors import ApiError
 from conch.kube import Applied, Kube
+from conch.rest import Rest
 
 
 def service(namespace: str, name: str, port: int) -> dict[str, Any]:
@@ -21,8 +22,8 @@ def service(namespace: str, name: str, port: int) -> dict[str, Any]:
     }
 
 
-def test_applied_says_exactly_what_the_server_did(api: client.ApiClient, namespace: str) -> None:
-    kube = Kube(api)
+def test_applied_says_exactly_what_the_server_did(rest: Rest, namespace: str) -> None:
+    kube = Kube(rest)
     created, first = kube.apply(service(namespace, "a", 80))
     assert created is Applied.CREATED
     # the same object again, as observed: the server writes nothing
@@ -37,9 +38,9 @@ def test_applied_says_exactly_what_the_server_did(api: client.ApiClient, namespa
 
 
 def test_an_apply_over_a_stale_observation_is_a_conflict_and_writes_nothing(
-    api: client.ApiClient, namespace: str
+    api: client.ApiClient, rest: Rest, namespace: str
 ) -> None:
-    kube = Kube(api)
+    kube = Kube(rest)
     _, first = kube.apply(service(namespace, "b", 80))
     _, moved = kube.apply(service(namespace, "b", 81), first)
     with pytest.raises(ApiError) as raised:
@@ -50,8 +51,10 @@ def test_an_apply_over_a_stale_observation_is_a_conflict_and_writes_nothing(
     assert now.spec.ports[0].port == 81
 
 
-def test_a_dry_run_says_whether_the_name_is_free(api: client.ApiClient, namespace: str) -> None:
-    kube = Kube(api)
+def test_a_dry_run_says_whether_the_name_is_free(
+    api: client.ApiClient, rest: Rest, namespace: str
+) -> None:
+    kube = Kube(rest)
     assert kube.dry_run(service(namespace, "c", 80)) is True
     assert not client.CoreV1Api(api).list_namespaced_service(namespace).items  # nothing stored
     kube.apply(service(namespace, "c", 80))

@@ -15,14 +15,15 @@ from kubernetes import client
 from conch.dev.cluster import Cluster
 from conch.dev.operator import OperatorProcess
 from conch.leader import LeaderElector
+from conch.rest import Rest
 from tests.support import create_service, create_version, eventually, stays
 
 pytestmark = pytest.mark.integration
 
 
-def elector(api: client.ApiClient, namespace: str, who: str) -> LeaderElector:
+def elector(rest: Rest, namespace: str, who: str) -> LeaderElector:
     return LeaderElector(
-        api, namespace, "conch-operator", who, lease_seconds=4, renew_deadline=3, retry=0.5
+        rest, namespace, "conch-operator", who, lease_seconds=4, renew_deadline=3, retry=0.5
     )
 
 
@@ -31,8 +32,10 @@ def holder(api: client.ApiClient, namespace: str) -> str | None:
     return lease.spec.holder_identity
 
 
-def test_one_leader_then_a_clean_handover(api: client.ApiClient, namespace: str) -> None:
-    a, b = elector(api, namespace, "a"), elector(api, namespace, "b")
+def test_one_leader_then_a_clean_handover(
+    api: client.ApiClient, rest: Rest, namespace: str
+) -> None:
+    a, b = elector(rest, namespace, "a"), elector(rest, namespace, "b")
     assert a.acquire()
     lost = threading.Event()
     a.keep(on_lost=lost.set)
@@ -54,9 +57,9 @@ def test_one_leader_then_a_clean_handover(api: client.ApiClient, namespace: str)
 
 
 def test_a_crashed_leader_is_replaced_after_its_lease(
-    api: client.ApiClient, namespace: str
+    api: client.ApiClient, rest: Rest, namespace: str
 ) -> None:
-    a, b = elector(api, namespace, "a"), elector(api, namespace, "b")
+    a, b = elector(rest, namespace, "a"), elector(rest, namespace, "b")
     assert a.acquire()
     crashed = time.monotonic()  # a never renews again and releases nothing
     assert b.acquire()
@@ -78,8 +81,10 @@ def test_a_crashed_leader_is_replaced_after_its_lease(
     eventually(lambda: holder(api, namespace) is None, what="released")
 
 
-def test_racing_candidates_have_one_winner(api: client.ApiClient, namespace: str) -> None:
-    candidates = [elector(api, namespace, f"c{i}") for i in range(4)]
+def test_racing_candidates_have_one_winner(
+    api: client.ApiClient, rest: Rest, namespace: str
+) -> None:
+    candidates = [elector(rest, namespace, f"c{i}") for i in range(4)]
     start = threading.Barrier(len(candidates))
     won: list[str] = []
 
@@ -98,6 +103,7 @@ def test_racing_candidates_have_one_winner(api: client.ApiClient, namespace: str
 
 def test_the_operator_reconciles_only_while_it_leads(
     api: client.ApiClient,
+    rest: Rest,
     cluster: Cluster,
     crds: None,
     namespace: str,
@@ -107,7 +113,7 @@ def test_the_operator_reconciles_only_while_it_leads(
     """`conch operator run --leader-elect` (the chart's default): a standby whose Lease is
     held reconciles nothing; once the Lease is free it leads, reconciles, and hands the
     Lease back when it stops."""
-    squatter = elector(api, namespace, "someone-else")
+    squatter = elector(rest, namespace, "someone-else")
     assert squatter.acquire()
     squatter.keep(on_lost=lambda: None)
     monkeypatch.setenv("POD_NAMESPACE", namespace)

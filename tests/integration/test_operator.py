@@ -373,8 +373,21 @@ def test_the_hpa_scales_the_service_and_a_rollout_splits_its_count(
     # The HPA controller reads the scale (created at its default 1) and raises it to
     # minReplicas: proof that it can get and update the ModelService's scale.
     eventually(lambda: scale(api, namespace)["spec"].get("replicas") == 2, 60, what="HPA at min")
-    hpa = hpas.read_namespaced_horizontal_pod_autoscaler("digits", namespace)
-    able = next(c for c in hpa.status.conditions if c.type == "AbleToScale")
+    able = eventually(  # the controller writes the scale before the HPA's own status
+        lambda: next(
+            (
+                c
+                for c in hpas.read_namespaced_horizontal_pod_autoscaler(
+                    "digits", namespace
+                ).status.conditions
+                or ()
+                if c.type == "AbleToScale"
+            ),
+            None,
+        ),
+        30,
+        what="the HPA's AbleToScale condition",
+    )
     assert able.status == "True", able.message
     assert scale(api, namespace)["status"] == {
         "replicas": 2,

@@ -17,7 +17,7 @@ import ssl
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -30,6 +30,9 @@ from conch.dev.nodeconfig import NODE_LABEL, NODE_TAINT
 from conch.dev.process import free_port, http_ok, spawn, stop_pid, wait_until
 from conch.dev.toolchain import Toolchain, cache_root, ensure_toolchain
 from conch.policy import PodPolicy
+
+if TYPE_CHECKING:
+    from conch.rest import Rest
 
 SERVICE_CIDR = "10.96.0.0/16"  # virtual ClusterIPs: allocated, never dialled
 POD_CIDR = "127.1.0.0/16"
@@ -137,6 +140,20 @@ class Cluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
+
+    def rest(self, pool_size: int = 16) -> Rest:
+        """A `conch.rest` client as the admin user (the operator's client, in tests)."""
+        from conch.kopf_alone import kopf
+        from conch.rest import Rest
+
+        certs = pkimod.load(self.directory)
+        info = kopf.ConnectionInfo(
+            server=self.server,
+            ca_path=str(certs.ca_cert),
+            certificate_path=str(certs.admin_cert),
+            private_key_path=str(certs.admin_key),
+        )
+        return Rest(info, pool_size=pool_size)
 
     # -- lifecycle ---------------------------------------------------------------
 
