@@ -51,6 +51,7 @@ from conch.builders import Capabilities, PodSettings
 from conch.dev.cluster import DEFAULT_NODES, Cluster
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import ensure_toolchain
+from conch.errors import ConchError
 from conch.kube import Kube
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,10 +126,9 @@ class DeploymentClock:
         while not self._stop.is_set():
             try:
                 self._watch_once(apps, ns)
-            except Exception:
-                if self._stop.is_set():
+            except Exception:  # e.g. 504 "too large resource version": a lagging watch cache
+                if self._stop.wait(0.2):
                     return  # the control plane is going away with the benchmark
-                raise
 
     def _watch_once(self, apps: client.AppsV1Api, ns: str) -> None:
         w = watch.Watch()
@@ -166,9 +166,15 @@ class Bench:
         self.objects = client.CustomObjectsApi(self.api)
         self.logs = itertools.count()
 
-    def operator(self, *args: str) -> OperatorProcess:
+    def operator(self, *args: str, source: Path | None = None) -> OperatorProcess:
+        """`conch operator run`, from this checkout or from `source` (another checkout)."""
+        env = {}
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                str(source / p) for p in ("operator", "runtime", "")
+            )
         return OperatorProcess(
-            self.cluster.kubeconfig, self.tmp / f"operator-{next(self.logs)}.log", *args
+            self.cluster.kubeconfig, self.tmp / f"operator-{next(self.logs)}.log", *args, env=env
         ).start()
 
     def children(self, ns: str, n: int) -> list[list[dict[str, Any]]]:
@@ -211,7 +217,10 @@ class Bench:
             time.sleep(max(0.0, start + i / rate - time.monotonic()))
             started[service_body(i)["metadata"]["name"]] = time.monotonic()
             for obj in manifests[i]:
-                self.kube.apply(obj)
+                try:
+                    self.kube.apply(obj)
+                except ConchError as error:  # an overloaded API server times out: counted
+                    print(f"    ceiling: {error}", file=sys.stderr)  # as a missing Deployment
 
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(arrive, range(n)))
@@ -255,12 +264,12 @@ class Bench:
         finally:
             operator.stop()
 
-    def arrivals(self, ns: str, n: int, rate: float) -> list[float]:
+    def arrivals(self, ns: str, n: int, rate: float, source: Path | None = None) -> list[float]:
         """create -> Deployment present for services arriving `rate` per second; a service
         whose Deployment never came (within 300 s of the last arrival) counts as infinite."""
         namespace(self.api, ns)
         self.version(ns)
-        operator = self.operator("--namespace", ns)
+        operator = self.operator("--namespace", ns, source=source)
         try:
             clock = DeploymentClock(self.api, ns)
             start = time.monotonic()
@@ -511,8 +520,8 @@ FIGURES = ("busy", "ratio", "arrivals", "scale")
 @dataclass
 class Results:
     pairs: list[tuple[float, float]] | None = None
-    arrivals: list[tuple[list[float], list[float]]] | None = None
-    """per round: (plain client latencies, operator latencies)"""
+    arrivals: list[tuple[list[float], list[float], list[float] | None]] | None = None
+    """per round: (plain client, operator, baseline operator) latencies"""
     scale: Scale | None = None
     usage: tuple[Usage, Usage] | None = None
 
@@ -544,27 +553,36 @@ def report_ratio(sizes: Sizes, pairs: list[tuple[float, float]]) -> None:
     )
 
 
-def report_arrivals(sizes: Sizes, rounds: list[tuple[list[float], list[float]]]) -> None:
+def report_arrivals(
+    sizes: Sizes, rounds: list[tuple[list[float], list[float], list[float] | None]]
+) -> None:
     print(
         f"  {sizes.arrivals} services arriving {sizes.rate:g}/s, create -> Deployment, "
-        f"plain client (ceiling) and operator alternated {len(rounds)}x:"
+        f"alternated {len(rounds)}x (plain client = the ceiling; baseline = --baseline):"
     )
-    p99s = []
-    for i, (ceiling, conch) in enumerate(rounds, 1):
-        c99, o99 = percentile(ceiling, 99), percentile(conch, 99)
-        p99s.append((c99, o99))
-        missing = sum(1 for t in conch if math.isinf(t))
-        print(
-            f"    round {i}: ceiling p50 {percentile(ceiling, 50):.2f} s p99 {c99:.2f} s; "
-            f"operator p50 {percentile(conch, 50):.2f} s p99 {o99:.2f} s max {max(conch):.2f} s"
-            + (f" ({missing} had none 300 s after the last arrival)" if missing else "")
+
+    def line(name: str, latencies: list[float]) -> str:
+        missing = sum(1 for t in latencies if math.isinf(t))
+        return (
+            f"{name} p50 {percentile(latencies, 50):.2f} s p99 {percentile(latencies, 99):.2f} s"
+            + (f" ({missing} never)" if missing else "")
         )
-    ceiling99 = statistics.median(c for c, _ in p99s)
-    conch99 = statistics.median(o for _, o in p99s)
-    print(
-        f"  p99 median: ceiling {ceiling99:.2f} s, operator {conch99:.2f} s "
-        f"(goal operator p99 <= 1 s: {verdict(conch99 <= 1)})"
-    )
+
+    for i, (ceiling, conch, before) in enumerate(rounds, 1):
+        parts = [line("ceiling", ceiling)] + ([line("baseline", before)] if before else [])
+        print(f"    round {i}: " + "; ".join([*parts, line("operator", conch)]))
+    ceiling99 = statistics.median(percentile(c, 99) for c, _, _ in rounds)
+    conch99 = statistics.median(percentile(o, 99) for _, o, _ in rounds)
+    summary = f"  p99 median: ceiling {ceiling99:.2f} s, operator {conch99:.2f} s"
+    befores = [b for _, _, b in rounds if b is not None]
+    if befores:
+        before99 = statistics.median(percentile(b, 99) for b in befores)
+        ratios = [percentile(o, 99) / percentile(b, 99) for _, o, b in rounds if b is not None]
+        summary += (
+            f", baseline {before99:.2f} s (operator / baseline p99: median "
+            f"{statistics.median(ratios):.2f}x, spread {min(ratios):.2f}-{max(ratios):.2f}x)"
+        )
+    print(summary + f" (goal operator p99 <= 1 s: {verdict(conch99 <= 1)})")
 
 
 def report_scale(sizes: Sizes, scale: Scale) -> None:
@@ -596,7 +614,7 @@ def report_busy(sizes: Sizes, idle: Usage, busy: Usage) -> None:
     )
 
 
-def measure(bench: Bench, sizes: Sizes, figures: set[str]) -> Results:
+def measure(bench: Bench, sizes: Sizes, figures: set[str], baseline: Path | None = None) -> Results:
     results = Results()
     if "busy" in figures:
         results.usage = busy_run(bench, sizes.churn, sizes.window, services=20)
@@ -609,13 +627,16 @@ def measure(bench: Bench, sizes: Sizes, figures: set[str]) -> Results:
             for r in range(sizes.rounds)
         ]
     if "arrivals" in figures:
-        results.arrivals = [
-            (
-                bench.ceiling_arrivals(f"bench-arrivals-ceiling-{r}", sizes.arrivals, sizes.rate),
-                bench.arrivals(f"bench-arrivals-{r}", sizes.arrivals, sizes.rate),
-            )
-            for r in range(sizes.rounds)
-        ]
+        results.arrivals = []
+        for r in range(sizes.rounds):
+            ceiling = bench.ceiling_arrivals(f"bench-arrivals-c-{r}", sizes.arrivals, sizes.rate)
+            before = None
+            if baseline is not None:
+                before = bench.arrivals(
+                    f"bench-arrivals-b-{r}", sizes.arrivals, sizes.rate, baseline
+                )
+            conch = bench.arrivals(f"bench-arrivals-{r}", sizes.arrivals, sizes.rate)
+            results.arrivals.append((ceiling, conch, before))
     if "scale" in figures:
         results.scale = scale_run(bench, "bench-scale", sizes.scale)
     return results
@@ -632,6 +653,13 @@ def main() -> None:
     parser.add_argument("--churn", type=int, help="unrelated Deployments in the busy cluster")
     parser.add_argument("--window", type=float, help="seconds of each idle/busy window")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the arrivals with the operator of another checkout (e.g. a git "
+        "worktree of the previous commit), alternated with this one",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=FIGURES,
@@ -639,7 +667,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
-    given = {k: v for k, v in vars(args).items() if k not in ("quick", "only") and v is not None}
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("quick", "only", "baseline") and v is not None
+    }
     sizes = replace(sizes, **given)
     figures = set(args.only or FIGURES)
     # a stopped benchmark still stops its control plane and operators (the `finally`s run)
@@ -649,12 +681,12 @@ def main() -> None:
         cluster = Cluster(Path(tmp) / "cluster")
         # room for every run's pods, kept to the end (CPU-only services land on the two
         # untainted nodes; each pod requests 100m CPU and 128Mi for its pull step)
-        room = (sizes.n + 2 * sizes.arrivals) * sizes.rounds + sizes.scale + 100
+        room = (sizes.n + 3 * sizes.arrivals) * sizes.rounds + sizes.scale + 100
         roomy = {"pods": room, "cpu": str(max(32, room // 5)), "memory": f"{room}Gi"}
         cluster.start(toolchain, tuple(replace(n, **roomy) for n in DEFAULT_NODES))
         try:
             cluster.install_crds(toolchain, ROOT / "crds")
-            results = measure(Bench(cluster, Path(tmp)), sizes, figures)
+            results = measure(Bench(cluster, Path(tmp)), sizes, figures, args.baseline)
         finally:
             cluster.stop()
     report(sizes, results)

@@ -13,8 +13,10 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -37,6 +39,8 @@ from conch.kube import (
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
 
+T = TypeVar("T")
+R = TypeVar("R")
 log = logging.getLogger("conch.controller")
 
 Key = tuple[str, str, str]
@@ -58,6 +62,7 @@ class Controller:
         metrics: OperatorMetrics,
         watched: Watched,
         provider: MetricProvider | None = None,
+        fanout: int = 16,
     ) -> None:
         self.watched = watched
         self.provider = provider
@@ -65,6 +70,8 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.events = events.Poster(self._post, dropped=metrics.events_dropped.inc)
+        self._fanout = ThreadPoolExecutor(fanout, thread_name_prefix="fanout")
+        """Requests of one reconcile that go out together (`Plan.at_once`)."""
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
         metrics.watch_services(lambda: dict(self.ready))
@@ -274,7 +281,7 @@ class Controller:
         """Carry out `decided`; `_prepare` first, so nothing is written when a name is held by
         someone else or the API server would refuse an object."""
         found = self._prepare(snap, decided)
-        self._apply(raw, decided.write, {**found, **snap.owned})
+        self._apply(raw, decided.write, {**found, **snap.owned}, decided.at_once)
         for deployment, replicas in decided.scale:
             self.kube.patch(
                 OWNED["Deployment"],
@@ -315,17 +322,30 @@ class Controller:
         refused: list[str] = []
         if decided.dry_run and len(decided.write) > 1:
             free = set()  # every unknown object is written (it differs from nothing)
-            for obj in decided.write:
-                try:
-                    if self.kube.dry_run(obj):
-                        free.add(builders.key(obj))
-                except InvalidSpec as error:  # perhaps because someone else controls it
-                    refused.append(f"{obj['kind']} {obj['metadata']['name']}: {error.message}")
+            answers = self._each(decided.at_once, self._dry_run, decided.write)
+            for obj, answer in zip(decided.write, answers, strict=True):
+                if isinstance(answer, InvalidSpec):  # perhaps someone else controls it
+                    refused.append(f"{obj['kind']} {obj['metadata']['name']}: {answer.message}")
+                elif answer:
+                    free.add(builders.key(obj))
             unknown = [o for o in unknown if builders.key(o) not in free]
         found = self._check_names(snap, unknown)
         if refused:
             raise InvalidSpec("; ".join(refused))
         return found
+
+    def _dry_run(self, obj: Manifest) -> bool | InvalidSpec:
+        """Whether the apply would create `obj`, or the API's refusal of it."""
+        try:
+            return self.kube.dry_run(obj)
+        except InvalidSpec as error:
+            return error
+
+    def _each(self, at_once: bool, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """`fn` over `items`: one after the other, or all at once when the plan allows it."""
+        if not at_once or len(items) < 2:
+            return [fn(item) for item in items]
+        return list(self._fanout.map(self.kube.carried(fn), items))
 
     def _check_names(
         self, snap: plan.Snapshot, unknown: list[Manifest]
@@ -354,12 +374,16 @@ class Controller:
         raw: Manifest,
         wanted: tuple[Manifest, ...],
         observed: Mapping[tuple[str, str], Manifest],
+        at_once: bool = False,
     ) -> None:
-        """Server-side apply, each conditional on the object as observed; one Event per
-        reconcile for what changed."""
+        """Server-side apply, each conditional on the object as observed (all at once when
+        the plan allows it); one Event per reconcile for what changed."""
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
-        for obj in wanted:
-            result, _ = self.kube.apply(obj, observed.get(builders.key(obj)))
+
+        def apply(obj: Manifest) -> Applied:
+            return self.kube.apply(obj, observed.get(builders.key(obj)))[0]
+
+        for obj, result in zip(wanted, self._each(at_once, apply, wanted), strict=True):
             if result is not Applied.UNCHANGED:
                 changes[result].append(f"{obj['kind']} {obj['metadata']['name']}")
         for result, objects in changes.items():

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from conch.api import GROUP, VERSION
@@ -24,6 +24,8 @@ from conch.errors import ApiError, InvalidSpec
 from conch.rest import Rest, RestError
 
 REPORTING_CONTROLLER = "serving.conch.dev/conch-operator"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Kube:
         self._on_error = on_error
         self._discovery: dict[str, tuple[float, set[str]]] = {}
         self._counting = threading.local()
+        self._count_lock = threading.Lock()
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[dict[str, int]]:
@@ -124,6 +127,20 @@ class Kube:
             yield counts
         finally:
             self._counting.counts = None
+
+    def carried(self, fn: Callable[[T], R]) -> Callable[[T], R]:
+        """`fn`, counted into this thread's `counting` block from whichever thread runs it
+        (a reconcile's requests that go out together)."""
+        counts = getattr(self._counting, "counts", None)
+
+        def run(arg: T) -> R:
+            self._counting.counts = counts
+            try:
+                return fn(arg)
+            finally:
+                self._counting.counts = None
+
+        return run
 
     def _call(
         self,
@@ -138,7 +155,8 @@ class Kube:
     ) -> Any:
         counts = getattr(self._counting, "counts", None)
         if counts is not None:
-            counts["read" if method == "GET" or "dryRun" in dict(query or []) else "write"] += 1
+            with self._count_lock:  # `carried` blocks share one dict across threads
+                counts["read" if method == "GET" or "dryRun" in dict(query or []) else "write"] += 1
         try:
             status, data = self.api.request(
                 method, path, query, body, content_type=content_type, accept=accept

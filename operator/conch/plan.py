@@ -127,6 +127,10 @@ class Plan:
     """Every wanted object, for the ownership check and the dry run before `write`."""
     dry_run: bool = False
     """Dry-run `check` before writing anything (the spec changed or a child is missing)."""
+    at_once: bool = False
+    """The dry runs, then the writes, may each go out together: the service has no child
+    yet, so nothing serves and their order cannot matter (a new service's latency is then
+    three round trips after its read, not one per object)."""
     delete: tuple[Manifest, ...] = ()
     status: dict[str, Any] | None = None
     """A merge patch for status, or None when it already says this."""
@@ -276,6 +280,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         check=tuple(wanted),
         dry_run=bool(changed)
         and (spec_changed or any(builders.key(o) not in snap.owned for o in changed)),
+        at_once=bool(changed) and not snap.owned,
         delete=tuple(stale),
         acknowledge=acknowledge,
         decision=decision,

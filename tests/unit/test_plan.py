@@ -106,6 +106,7 @@ def test_a_new_service_writes_everything_after_a_dry_run() -> None:
         "Service/digits",
     ]
     assert decided.dry_run and decided.check == decided.write and decided.delete == ()
+    assert decided.at_once  # no child yet: the order of the writes cannot matter
     assert ready_reason(decided) == ("False", reasons.REPLICAS_UNAVAILABLE)
     assert decided.requeue_after == plan.NOT_READY_POLL
 
@@ -132,6 +133,7 @@ def test_drift_in_a_field_conch_sets_is_repaired_alone() -> None:
     )
     assert kinds(decided.write) == [f"Deployment/{DEPLOYMENT}"]
     assert not decided.dry_run  # the spec did not change and the object exists
+    assert not decided.at_once
 
 
 def test_a_removed_field_is_a_change() -> None:
@@ -143,6 +145,16 @@ def test_a_removed_field_is_a_change() -> None:
     )
     assert f"Deployment/{DEPLOYMENT}" in kinds(decided.write)
     assert kinds(decided.delete) == ["HorizontalPodAutoscaler/digits"]
+    assert not decided.at_once  # children run: writes keep the plan's order
+
+
+def test_a_missing_child_of_a_running_service_is_written_in_order() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    owned = {k: v for k, v in snap.owned.items() if k[0] != "Service"}
+    decided = plan.plan(snapshot(svc, owned=owned, deployments=snap.deployments), SETTINGS, NOW)
+    assert kinds(decided.write) == ["Service/digits"]
+    assert decided.dry_run and not decided.at_once
 
 
 REFUSALS = [
