@@ -87,8 +87,9 @@ def ready_pods(real: NodeCluster, ns: str, version: str | None = None) -> list[c
     ]
 
 
-def example_logits(ip: str, model: str) -> torch.Tensor:
-    """The `logits` Triton in the pod at `ip` answers for the packaging example's inputs."""
+def example_logits(ip: str, model: str, headers: dict[str, str] | None = None) -> torch.Tensor:
+    """The `logits` Triton in the pod at `ip` answers for the packaging example's inputs
+    (with `headers`, e.g. the endpoint key)."""
     inputs = example()
     body = {
         "inputs": [
@@ -105,7 +106,7 @@ def example_logits(ip: str, model: str) -> torch.Tensor:
     request = urllib.request.Request(
         f"http://{ip}:8000/v2/models/{model}/infer",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         (logits,) = json.load(response)["outputs"]
