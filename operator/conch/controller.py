@@ -79,7 +79,12 @@ class Controller:
     def reconcile(self, key: Key) -> Next:
         kind, namespace, name = key
         if kind == MODEL_VERSION.kind:
-            return self._reconcile_version(namespace, name)
+            with self.kube.counting() as requests:
+                try:
+                    return self._reconcile_version(namespace, name)
+                finally:
+                    for kind, count in requests.items():
+                        self.metrics.version_api_requests.labels(kind=kind).observe(count)
         started = time.perf_counter()
         with self.kube.counting() as requests:
             try:

@@ -64,6 +64,14 @@ class OperatorMetrics:
             buckets=(0, 1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )
+        self.version_api_requests = Histogram(
+            "conch_version_reconcile_api_requests",
+            "Kubernetes API requests made by one ModelVersion reconcile (its status.usedBy and "
+            "its catalog entry), reads and writes.",
+            ["kind"],
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.events_dropped = Counter(
             "conch_events_dropped",
             "Events not posted because too many were waiting (Events are best effort).",
