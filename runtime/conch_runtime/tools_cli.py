@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -18,7 +18,10 @@ from rich.table import Table
 
 from conch_runtime.tool_errors import InvalidData, InvalidSignature
 
-__all__ = ["add_tool_commands", "run_tool_command"]
+if TYPE_CHECKING:
+    from conch_runtime.package import PackageResult
+
+__all__ = ["add_package_arguments", "add_tool_commands", "package_from_args", "run_tool_command"]
 
 
 def add_tool_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,47 +31,8 @@ def add_tool_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "model", help="model.pt2 (torch.export), a TorchScript file, or package.module:factory"
     )
-    p.add_argument("--weights", type=Path, help="state dict for a module:factory")
-    p.add_argument("--search-path", type=Path, action="append", default=[], help="import path")
-    p.add_argument("--out", type=Path, required=True, help="new package directory")
-    p.add_argument("--name", required=True, help="model name (a DNS label), the Triton model name")
-    p.add_argument("--version", required=True, help="version label, e.g. 1.2.0")
-    p.add_argument("--format", choices=["python", "torchscript", "onnx"], default="python")
-    sig = p.add_argument_group("signature (given, or inferred from an example)")
-    sig.add_argument("--signature", type=Path, help="YAML/JSON: inputs, outputs, maxBatchSize")
-    sig.add_argument("--example", type=Path, help=".npz of a batch: input name -> array")
-    sig.add_argument("--output-names", help="comma-separated names of the outputs")
-    sig.add_argument(
-        "--dynamic", action="append", default=[], metavar="NAME:AXIS",
-        help="a per-sample axis (0-based) of a tensor that varies; repeatable",
-    )  # fmt: skip
-    sig.add_argument("--max-batch-size", type=int, default=64)
-    comp = p.add_argument_group("compression (each optional)")
-    comp.add_argument(
-        "--quantize", choices=["int8", "none"], default="none",
-        help="int8: static quantization (x86 kernels), scales calibrated on --calibration",
-    )  # fmt: skip
-    comp.add_argument("--int8", action="store_true", help="the same as --quantize int8")
-    comp.add_argument(
-        "--calibration", type=Path,
-        help=".npz inputs that fix int8 activation scales (default: the validation data)",
-    )  # fmt: skip
-    comp.add_argument("--sparsity", type=float, help="magnitude-prune this share of weights")
-    comp.add_argument("--fp16", action="store_true", help="half precision (GPU targets)")
-    comp.add_argument("--distill-student", help="module:factory of the student to distill")
-    comp.add_argument("--distill-data", type=Path, help=".npz training inputs (+ labels)")
-    comp.add_argument("--distill-epochs", type=int, default=30)
-    comp.add_argument("--teacher-version", help="ModelVersion of the teacher (distilledFrom)")
-    comp.add_argument("--baseline-version", help="ModelVersion of the uncompressed model")
-    val = p.add_argument_group("validation data")
-    val.add_argument("--validation", type=Path, help=".npz inputs (+ labels) to measure on")
-    val.add_argument("--validation-samples", type=int, default=64, help="generated if none")
-    serve = p.add_argument_group("serving")
-    serve.add_argument("--uri", help="where the artifact will live (default: its file:// path)")
-    serve.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    serve.add_argument("--instances", type=int, default=1)
-    serve.add_argument("--max-queue-delay-us", type=int, default=2000)
-    serve.add_argument("--torch-threads", type=int, default=1)
+    add_package_arguments(p, required=True)
+    p.add_argument("--uri", help="where the artifact will live (default: its file:// path)")
 
     v = commands.add_parser(
         "validate", help="serve a package on a real Triton and compare with its reference"
@@ -89,6 +53,67 @@ def add_tool_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="NAME",
         help="Secret the pods pull with (credentialsSecretRef)",
     )
+
+
+def add_package_arguments(p: argparse.ArgumentParser, *, required: bool) -> list[str]:
+    """`package`'s options but the model and `--uri`, on `p`; their dests. `conch publish`
+    adds the same options, so a model is packaged the same way by either command (there,
+    `required=False`: it may be given a package instead)."""
+    dests: list[str] = []
+
+    def add(group: argparse._ActionsContainer, *flags: str, **options: Any) -> None:
+        dests.append(group.add_argument(*flags, **options).dest)
+
+    add(p, "--weights", type=Path, help="state dict for a module:factory")
+    add(p, "--search-path", type=Path, action="append", default=[], help="import path")
+    add(p, "--out", type=Path, required=required, help="new package directory")
+    add(p, "--name", required=required, help="model name (a DNS label), the Triton model name")
+    add(p, "--version", required=required, help="version label, e.g. 1.2.0")
+    add(p, "--format", choices=["python", "torchscript", "onnx"], default="python")
+    sig = p.add_argument_group("signature (given, or inferred from an example)")
+    add(sig, "--signature", type=Path, help="YAML/JSON: inputs, outputs, maxBatchSize")
+    add(sig, "--example", type=Path, help=".npz of a batch: input name -> array")
+    add(sig, "--output-names", help="comma-separated names of the outputs")
+    add(
+        sig,
+        "--dynamic",
+        action="append",
+        default=[],
+        metavar="NAME:AXIS",
+        help="a per-sample axis (0-based) of a tensor that varies; repeatable",
+    )
+    add(sig, "--max-batch-size", type=int, default=64)
+    comp = p.add_argument_group("compression (each optional)")
+    add(
+        comp,
+        "--quantize",
+        choices=["int8", "none"],
+        default="none",
+        help="int8: static quantization (x86 kernels), scales calibrated on --calibration",
+    )
+    add(comp, "--int8", action="store_true", help="the same as --quantize int8")
+    add(
+        comp,
+        "--calibration",
+        type=Path,
+        help=".npz inputs that fix int8 activation scales (default: the validation data)",
+    )
+    add(comp, "--sparsity", type=float, help="magnitude-prune this share of weights")
+    add(comp, "--fp16", action="store_true", help="half precision (GPU targets)")
+    add(comp, "--distill-student", help="module:factory of the student to distill")
+    add(comp, "--distill-data", type=Path, help=".npz training inputs (+ labels)")
+    add(comp, "--distill-epochs", type=int, default=30)
+    add(comp, "--teacher-version", help="ModelVersion of the teacher (distilledFrom)")
+    add(comp, "--baseline-version", help="ModelVersion of the uncompressed model")
+    val = p.add_argument_group("validation data")
+    add(val, "--validation", type=Path, help=".npz inputs (+ labels) to measure on")
+    add(val, "--validation-samples", type=int, default=64, help="generated if none")
+    serve = p.add_argument_group("serving")
+    add(serve, "--device", choices=["cpu", "gpu"], default="cpu")
+    add(serve, "--instances", type=int, default=1)
+    add(serve, "--max-queue-delay-us", type=int, default=2000)
+    add(serve, "--torch-threads", type=int, default=1)
+    return dests
 
 
 def run_tool_command(args: argparse.Namespace) -> int:
@@ -137,7 +162,8 @@ def _dynamic(values: list[str]) -> dict[str, list[int]]:
     return axes
 
 
-def _package(args: argparse.Namespace) -> int:
+def package_from_args(model: str, out: Path, args: argparse.Namespace) -> PackageResult:
+    """Package `model` into `out` as the options of `add_package_arguments` say."""
     from conch_runtime.compress import CompressionOptions, DistillOptions
     from conch_runtime.data import load_npz
     from conch_runtime.package import PackageRequest, package
@@ -160,9 +186,9 @@ def _package(args: argparse.Namespace) -> int:
             teacher_version=args.teacher_version,
             search_path=tuple(args.search_path),
         )
-    result = package(
-        args.model,
-        args.out,
+    return package(
+        model,
+        out,
         PackageRequest(
             name=args.name,
             version=args.version,
@@ -188,12 +214,16 @@ def _package(args: argparse.Namespace) -> int:
                 max_queue_delay_us=args.max_queue_delay_us,
                 torch_threads=args.torch_threads,
             ),
-            uri=args.uri,
+            uri=getattr(args, "uri", None),  # `conch publish` has none: push sets it
             baseline_version=args.baseline_version,
             search_path=args.search_path,
         ),
         reporter=RichReporter(),
     )
+
+
+def _package(args: argparse.Namespace) -> int:
+    result = package_from_args(args.model, args.out, args)
     table = Table(title=f"{args.name} {args.version} ({args.format})", show_header=False)
     table.add_row("package", str(result.directory))
     table.add_row("artifact", f"{result.artifact} ({result.size_bytes} bytes)")
