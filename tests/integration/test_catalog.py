@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import pytest
@@ -29,9 +31,17 @@ from kubernetes.client.exceptions import ApiException
 from conch.dev import pki as pkimod
 from conch.dev.cluster import Cluster
 from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
-from conch_runtime.manifest import Manifest
-from conch_runtime.modelversion import MODELVERSION, dump_yaml
-from tests.support import GROUP, VERSION, as_user, create_service, eventually, example, stays
+from conch.dev.toolchain import Toolchain
+from tests.support import (
+    GROUP,
+    VERSION,
+    as_user,
+    create_service,
+    eventually,
+    example,
+    stays,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 
@@ -420,99 +430,191 @@ def tenant_kubeconfig(cluster: Cluster, user: str, namespace: str, path: Path) -
     return path
 
 
-def package(root: Path) -> Path:
-    """A package directory as `conch package` leaves it: manifest, artifact, ModelVersion."""
-    out = root / "pkg"
-    out.mkdir()
-    data = b"a packaged Triton repository, as far as S3 is concerned\n"
-    digest = hashlib.sha256(data).hexdigest()
-    (out / "digits-1.0.0.tar.gz").write_bytes(data)
-    Manifest(
-        model="digits",
-        version="1.0.0",
-        format="python",
-        model_file="digits/1/model.pt2",
-        signature={},
-        artifact="digits-1.0.0.tar.gz",
-        artifact_sha256=digest,
-        artifact_bytes=len(data),
-    ).write(out)
-    mv = example("modelversion.yaml")
-    mv["spec"]["source"] = {"uri": (out / "digits-1.0.0.tar.gz").as_uri(), "sha256": digest}
-    dump_yaml(mv, out / MODELVERSION)
-    return out
+DOC = Path(__file__).resolve().parents[2] / "docs" / "catalog.md"
+PACKAGING = {  # `conch publish` options that take a value and only apply when packaging
+    "--name", "--version", "--example", "--out",
+}  # fmt: skip
+
+
+def walkthrough() -> list[tuple[str, str]]:
+    """(language, text) of every fenced block of docs/catalog.md's walkthrough (steps 1-4)."""
+    text = DOC.read_text()
+    steps = text[text.index("## 1. Team A") : text.index("## Access to the endpoint")]
+    return re.findall(r"```(\w*)\n(.*?)```", steps, flags=re.S)
+
+
+def commands(block: str) -> list[list[str]]:
+    """The command lines of a sh block: continuations joined, comments dropped."""
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip()]
+
+
+def as_teams(text: str, names: dict[str, str]) -> str:
+    """The docs' team-a/-b/-c as this test's namespaces (team-b-apps stays)."""
+    return re.sub(r"(?<![\w-])team-([abc])(?![\w-])", lambda m: names[m.group(1)], text)
+
+
+def model_files(cwd: Path) -> None:
+    """What the walkthrough's first command names: the model exported with torch.export
+    (a dynamic batch dimension), an example batch and the terms document."""
+    import numpy as np
+    import torch
+
+    from tests.runtime.packaging import example, trained_teacher
+
+    inputs = example()
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        trained_teacher(),
+        (inputs["features"], inputs["category"]),
+        dynamic_shapes=({0: batch}, {0: batch}),
+    )
+    torch.export.save(program, cwd / "digits.pt2")
+    np.savez(cwd / "digits-example.npz", **{k: v.numpy() for k, v in inputs.items()})
+    (cwd / "digits-terms.md").write_text("Research use only. Inputs are not retained.\n")
+
+
+class Walk:
+    """Three teams, each a namespace and a user with namespaced rights there (plus what the
+    walkthrough has it write: A grants, B its key Secret), running commands in one folder
+    with their own kubeconfig, the test's S3 store and kubectl on PATH."""
+
+    USERS: ClassVar[dict[str, str]] = {"a": "alice", "b": "bob", "c": "carol"}
+    EXTRA: ClassVar[dict[str, dict[str, Any]]] = {
+        "a": {"apiGroups": [GROUP], "resources": ["modelaccessgrants"], "verbs": ["create"]},
+        "b": {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    }
+
+    def __init__(
+        self, cluster: Cluster, api: client.ApiClient, kubectl: str, s3: S3Server, cwd: Path
+    ) -> None:
+        self.names = {t: f"team-{t}-{uuid.uuid4().hex[:6]}" for t in "abc"}
+        for ns in self.names.values():
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+        self.tenants = {
+            t: as_tenant(cluster, api, self.names[t], user) for t, user in self.USERS.items()
+        }
+        for t, rule in self.EXTRA.items():
+            as_user(cluster.kubeconfig, api, self.names[t], self.USERS[t], [rule], "walkthrough")
+        base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        self.env = {
+            t: base | {
+                "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
+                "PATH": f"{Path(kubectl).parent}:{base['PATH']}", "COLUMNS": "250",
+                "KUBECONFIG": str(
+                    tenant_kubeconfig(cluster, user, self.names[t], cwd / f"{t}.yaml")
+                ),
+            }
+            for t, user in self.USERS.items()
+        }  # fmt: skip
+        self.s3, self.cwd = s3, cwd
+
+    def run(self, t: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """A documented command as team `t`; `conch` is this checkout's."""
+        if argv[:2] == ["conch", "publish"]:
+            argv = [*argv, "--endpoint", self.s3.endpoint]  # the test's store, not AWS
+        if argv[0] == "conch":
+            argv = [sys.executable, "-m", "conch.cli", *argv[1:]]
+        done = subprocess.run(
+            argv, cwd=self.cwd, env=self.env[t], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (argv, done.stdout, done.stderr)
+        return done
+
+    def shell(self, t: str, block: str) -> None:
+        """A documented sh block as team `t`, through bash (it uses `$(...)`)."""
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block], cwd=self.cwd, env=self.env[t],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, (block, done.stderr)
 
 
 @pytest.mark.usefixtures("catalog_readers")
-def test_alice_publishes_with_terms_and_bob_finds_it(
+def test_the_docs_walkthrough_runs_as_written(
     cluster: Cluster,
     api: client.ApiClient,
-    namespace: str,
-    other_namespace: str,
+    toolchain: Toolchain,
     s3: S3Server,
     tmp_path: Path,
 ) -> None:
-    """`conch publish` as Alice (her rights only): the artifact lands in S3, the ModelVersion
-    with terms and the shared label in her namespace; `conch catalog` as Bob lists it."""
-    as_tenant(cluster, api, namespace, "alice")
-    as_tenant(cluster, api, other_namespace, "bob")
+    """docs/catalog.md's steps 1-4, each command as written (namespaces renamed), each team
+    with its own namespaced rights: A packages, uploads and publishes with terms in one
+    `conch publish`, and grants B; B finds it in `conch catalog`, writes its endpoint key,
+    accepts the terms and serves it; C, without a grant, is refused with UsageNotGranted."""
+    walk = Walk(cluster, api, toolchain.binary("kubectl"), s3, tmp_path)
+    names, run, tenants = walk.names, walk.run, walk.tenants
     boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
-        region_name=REGION,
-    ).create_bucket(Bucket="team-a-models")
-    terms = tmp_path / "terms.md"
-    terms.write_text("Research use only. Inputs are not retained.\n")
-    env = {
-        k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")
-    } | {
-        "AWS_ACCESS_KEY_ID": s3.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-        "AWS_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "KUBECONFIG": str(tenant_kubeconfig(cluster, "alice", namespace, tmp_path / "a.yaml")),
-    }  # fmt: skip
-    published = subprocess.run(
-        [
-            sys.executable, "-m", "conch.cli", "publish", str(package(tmp_path)),
-            "--to", "s3://team-a-models/digits", "--endpoint", s3.endpoint, "--share",
-            "--license", "Apache-2.0", "--terms-uri", "https://legal.example.com/digits",
-            "--terms-file", str(terms), "--purpose", "research",
-            "--allow-namespace", other_namespace,
-        ],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert published.returncode == 0, published.stderr
-    mv = custom(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modelversions", "digits-v1"
-    )
-    digest = hashlib.sha256(terms.read_bytes()).hexdigest()
-    assert mv["metadata"]["labels"] == SHARED
-    assert mv["spec"]["source"]["uri"] == "s3://team-a-models/digits/digits-1.0.0.tar.gz"
-    assert mv["spec"]["usage"]["terms"] == {
-        "uri": "https://legal.example.com/digits",
-        "sha256": digest,
-    }
-    assert mv["spec"]["usage"]["allowedNamespaces"] == [other_namespace]
-    eventually(lambda: entry(api, f"{namespace}.digits-v1"), what="the published entry")
-    again = subprocess.run(  # publishing the same version again changes nothing
-        published.args, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert again.returncode == 0 and "unchanged" in again.stderr, again.stderr
+        "s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key, region_name=REGION,
+    ).create_bucket(Bucket="models")  # fmt: skip
+    model_files(tmp_path)
+    blocks = [(lang, as_teams(text, names)) for lang, text in walkthrough()]
+    publish_sh, grant_yaml, listed_text, find_sh, secret_sh, service_yaml = blocks
+    assert [lang for lang, _ in blocks] == ["sh", "yaml", "", "sh", "sh", "yaml"]
 
-    bob = {
-        **env,
-        "KUBECONFIG": str(tenant_kubeconfig(cluster, "bob", other_namespace, tmp_path / "b.yaml")),
-    }
-    listed = subprocess.run(
-        [sys.executable, "-m", "conch.cli", "catalog", "-o", "yaml"],
-        env=bob, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    (row,) = [r for r in yaml.safe_load(listed.stdout) if r["namespace"] == namespace]
-    assert (row["model"], row["license"], row["shared"]) == ("digits", "Apache-2.0", True)
-    assert row["terms"] == f"https://legal.example.com/digits (sha256:{digest})"
+    # 1. Team A: one command packages, uploads and publishes
+    (published,) = commands(publish_sh[1])
+    assert published[:2] == ["conch", "publish"]
+    done = run("a", published)
+    a, b, c = (names[t] for t in "abc")
+    mv = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, a, "modelversions", "digits-1.0.0"
+    )
+    digest = hashlib.sha256((tmp_path / "digits-terms.md").read_bytes()).hexdigest()
+    assert mv["metadata"]["labels"] == SHARED
+    assert mv["spec"]["source"]["uri"] == f"s3://models/{a}/digits-1.0.0.tar.gz"
+    usage = mv["spec"]["usage"]
+    assert usage["terms"] == {"uri": "https://legal.example.com/digits-terms", "sha256": digest}
+    assert (usage["allowedNamespaces"], usage["license"]) == ([b], "Apache-2.0")
+    assert (tmp_path / "digits-pkg" / "conch.json").is_file(), done.stderr  # --out kept it
+    # the package directory published again (packaging options dropped): nothing changes
+    again, rest = ["conch", "publish", "digits-pkg"], iter(published[3:])
+    for arg in rest:
+        if arg in PACKAGING:
+            next(rest)  # and its value
+        else:
+            again.append(arg)
+    assert "unchanged" in run("a", again).stderr
+    grant = yaml.safe_load(grant_yaml[1])
+    custom(tenants["a"]).create_namespaced_custom_object(
+        GROUP, VERSION, grant["metadata"]["namespace"], "modelaccessgrants", grant
+    )
+    # `kubectl get mv` shows what the docs show (but the size and age)
+    header, row = listed_text[1].splitlines()[:2]
+    shown = run("a", ["kubectl", "get", "mv", "-n", a]).stdout.splitlines()
+    assert shown[0].split() == header.split()
+    assert [shown[1].split()[i] for i in (0, 1, 2, 3, 5, 6)] == [
+        row.split()[i] for i in (0, 1, 2, 3, 5, 6)
+    ]
+
+    # 2. Team B finds it
+    for argv in commands(find_sh[1]):
+        assert "digits" in run("b", argv).stdout
+    rows = json.loads(run("b", [*commands(find_sh[1])[0], "-o", "json"]).stdout)
+    (found,) = [r for r in rows if r["namespace"] == a]
+    assert found["terms"] == f"https://legal.example.com/digits-terms (sha256:{digest})"
+
+    # 3. Team B writes its key, accepts the terms (the digest from the catalog) and serves
+    walk.shell("b", secret_sh[1])
+    shown_digest = found["terms"].rsplit("(", 1)[1].rstrip(")")
+    body = yaml.safe_load(
+        service_yaml[1].replace("sha256:<the terms digest shown by conch catalog>", shown_digest)
+    )
+    body["spec"]["resources"] = {"gpus": 0}  # on the kwok CPU nodes
+    custom(tenants["b"]).create_namespaced_custom_object(GROUP, VERSION, b, "modelservices", body)
+    wait_for(api, b, "Ready", "True", "Available", timeout=90)
+    served = custom(api).get_namespaced_custom_object(GROUP, VERSION, b, "modelservices", "digits")
+    assert [t["digest"] for t in served["status"]["acceptedTerms"]] == [f"sha256:{digest}"]
+
+    # 4. Team C, the same ModelService without a grant: refused
+    body["metadata"]["namespace"] = c
+    custom(tenants["c"]).create_namespaced_custom_object(GROUP, VERSION, c, "modelservices", body)
+    wait_for(api, c, "Ready", "False", "UsageNotGranted")
+    assert client.AppsV1Api(api).list_namespaced_deployment(c).items == []
+    for ns in names.values():
+        client.CoreV1Api(api).delete_namespace(ns)
 
 
 @pytest.mark.usefixtures("catalog_readers")
