@@ -27,7 +27,6 @@ from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.errors import ConchError, InvalidSpec, NameConflict
 from conch.informer import Watched
 from conch.kube import (
-    CATALOG_ENTRY,
     MODEL_SERVICE,
     MODEL_VERSION,
     OWNED,
@@ -416,12 +415,11 @@ class Controller:
         return keys
 
     def version_users(self, namespace: str, version: str) -> list[str]:
-        """The ModelServices that use `version`, from the watched ModelServices."""
-        return sorted(
-            s["metadata"]["name"]
-            for s in self.watched.services.select(namespace, {})
-            if version in plan.uses(s) and not s["metadata"].get("deletionTimestamp")
-        )
+        """The ModelServices of `namespace` that use `version`, from the watched ModelServices
+        (their index: `service_index`)."""
+        return [
+            s["metadata"]["name"] for s in self.watched.services.indexed(namespace, USES + version)
+        ]
 
     def version_consumers(self, namespace: str, version: str) -> list[Key]:
         """Every ModelService, in any namespace, whose spec serves `version` of `namespace`
@@ -440,7 +438,7 @@ class Controller:
     def _reconcile_version(self, namespace: str, name: str) -> Next:
         """ModelVersion status: which ModelServices use it, from the watched ModelServices
         (whose every change of use queues the versions involved: `version_users_changed`)."""
-        raw = self.kube.get(MODEL_VERSION, namespace, name)
+        raw = self.watched.versions.get(namespace, name)  # queued by its informer: seen there
         if raw is None:
             self._catalog(namespace, name, None, [])
             return Next()
@@ -455,8 +453,7 @@ class Controller:
             self.kube.patch_status(MODEL_VERSION, namespace, name, wanted)
         elsewhere = [
             (s["metadata"]["namespace"], s["metadata"]["name"])
-            for s in self.watched.services.values()
-            if name in serves_elsewhere(s).get(namespace, ())
+            for s in self.watched.services.indexed(namespace, ELSEWHERE + name)
         ]
         self._catalog(namespace, name, raw, [(namespace, s) for s in used_by] + elsewhere)
         return Next()
@@ -466,10 +463,12 @@ class Controller:
     ) -> None:
         """Keep the CatalogEntry of a shared ModelVersion equal to what it publishes; remove
         it when the version is private or gone. An entry the operator did not write (an
-        admin's) is never rewritten or deleted."""
-        if not self.kube.has_kind(CATALOG_ENTRY.api_version, CATALOG_ENTRY.kind):
+        admin's) is never rewritten or deleted. Entries are read from their informer: an
+        apply on a stale one is refused (409) and retried, never blind."""
+        entries = self.watched.catalog
+        if entries is None or not entries.served:
             return
-        current = self.kube.get(CATALOG_ENTRY, "", catalog.entry_name(namespace, name))
+        current = entries.get("", catalog.entry_name(namespace, name))
         if current is not None and not catalog.is_mirror(current):
             log.warning("CatalogEntry %s is not the operator's: left alone", name)
             return
@@ -518,6 +517,27 @@ USAGE_REFUSALS = frozenset(
     }
 )
 """Ready reasons that mean a version's terms refuse the service: it serves none of it."""
+
+
+USES, ELSEWHERE = "uses/", "elsewhere/"
+"""Prefixes of `service_index` values."""
+
+
+def service_index(service: Manifest) -> list[tuple[str, str]]:
+    """Where a watched ModelService is found (`Informer.indexed`): (its namespace, USES +
+    version) for each version of its own namespace it uses (status.usedBy), and (the other
+    namespace, ELSEWHERE + version) for each version it serves from there while its terms let
+    it (the catalog's servedBy). A reconcile of a version then reads its users, not every
+    service."""
+    meta = service["metadata"]
+    if meta.get("deletionTimestamp"):
+        return []
+    own = [(meta.get("namespace", ""), USES + v) for v in sorted(plan.uses(service))]
+    return own + [
+        (where, ELSEWHERE + v)
+        for where, versions in sorted(serves_elsewhere(service).items())
+        for v in sorted(versions)
+    ]
 
 
 def serves_elsewhere(service: Manifest | None) -> dict[str, set[str]]:

@@ -1,11 +1,11 @@
 """kopf wiring and the work queue: watches feed the queue; workers run the controller.
 Nothing decides here.
 
-kopf runs the process (startup, cleanup, liveness, logging) and watches only the catalog's
-cluster-wide CatalogEntries: every other watch is a `conch.informer` (ModelServices kept slim, ModelVersions, and the owned kinds by
-a server-side label selector), so each kind is listed and watched once, kopf holds no
-per-object state, and an operator restart re-lists, reconciles, and writes nothing when
-nothing changed.
+kopf runs the process (startup, cleanup, liveness, logging) and watches nothing: every
+watch is a `conch.informer` (ModelServices kept slim, ModelVersions, grants, the catalog's
+cluster-wide CatalogEntries, and the owned kinds by a server-side label selector), so each
+kind is listed and watched once, kopf holds no per-object state, and an operator restart
+re-lists, reconciles, and writes nothing when nothing changed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from conch import plan, rest
-from conch.api import GROUP, VERSION
 from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.controller import Controller, Key
 from conch.errors import ConchError
@@ -82,8 +81,19 @@ class Runtime:
             for key in self.controller.consumers(meta["namespace"]):
                 queue(key)
 
+        scopes = self.controller.watched.versions.scopes
+
+        def catalog_changed(before: Manifest | None, after: Manifest | None) -> None:
+            """An entry listed at start, or changed by someone: its ModelVersion's reconcile
+            rewrites it, or removes it when the version went private or away while we were
+            down. Only for namespaces this operator watches (it cannot see the others')."""
+            source = ((after or before or {}).get("spec") or {}).get("modelVersion") or {}
+            namespace, name = str(source.get("namespace", "")), str(source.get("name", ""))
+            if namespace and name and (None in scopes or namespace in scopes):
+                queue((VERSION_KIND, namespace, name))
+
         self.controller.watched.start(
-            owned_changed, service_changed, version_changed, grant_changed
+            owned_changed, service_changed, version_changed, grant_changed, catalog_changed
         )
 
     async def _lead(self) -> None:
@@ -140,7 +150,7 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 @kopf.on.login()
 def _login(**_: Any) -> kopf.ConnectionInfo:
-    """kopf's own requests (its CatalogEntry watch) carry the same credentials as Conch's:
+    """kopf logs in at start (it watches nothing itself) with the same credentials as Conch's:
     `conch.rest.login`, called again by kopf when the API answers 401."""
     return rest.login().info
 
@@ -157,16 +167,3 @@ async def _start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> 
 @kopf.on.cleanup()
 async def _stop(memo: kopf.Memo, **_: Any) -> None:
     await _runtime(memo).stop()
-
-
-@kopf.on.event(GROUP, VERSION, "catalogentries")
-async def _catalog_entry_changed(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    """An entry listed at start, or changed by someone: its ModelVersion's reconcile
-    rewrites it, or removes it when the version went private or away while we were down.
-    Only for namespaces this operator watches (it cannot see the others' versions)."""
-    runtime = _runtime(memo)
-    source = spec.get("modelVersion") or {}
-    namespace, name = str(source.get("namespace", "")), str(source.get("name", ""))
-    scopes = runtime.controller.watched.versions.scopes
-    if namespace and name and (None in scopes or namespace in scopes):
-        runtime.queue.add((VERSION_KIND, namespace, name))

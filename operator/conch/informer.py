@@ -43,6 +43,20 @@ Change = Callable[[Manifest | None, Manifest | None], None]
 """Called with (before, after) for every change: after is None when the object is gone,
 before is None when it is new."""
 Keep = Callable[[Manifest], Manifest]
+Index = Callable[[Manifest], Iterable[Key]]
+"""The (namespace, value) keys an object is found under with `Informer.indexed`; the
+namespace may be another than the object's own (a ModelService serving another's version)."""
+
+
+def by_label(label: str) -> Index:
+    """Index objects by the value of one label, in their own namespace."""
+
+    def keys(obj: Manifest) -> list[Key]:
+        meta = obj["metadata"]
+        value = (meta.get("labels") or {}).get(label)
+        return [(meta.get("namespace", ""), value)] if value else []
+
+    return keys
 
 
 def without_managed_fields(obj: Manifest) -> Manifest:
@@ -60,8 +74,9 @@ class Informer:
 
     Each object is kept as `keep` trims it, serialized (a few KiB of JSON instead of a tree of
     Python objects ten times its size) and parsed again on read; objects are found by
-    namespace and by the value of `index_label`, so a reconcile's reads do not grow with the
-    number of services.
+    namespace and through an index: by the value of a label (`index` a label name) or by
+    the keys an `Index` function gives each object, so a reconcile's reads do not grow with the number of services. Cluster-scoped objects live
+    under namespace "".
     """
 
     def __init__(
@@ -73,7 +88,7 @@ class Informer:
         on_change: Change = _ignore,
         timeout: int = 300,
         keep: Keep = without_managed_fields,
-        index_label: str | None = None,
+        index: str | Index | None = None,
     ) -> None:
         self.api = api
         self.kind = kind
@@ -82,11 +97,13 @@ class Informer:
         self.on_change = on_change
         self.timeout = timeout
         self.keep = keep
-        self.index_label = index_label
+        self.index_label = index if isinstance(index, str) else None
+        """The label `select` finds objects by through the index, if `index` is one."""
+        self.index = by_label(index) if isinstance(index, str) else index
         self._objects: dict[str, dict[str, bytes]] = {}
         """namespace -> name -> the kept object, serialized"""
-        self._index: dict[tuple[str, str], set[str]] = {}
-        """(namespace, value of index_label) -> names"""
+        self._index: dict[Key, set[Key]] = {}
+        """index key -> (namespace, name) of the objects found under it"""
         self._lock = threading.Lock()
         self._synced = [threading.Event() for _ in self.scopes]
         self.served = False
@@ -107,8 +124,8 @@ class Informer:
         with self._lock:
             objects = self._objects.get(namespace, {})
             if self.index_label is not None and self.index_label in labels:
-                names = self._index.get((namespace, labels[self.index_label]), set())
-                blobs = [objects[n] for n in sorted(names)]
+                found_at = self._index.get((namespace, labels[self.index_label]), set())
+                blobs = [objects[n] for _, n in sorted(found_at)]
             else:
                 blobs = list(objects.values())
         found = (_load(b) for b in blobs)
@@ -117,6 +134,13 @@ class Informer:
             for obj in found
             if all(obj["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())
         ]
+
+    def indexed(self, namespace: str, value: str) -> list[Manifest]:
+        """The objects `index` found under (namespace, value), by namespace and name."""
+        with self._lock:
+            found_at = sorted(self._index.get((namespace, value), set()))
+            blobs = [self._objects[ns][name] for ns, name in found_at]
+        return [_load(b) for b in blobs]
 
     def values(self) -> list[Manifest]:
         """Every object, in every namespace."""
@@ -133,15 +157,16 @@ class Informer:
     def _put(self, obj: Manifest) -> Manifest | None:
         """Keep `obj` (already trimmed); the version it replaces. Holds the lock."""
         meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
         objects = self._objects.setdefault(namespace, {})
         blob = objects.get(name)
         before = None if blob is None else _load(blob)
         if before is not None:
             self._unindex(before)
         objects[name] = _dump(obj)
-        if self.index_label is not None and (value := meta.get("labels", {}).get(self.index_label)):
-            self._index.setdefault((namespace, value), set()).add(name)
+        if self.index is not None:
+            for key in self.index(obj):
+                self._index.setdefault(key, set()).add((namespace, name))
         return before
 
     def _pop(self, namespace: str, name: str) -> Manifest | None:
@@ -154,14 +179,16 @@ class Informer:
         return before
 
     def _unindex(self, obj: Manifest) -> None:
-        meta = obj["metadata"]
-        if self.index_label is None or not (value := meta.get("labels", {}).get(self.index_label)):
+        if self.index is None:
             return
-        names = self._index.get((meta["namespace"], value))
-        if names is not None:
-            names.discard(meta["name"])
-            if not names:
-                del self._index[(meta["namespace"], value)]
+        meta = obj["metadata"]
+        at = (meta.get("namespace", ""), meta["name"])
+        for key in self.index(obj):
+            found_at = self._index.get(key)
+            if found_at is not None:
+                found_at.discard(at)
+                if not found_at:
+                    del self._index[key]
 
     # -- running -----------------------------------------------------------------------
 
@@ -222,7 +249,8 @@ class Informer:
                 "GET", path, [*query, ("continue", token)] if token else query, timeout=60
             )
             for item in page.get("items", []):
-                listed[(item["metadata"]["namespace"], item["metadata"]["name"])] = self._trim(item)
+                meta = item["metadata"]
+                listed[(meta.get("namespace", ""), meta["name"])] = self._trim(item)
             token = page["metadata"].get("continue") or ""
             if not token:
                 break
@@ -262,7 +290,7 @@ class Informer:
                 meta = obj["metadata"]
                 with self._lock:
                     if kind == "DELETED":
-                        before, after = self._pop(meta["namespace"], meta["name"]), None
+                        before, after = self._pop(meta.get("namespace", ""), meta["name"]), None
                     else:
                         before, after = self._put(trimmed), trimmed
                 if before is not None or after is not None:
@@ -283,30 +311,35 @@ def _load(blob: bytes) -> Manifest:
 
 class Watched:
     """Every informer the controller reads from: Conch's owned kinds (by the managed-by
-    label, indexed by the service they belong to), ModelVersions, ModelAccessGrants, and of
-    ModelServices only what the given keep function keeps (for ModelVersion status.usedBy)."""
+    label, indexed by the service they belong to), ModelVersions, ModelAccessGrants,
+    CatalogEntries (cluster-scoped: every namespace's, whoever wrote them), and of
+    ModelServices only what the given keep function keeps, indexed by the given index (the
+    versions each uses, for ModelVersion status.usedBy and the catalog's servedBy)."""
 
     def __init__(
         self,
         api: Rest,
         owned: dict[str, Kind],
         versions: Kind,
-        services: tuple[Kind, Keep],
+        services: tuple[Kind, Keep, Index],
         selector: str,
         namespaces: Iterable[str] | None = None,
         grants: Kind | None = None,
+        catalog: Kind | None = None,
     ) -> None:
         self.owned = {
-            name: Informer(api, kind, selector, namespaces, index_label=SERVICE_LABEL)
+            name: Informer(api, kind, selector, namespaces, index=SERVICE_LABEL)
             for name, kind in owned.items()
         }
         self.versions = Informer(api, versions, "", namespaces)
-        self.services = Informer(api, services[0], "", namespaces, keep=services[1])
+        kind, keep, index = services
+        self.services = Informer(api, kind, "", namespaces, keep=keep, index=index)
         self.grants = Informer(api, grants, "", namespaces) if grants else None
+        self.catalog = Informer(api, catalog, "") if catalog else None
 
     def _all(self) -> list[Informer]:
-        grants = [self.grants] if self.grants is not None else []
-        return [*self.owned.values(), self.versions, self.services, *grants]
+        optional = [i for i in (self.grants, self.catalog) if i is not None]
+        return [*self.owned.values(), self.versions, self.services, *optional]
 
     def start(
         self,
@@ -314,16 +347,20 @@ class Watched:
         on_service: Change = _ignore,
         on_version: Change = _ignore,
         on_grant: Change = _ignore,
+        on_catalog: Change = _ignore,
     ) -> None:
         """Start watching; the callbacks are called (from the watch threads) for every change
-        of an owned object, a ModelService, a ModelVersion and a ModelAccessGrant (a
-        revocation reaches the services that use it without a restart)."""
+        of an owned object, a ModelService, a ModelVersion, a ModelAccessGrant (a
+        revocation reaches the services that use it without a restart) and a CatalogEntry
+        (one edited by hand, or left over from a version gone while the operator was down)."""
         for informer in self.owned.values():
             informer.on_change = on_owned
         self.services.on_change = on_service
         self.versions.on_change = on_version
         if self.grants is not None:
             self.grants.on_change = on_grant
+        if self.catalog is not None:
+            self.catalog.on_change = on_catalog
         for informer in self._all():
             informer.start()
 

@@ -11,7 +11,6 @@ import datetime as dt
 import enum
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,7 +113,6 @@ class Kube:
     def __init__(self, api: Rest, on_error: Callable[[str, str], None] = lambda v, c: None) -> None:
         self.api = api
         self._on_error = on_error
-        self._discovery: dict[str, tuple[float, set[str]]] = {}
         self._counting = threading.local()
         self._count_lock = threading.Lock()
 
@@ -279,22 +277,6 @@ class Kube:
             body=body,
             content_type="application/merge-patch+json",
         )
-
-    def has_kind(self, api_version: str, kind: str, ttl: float = 60) -> bool:
-        """Whether the cluster serves `kind` (the catalog's CatalogEntry; the kinds a
-        ModelService owns are known from their informers, `Informer.served`)."""
-        cached = self._discovery.get(api_version)
-        if cached is None or time.monotonic() - cached[0] > ttl:
-            try:
-                found = self._call("discover", "GET", f"/apis/{api_version}")
-                kinds = {r["kind"] for r in found.get("resources", [])}
-            except ApiError as error:
-                if error.status != 404:
-                    raise
-                kinds = set()
-            cached = (time.monotonic(), kinds)
-            self._discovery[api_version] = cached
-        return kind in cached[1]
 
     def event(self, regarding: Manifest, type_: str, reason: str, action: str, note: str) -> None:
         """Post an events.k8s.io/v1 Event about `regarding`."""

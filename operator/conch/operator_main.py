@@ -14,10 +14,11 @@ from conch import plan, podflags, providers, rest
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
-from conch.controller import Controller
+from conch.controller import Controller, service_index
 from conch.informer import Watched
 from conch.kopf_alone import kopf
 from conch.kube import (
+    CATALOG_ENTRY,
     MODEL_ACCESS_GRANT,
     MODEL_SERVICE,
     MODEL_VERSION,
@@ -308,10 +309,11 @@ def run(args: argparse.Namespace) -> int:
         kube.api,
         OWNED,
         MODEL_VERSION,
-        (MODEL_SERVICE, plan.service_view),
+        (MODEL_SERVICE, plan.service_view, service_index),
         f"{MANAGED_BY}={MANAGER}",
         args.namespace or None,
         grants=MODEL_ACCESS_GRANT,
+        catalog=CATALOG_ENTRY,
     )
     controller = Controller(kube, settings, metrics, watched, provider)
     elector = None

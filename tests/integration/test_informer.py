@@ -61,7 +61,7 @@ def test_lists_in_pages_indexes_by_service_and_reports_changes(
         f"{MANAGED_BY}={MANAGER}",
         [namespace],
         on_change=seen,
-        index_label=SERVICE_LABEL,
+        index=SERVICE_LABEL,
     ).start()
     try:
         assert watch.wait_synced(30) and watch.served

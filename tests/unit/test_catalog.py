@@ -153,3 +153,56 @@ def test_rows_shared_entries_plus_own_namespace() -> None:
     assert first.size_bytes == 123456
     assert rows[2].served_by == ("team-b/digits",)  # from the private version's status
     assert rows[0].as_dict()["modelVersion"] == "digits-fp32"
+
+
+def watched_service(
+    name: str, namespace: str, version: str, model_namespace: str | None = None, **status: Any
+) -> dict[str, Any]:
+    """A ModelService as the operator keeps it in memory (`plan.service_view`)."""
+    from conch import plan
+
+    spec = {"modelVersion": version, "modelNamespace": model_namespace}
+    return plan.service_view(
+        {"metadata": {"name": name, "namespace": namespace}, "spec": spec, "status": status}
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "keys"),
+    [
+        (watched_service("s", "team-a", "v2", stable={"version": "v1"}),
+         [("team-a", "uses/v1"), ("team-a", "uses/v2")]),
+        (watched_service("s", "team-b", "v1", "team-a"), [("team-a", "elsewhere/v1")]),
+        (watched_service("s", "team-b", "v1", "team-a",
+                         conditions=[{"type": "Ready", "reason": "UsageNotGranted"}]), []),
+        ({**watched_service("s", "team-a", "v1"),
+          "metadata": {"name": "s", "namespace": "team-a", "deletionTimestamp": "now"}}, []),
+    ],
+)  # fmt: skip
+def test_a_service_is_found_under_the_versions_it_serves(
+    service: dict[str, Any], keys: list[tuple[str, str]]
+) -> None:
+    """usedBy (own namespace) and the catalog's servedBy (another's, while its terms let it)
+    read these keys instead of decoding every watched service."""
+    from conch.controller import service_index
+
+    assert service_index(service) == keys
+
+
+def test_the_informer_finds_services_by_their_index_keys() -> None:
+    """Keys follow the object: a change of version moves it, a deletion drops it."""
+    from conch.controller import service_index
+    from conch.informer import Informer
+    from conch.kube import MODEL_SERVICE
+
+    informer = Informer(None, MODEL_SERVICE, "", index=service_index)  # type: ignore[arg-type]
+    informer._put(watched_service("a", "team-b", "v1", "team-a"))
+    informer._put(watched_service("b", "team-b", "v1", "team-a"))
+    informer._put(watched_service("c", "team-a", "v1"))
+    assert [s["metadata"]["name"] for s in informer.indexed("team-a", "elsewhere/v1")] == ["a", "b"]
+    assert [s["metadata"]["name"] for s in informer.indexed("team-a", "uses/v1")] == ["c"]
+    informer._put(watched_service("a", "team-b", "v2", "team-a"))
+    informer._pop("team-a", "c")
+    assert [s["metadata"]["name"] for s in informer.indexed("team-a", "elsewhere/v1")] == ["b"]
+    assert [s["metadata"]["name"] for s in informer.indexed("team-a", "elsewhere/v2")] == ["a"]
+    assert informer.indexed("team-a", "uses/v1") == []
