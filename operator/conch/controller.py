@@ -12,15 +12,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import secrets as random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from conch import builders, catalog, events, plan, reasons, rollout, usage
+from conch import builders, catalog, endpointkey, events, plan, reasons, rollout, usage
 from conch.api import ModelAccessGrant, ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
@@ -191,8 +192,6 @@ class Controller:
             for mv in versions.values()
             if (ref := mv.spec.source.credentials_secret_ref) and where == namespace
         }
-        if (access := svc.spec.access) and (key := access.key_secret_ref):
-            secrets[key.name] = self.kube.get_metadata(SECRET, namespace, key.name)
         pods = {
             version: self.kube.list(POD, namespace, selector(svc, version))
             for version, d in deployments.items()
@@ -211,10 +210,26 @@ class Controller:
             capabilities=capabilities,
             metrics_available=self.provider is not None,
             grants=self._grants(where) if where != namespace else (),
+            **self._keys(svc, deployments),
         )
         if canary := plan.needs_samples(snap, now):
             snap = dataclasses.replace(snap, samples=self._samples(svc, canary))
         return snap
+
+    def _keys(self, svc: ModelService, deployments: Mapping[str, Manifest]) -> dict[str, Any]:
+        """The gate Secret (hashes of the keys issued) when the spec or a running pod
+        template uses the gate, and a fresh random key per listed consumer (drawn here so
+        the plan stays pure; those not needed are dropped)."""
+        name = svc.metadata.name
+        if not endpointkey.gate_on(svc) and not any(
+            endpointkey.mentions_gate(d, name) for d in deployments.values()
+        ):
+            return {}
+        gate = self.kube.get(
+            SECRET, svc.metadata.namespace or "", endpointkey.gate_secret_name(name)
+        )
+        fresh = {c: random.token_urlsafe(32) for c in endpointkey.consumers(svc)}
+        return {"gate": gate, "fresh_keys": fresh}
 
     def _grants(self, namespace: str) -> tuple[ModelAccessGrant, ...]:
         """The ModelAccessGrants of `namespace` that parse (the schema makes all of them)."""
@@ -285,6 +300,7 @@ class Controller:
         """Carry out `decided`; `_prepare` first, so nothing is written when a name is held by
         someone else or the API server would refuse an object."""
         found = self._prepare(snap, decided)
+        self._write_keys(snap, decided.keys)
         self._apply(raw, decided.write, {**found, **snap.owned}, decided.at_once)
         for deployment, replicas in decided.scale:
             self.kube.patch(
@@ -310,6 +326,30 @@ class Controller:
                 meta["name"],
                 {"metadata": {"annotations": dict.fromkeys(decided.acknowledge)}},
             )
+
+    def _write_keys(self, snap: plan.Snapshot, keys: endpointkey.KeyChanges) -> None:
+        """Consumer key Secrets, then the gate's hashes (the order `KeyChanges` explains).
+        A consumer Secret's name held by someone else is a NameConflict, never overwritten."""
+        if keys.empty:
+            return
+        namespace, uid = snap.service.metadata.namespace or "", snap.service.metadata.uid
+        for secret in keys.issue:
+            # metadata only: the operator never reads a key back
+            found = self.kube.get_metadata(SECRET, namespace, secret["metadata"]["name"])
+            if found is not None and not builders.controlled_by(found, uid):
+                raise NameConflict(
+                    f"Secret {secret['metadata']['name']} already exists and belongs to someone "
+                    "else; Conch does not take over objects it did not create"
+                )
+            self.kube.apply(secret, found)
+        for name in keys.revoked_secrets():
+            found = self.kube.get_metadata(SECRET, namespace, name)
+            if found is not None and builders.controlled_by(found, uid):
+                self.kube.delete({**found, "kind": SECRET.kind})
+        if keys.gate is not None:
+            self.kube.apply(keys.gate, snap.gate)
+        elif keys.delete_gate and snap.gate is not None:
+            self.kube.delete({**snap.gate, "kind": SECRET.kind})
 
     def _prepare(self, snap: plan.Snapshot, decided: plan.Plan) -> dict[tuple[str, str], Manifest]:
         """Before writing anything: every name must be free or ours (NameConflict otherwise,

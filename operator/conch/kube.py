@@ -72,9 +72,9 @@ OWNED = {
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     )
 }
-WRITTEN = {**OWNED, CATALOG_ENTRY.kind: CATALOG_ENTRY}
-"""Every kind the operator applies and deletes: a ModelService's children, and the
-catalog's mirror of shared ModelVersions."""
+WRITTEN = {**OWNED, CATALOG_ENTRY.kind: CATALOG_ENTRY, SECRET.kind: SECRET}
+"""Every kind the operator applies and deletes: a ModelService's children, the catalog's
+mirror of shared ModelVersions, and endpoint key Secrets (read by name, never watched)."""
 
 
 class Applied(enum.Enum):

@@ -13,12 +13,13 @@ those found while executing (a name held by someone else, an API refusal) both e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import artifacts, builders, policy, reasons, rollout, routers, status, usage
+from conch import artifacts, builders, endpointkey, policy, reasons, rollout, routers, status, usage
 from conch.api import ModelAccessGrant, ModelService, ModelServiceStatus, ModelVersion
 from conch.api.modelservice import AcceptedTerms
 from conch.builders import Capabilities, PodSettings, Served
@@ -27,6 +28,7 @@ from conch.errors import (
     ConchError,
     InvalidSpec,
     ModelVersionNotFound,
+    NameConflict,
     PolicyViolation,
     UsageRefused,
 )
@@ -97,6 +99,10 @@ class Snapshot:
     """Whether the operator has a metrics source for analyses."""
     grants: Sequence[ModelAccessGrant] = ()
     """The ModelAccessGrants of spec.modelNamespace, when it is another namespace."""
+    gate: Manifest | None = None
+    """The gate Secret of endpoint key hashes, as read (None: absent or not needed)."""
+    fresh_keys: Mapping[str, str] = field(default_factory=dict)
+    """A new random key per listed consumer, used for those that need one (`endpointkey`)."""
 
     @property
     def replicas(self) -> int:
@@ -144,6 +150,8 @@ class Plan:
     scale: tuple[tuple[str, int], ...] = ()
     """(Deployment name, replicas) set by a merge patch, outside server-side apply: scaling
     to zero when usage is revoked or expires (the next allowed plan applies them at size)."""
+    keys: endpointkey.KeyChanges = field(default_factory=endpointkey.KeyChanges)
+    """Consumer key Secrets to write and delete, and the gate's Secret of hashes."""
     requeue_after: float = 0.0
 
 
@@ -226,7 +234,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
             continue
         ref = mv.spec.source.credentials_secret_ref
         hosts = artifacts.check(mv, snap.secrets.get(ref.name) if ref else None, settings.access)
-        served.append(Served(mv, replicas, tuple(hosts), _key_version(snap)))
+        served.append(Served(mv, replicas, tuple(hosts)))
     routing = router.objects(svc, decision.state.stable, decision.state.canary, decision.weights)
     serving_version = decision.state.stable or target.metadata.name
     wanted = builders.desired(svc, served, routing, settings, snap.capabilities)
@@ -269,6 +277,10 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
     acknowledge = tuple(
         REQUESTS[a.request] for a in decision.actions if isinstance(a, rollout.AcknowledgeRequest)
     )
+    keys = _keys(snap)
+    events += _key_events(svc, keys)
+    if endpointkey.ROTATE_ANNOTATION in snap.annotations:
+        acknowledge += (endpointkey.ROTATE_ANNOTATION,)
     changed = [obj for obj in wanted if builders.differs(obj, snap.owned.get(builders.key(obj)))]
     spec_changed = svc.status is None or svc.status.observed_generation != svc.metadata.generation
     return _finish(
@@ -283,6 +295,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         at_once=bool(changed) and not snap.owned,
         delete=tuple(stale),
         acknowledge=acknowledge,
+        keys=keys,
         decision=decision,
         wake=usage.next_expiry([s.mv for s in served], now),
     )
@@ -349,7 +362,23 @@ def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
     if scale:
         names = ", ".join(name for name, _ in scale)
         events.append(Event("Warning", reasons.SCALED_TO_ZERO, f"scaled {names} to zero: {error}"))
-    return _finish(snap, new, now, events, refused=True, scale=scale)
+    # Keys follow spec.access even while the rest is refused: a revocation never waits for
+    # an unrelated fix. Not after a name conflict, which may be a key Secret's own.
+    keys, acknowledge = endpointkey.KeyChanges(), tuple[str, ...]()
+    if not isinstance(error, NameConflict):
+        with contextlib.suppress(ConchError):
+            keys = _keys(snap)
+            events += _key_events(svc, keys)
+            if endpointkey.ROTATE_ANNOTATION in snap.annotations:
+                acknowledge = (endpointkey.ROTATE_ANNOTATION,)
+    return _finish(
+        snap, new, now, events, refused=True, scale=scale, keys=keys, acknowledge=acknowledge
+    )
+
+
+def _keys(snap: Snapshot) -> endpointkey.KeyChanges:
+    rotate = endpointkey.requested(snap.annotations)
+    return endpointkey.plan(snap.service, snap.gate, snap.fresh_keys, rotate)
 
 
 def _finish(
@@ -487,11 +516,27 @@ def uses(service: Manifest) -> set[str]:
     }
 
 
-def _key_version(snap: Snapshot) -> str | None:
-    """The endpoint key Secret's resourceVersion (a rotation rolls the pods). A Secret not
-    there yet is not a refusal: the pods wait for it, as kubelet does for any Secret."""
-    access = snap.service.spec.access
-    if access is None or access.key_secret_ref is None:
-        return None
-    found = snap.secrets.get(access.key_secret_ref.name)
-    return str(found["metadata"].get("resourceVersion", "")) or None if found else None
+def _key_events(svc: ModelService, keys: endpointkey.KeyChanges) -> list[Event]:
+    """One Event per consumer whose key was issued, replaced or revoked (never the key)."""
+    out = []
+    for secret in keys.issue:
+        consumer = secret["metadata"]["labels"][endpointkey.CONSUMER_LABEL]
+        rotated = consumer in keys.rotated
+        out.append(
+            Event(
+                "Normal",
+                reasons.KEY_ROTATED if rotated else reasons.KEY_ISSUED,
+                f"{'replaced the' if rotated else 'issued a'} key of consumer {consumer}: "
+                f"Secret {secret['metadata']['name']}",
+            )
+        )
+    out += [
+        Event(
+            "Normal",
+            reasons.KEY_REVOKED,
+            f"revoked the key of consumer {c}: deleted Secret "
+            f"{endpointkey.key_secret_name(svc.metadata.name, c)}",
+        )
+        for c in keys.revoke
+    ]
+    return out

@@ -75,3 +75,8 @@ INCONCLUSIVE_LIMIT_REACHED: Final = "InconclusiveLimitReached"
 """spec.rollout.analysis.inconclusiveLimit inconclusive analyses in a row: the rollout stalled."""
 ROLLOUT_DEADLINE_EXCEEDED: Final = "RolloutDeadlineExceeded"
 """No progress within spec.rollout.progressDeadline: the rollout stalled."""
+
+# Endpoint keys (Events): a consumer's key written, replaced at a request, or revoked
+KEY_ISSUED: Final = "KeyIssued"
+KEY_ROTATED: Final = "KeyRotated"
+KEY_REVOKED: Final = "KeyRevoked"

@@ -208,7 +208,8 @@ def test_a_missing_value_and_a_value_for_a_switch_are_problems() -> None:
         (["--backend-directory=/tmp"], "is not an allowed Triton flag"),
         (["--repoagent-directory=/tmp"], "is not an allowed Triton flag"),
         (["--allow-grpc=false"], "is not an allowed Triton flag"),
-        (["--http-address=0.0.0.0"], "is not an allowed Triton flag"),
+        (["--http-address=0.0.0.0"], "sets --http-address, which Conch manages"),  # the gate's loopback
+        (["--metrics-addr=0.0.0.0"], "abbreviates --metrics-address, which Conch manages"),
         (["--cache-directory=/tmp"], "is not an allowed Triton flag"),
         (["--trace-config", "opentelemetry,url=evil.example"], "'--trace-config opentelemetry,url=evil.example' is not an allowed Triton flag"),
         (["--mod=/x"], "'--mod=/x' is ambiguous to Triton (it could be --model-store, --model-repository"),

@@ -343,6 +343,14 @@ class PeerPods(ApiModel):
     pod of the namespace."""
 
 
+class Consumer(ApiModel):
+    """A caller that gets its own endpoint key."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    """The consumer's name (a DNS label): it names its key Secret and appears in the gate's
+    Secret of hashes."""
+
+
 class Access(ApiModel):
     """Who may reach the endpoint. Set, the serving pods get a default-deny NetworkPolicy
     that admits exactly these callers (plus the admin's metrics scrapers); unset, any pod
@@ -360,11 +368,21 @@ class Access(ApiModel):
     your Gateway's namespace here for callers outside the cluster (docs/catalog.md)."""
     pods: list[PeerPods] = Field(default_factory=list, max_length=64)
     """Single pods by label, in this or another namespace."""
+    consumers: list[Consumer] | None = Field(
+        default=None,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Callers that each get their own key: Conch writes a Secret per consumer in this
+    namespace (label serving.conch.dev/consumer=NAME, entry `key`) and a gate in every
+    serving pod refuses requests without a listed consumer's key in the
+    `conch-endpoint-key` header (HTTP header or gRPC metadata), on every API but health.
+    Removing a consumer revokes its key; annotate serving.conch.dev/rotate-keys=NAME (or
+    `conch keys rotate`) to replace it. `[]`: the gate admits nobody (but keySecretRef)."""
     key_secret_ref: LocalObjectReference | None = None
-    """A Secret in this namespace whose `key` entry callers must send in the
-    `conch-endpoint-key` HTTP header (gRPC: `triton-grpc-protocol-conch-endpoint-key`
-    metadata): Triton itself refuses the others, on every API but health. Rewrite the Secret
-    to rotate the key, then touch the ModelService: the pods roll onto the new value."""
+    """A Secret in this namespace, written by you, whose `key` entry is also admitted by the
+    gate (the one-key case: e.g. a key your Gateway adds after its own authentication).
+    Rewrite the Secret to rotate it: the gate reloads it, the pods keep running."""
 
 
 class ModelServiceSpec(ApiModel):
@@ -382,7 +400,9 @@ class ModelServiceSpec(ApiModel):
 
     model_version: str = Field(min_length=1, max_length=63, pattern=DNS_SUBDOMAIN)
     """Name of the ModelVersion to serve (in modelNamespace)."""
-    model_namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL)
+    model_namespace: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=DNS_LABEL
+    )
     """Namespace of the ModelVersions this service serves; unset: its own. Another namespace needs that ModelVersion's usage.allowedNamespaces to name this one and a ModelAccessGrant there naming this service (else Ready=False, UsageNotGranted)."""
     accept_terms: list[str] = Field(
         default_factory=list,

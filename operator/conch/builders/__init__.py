@@ -44,8 +44,6 @@ class Served:
     replicas: int
     credentials_hosts: tuple[str, ...] = ()
     """Where the pull may send the artifact credentials (checked by `conch.artifacts`)."""
-    key_version: str | None = None
-    """resourceVersion of the endpoint key Secret (spec.access.keySecretRef), if any."""
 
 
 def desired(
@@ -59,8 +57,7 @@ def desired(
     Deployment per served version, then the objects shared by all versions."""
     objects = list(routing)
     objects += [
-        deployment.build(svc, s.mv, settings, s.replicas, s.credentials_hosts, s.key_version)
-        for s in served
+        deployment.build(svc, s.mv, settings, s.replicas, s.credentials_hosts) for s in served
     ]
     objects += [pdb.build(svc), networkpolicy.build(svc, settings.metrics_scrape_namespaces)]
     if autoscaler := hpa.build(svc):

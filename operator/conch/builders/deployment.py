@@ -27,6 +27,11 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 MODELS_DIR = "/models"
 REPOSITORY = f"{MODELS_DIR}/repository"
 CREDENTIALS_DIR = "/var/run/secrets/conch/source"
+GATE_BINARY = "/usr/local/bin/conch-gate"
+"""The gate in the runtime image (built from runtime/gate)."""
+GATE_DIR = "/var/run/secrets/conch/gate"
+OWNER_KEY_DIR = "/var/run/secrets/conch/owner-key"
+LOOPBACK = "127.0.0.1"
 SHA256_ANNOTATION = "serving.conch.dev/sha256"
 TRITON_UID = 1000  # the `triton-server` user of NVIDIA's Triton images
 MODEL_VOLUME_FLOOR = 256 * 1024 * 1024
@@ -186,37 +191,78 @@ def _serving_overrides(svc: ModelService) -> list[str]:
 
 
 def _triton_args(svc: ModelService) -> list[str]:
+    """With the gate, Triton listens on 127.0.0.1 only, behind it (the tenant cannot move
+    it: the address flags are Conch's, `policy.MANAGED_TRITON_FLAGS`); metrics stay open."""
+    if endpointkey.gate_on(svc):
+        listen = [
+            f"--http-address={LOOPBACK}",
+            f"--http-port={endpointkey.TRITON_HTTP_PORT}",
+            f"--grpc-address={LOOPBACK}",
+            f"--grpc-port={endpointkey.TRITON_GRPC_PORT}",
+            "--metrics-address=0.0.0.0",  # Triton's default is the HTTP address
+        ]
+    else:
+        listen = [f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}"]
     return [
         "tritonserver",
         f"--model-repository={REPOSITORY}",
-        f"--http-port={HTTP_PORT}",
-        f"--grpc-port={GRPC_PORT}",
+        *listen,
         f"--metrics-port={METRICS_PORT}",
         "--allow-metrics=true",
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--metrics-config=summary_latencies=true",  # p99 latency for rollout analysis
         *svc.spec.triton.extra_args,
-        *(endpointkey.triton_args(f"$({endpointkey.ENV})") if _key_ref(svc) else []),
     ]
 
 
-def _key_ref(svc: ModelService) -> str | None:
+def _gate(svc: ModelService, settings: PodSettings) -> tuple[list[Any], list[Any]]:
+    """The gate container and its volumes, when the service has consumers or an owner key:
+    it takes the HTTP and gRPC ports and admits only callers with a key (`endpointkey`).
+    Its volume holds hashes only; an owner key (keySecretRef) is mounted as the owner
+    wrote it. Secret volumes are updated in place, so keys change without a restart."""
+    if not endpointkey.gate_on(svc):
+        return [], []
+    args = [
+        f"--http-listen=:{HTTP_PORT}",
+        f"--http-upstream={LOOPBACK}:{endpointkey.TRITON_HTTP_PORT}",
+        f"--grpc-listen=:{GRPC_PORT}",
+        f"--grpc-upstream={LOOPBACK}:{endpointkey.TRITON_GRPC_PORT}",
+        f"--hashes={GATE_DIR}/{endpointkey.HASHES_KEY}",
+    ]
+    mounts = [{"name": "gate-keys", "mountPath": GATE_DIR, "readOnly": True}]
+    secret = {"secretName": endpointkey.gate_secret_name(svc.metadata.name), "defaultMode": 0o440}
+    volumes: list[Any] = [{"name": "gate-keys", "secret": secret}]
     access = svc.spec.access
-    return access.key_secret_ref.name if access and access.key_secret_ref else None
+    if access and access.key_secret_ref:
+        args.append(f"--key-file={OWNER_KEY_DIR}/{endpointkey.SECRET_KEY}")
+        mounts.append({"name": "owner-key", "mountPath": OWNER_KEY_DIR, "readOnly": True})
+        owner = {
+            "secretName": access.key_secret_ref.name,
+            "items": [{"key": endpointkey.SECRET_KEY, "path": endpointkey.SECRET_KEY}],
+            "defaultMode": 0o440,
+        }
+        volumes.append({"name": "owner-key", "secret": owner})
+    gate = {
+        "name": "gate",
+        "image": settings.runtime_image,
+        "command": [GATE_BINARY],
+        "args": args,
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    return [gate], volumes
 
 
-def _key_env(svc: ModelService) -> list[dict[str, Any]]:
-    """The endpoint key from the owner's Secret: the pod spec names it, never holds it."""
-    if (ref := _key_ref(svc)) is None:
-        return []
-    source = {"secretKeyRef": {"name": ref, "key": endpointkey.SECRET_KEY}}
-    return [{"name": endpointkey.ENV, "valueFrom": source}]
-
-
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, period: int, failures: int, port: int | str = "http") -> dict[str, Any]:
+    """A probe of Triton's health; with the gate, through it (Triton listens on loopback)."""
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": 2,
@@ -255,10 +301,8 @@ def build(
     settings: PodSettings,
     replicas: int,
     credentials_hosts: tuple[str, ...] = (),
-    key_version: str | None = None,
 ) -> Manifest:
-    """The Deployment serving `mv` for `svc` with `replicas` (its share of the service's).
-    `key_version` (the endpoint key Secret's resourceVersion) rolls the pods on rotation."""
+    """The Deployment serving `mv` for `svc` with `replicas` (its share of the service's)."""
     source_args, source_volumes, source_mounts = _source_mounts(mv, settings, credentials_hosts)
     pod_labels = {**settings.labels, **metadata(svc, "", mv)["labels"]}
     size = mv.spec.compression.size_bytes if mv.spec.compression else None
@@ -284,19 +328,22 @@ def build(
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *source_mounts],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
     }
+    gate, gate_volumes = _gate(svc, settings)
+    # the gate owns the http and grpc port names when it runs; probes then go through it
+    ports = [("http", HTTP_PORT), ("grpc", GRPC_PORT)] if not gate else []
+    probe_port: int | str = HTTP_PORT if gate else "http"
     triton = {
         "name": "triton",
         "image": svc.spec.triton.image,
         "args": _triton_args(svc),
         "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": name, "containerPort": port, "protocol": "TCP"}
+            for name, port in [*ports, ("metrics", METRICS_PORT)]
         ],
-        "env": [*_env(settings, [{"name": "HOME", "value": "/tmp"}]), *_key_env(svc)],
-        "startupProbe": _probe("/v2/health/ready", period=5, failures=120),
-        "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
-        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "env": _env(settings, [{"name": "HOME", "value": "/tmp"}]),
+        "startupProbe": _probe("/v2/health/ready", 5, 120, probe_port),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3, probe_port),
+        "livenessProbe": _probe("/v2/health/live", 10, 3, probe_port),
         "resources": _with_ephemeral(
             _resources(svc.spec.resources),
             volume_limit if settings.ephemeral_storage_request else None,
@@ -319,7 +366,7 @@ def build(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "initContainers": [pull],
-        "containers": [triton],
+        "containers": [triton, *gate],
         "volumes": [
             {
                 "name": "models",
@@ -328,6 +375,7 @@ def build(
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
             {"name": "tmp", "emptyDir": {}},
             *source_volumes,
+            *gate_volumes,
         ],
         "terminationGracePeriodSeconds": 30,
     }
@@ -368,7 +416,6 @@ def build(
                 "annotations": {
                     **settings.annotations,
                     SHA256_ANNOTATION: mv.spec.source.sha256,
-                    **({endpointkey.VERSION_ANNOTATION: key_version} if key_version else {}),
                 },
             },
             "spec": pod_spec,

@@ -1,0 +1,3 @@
+module conch.dev/gate
+
+go 1.24
