@@ -9,6 +9,7 @@ operator can write, and removes it when the label goes or the version is deleted
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from conch import endpointkey
 from conch.dev import pki as pkimod
 from conch.dev.cluster import Cluster
 from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
@@ -316,53 +318,141 @@ def test_network_policy_follows_access_and_is_pruned(
     eventually(lambda: policy() is None, what="the policy pruned")
 
 
-def test_endpoint_key_reaches_triton_by_reference_and_rotation_rolls_the_pods(
-    cluster: Cluster, api: client.ApiClient, namespace: str
-) -> None:
-    """The pod spec names the owner's Secret, never its value; a rewritten Secret (then a
-    touched ModelService) changes the pod template, so the Deployment rolls the pods."""
-    alice = as_tenant(cluster, api, namespace, "alice")
-    core = client.CoreV1Api(api)
-    secret = core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "digits-key"}, "stringData": {"key": "first-s3cret"}}
+KEYED_ACCESS = {
+    "allowedNamespaces": ["team-b"],
+    "consumers": [{"name": "app-a"}, {"name": "app-b"}],
+    "keySecretRef": {"name": "owner-key"},
+}
+
+
+@pytest.fixture
+def keyed(cluster: Cluster, api: client.ApiClient, namespace: str) -> client.ApiClient:
+    """Alice (who may also read Secrets in her namespace, to hand keys out) serves digits
+    with two consumers and an owner key; returns her client."""
+    rules = [*TENANT_RULES, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    alice = as_user(cluster.kubeconfig, api, namespace, "alice", rules)
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace, {"metadata": {"name": "owner-key"}, "stringData": {"key": "owner-s3cret"}}
     )
     create_version(alice, namespace, "digits-v1", {})
-    access = {"allowedNamespaces": ["team-b"], "keySecretRef": {"name": "digits-key"}}
     create_service(
         alice, namespace, "digits", modelVersion="digits-v1", autoscaling=None, replicas=1,
-        access=access,
+        access=KEYED_ACCESS,
     )  # fmt: skip
+    return alice
+
+
+def patch_service(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        custom(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modelservices", "digits", body
+        )
+    )
+
+
+def consumer_key(api: client.ApiClient, namespace: str, consumer: str) -> str | None:
+    """The consumer's key as `api` reads it; its Secret is labelled and owned by digits."""
+    name = endpointkey.key_secret_name("digits", consumer)
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    owner = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits"
+    )
+    assert secret.metadata.labels[endpointkey.CONSUMER_LABEL] == consumer
+    refs = [(o.uid, o.controller) for o in secret.metadata.owner_references]
+    assert refs == [(owner["metadata"]["uid"], True)]
+    return base64.b64decode(secret.data["key"]).decode()
+
+
+def gate_hashes(api: client.ApiClient, namespace: str) -> dict[str, str]:
+    name = endpointkey.gate_secret_name("digits")
+    gate = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    return dict(json.loads(base64.b64decode(gate.data["hashes.json"]))["consumers"])
+
+
+def issued(api: client.ApiClient, namespace: str, *consumers: str) -> dict[str, str] | None:
+    """{consumer: key} once exactly `consumers` have keys whose hashes the gate holds."""
+    keys = {c: consumer_key(api, namespace, c) for c in consumers}
+    found = {c: k for c, k in keys.items() if k is not None}
+    digests = {c: hashlib.sha256(k.encode()).hexdigest() for c, k in found.items()}
+    ok = len(found) == len(consumers) and gate_hashes(api, namespace) == digests
+    return found if ok else None
+
+
+def test_consumer_keys_are_issued_rotated_and_revoked_for_the_tenant(
+    api: client.ApiClient, namespace: str, keyed: client.ApiClient
+) -> None:
+    """The operator writes each consumer's key Secret in Alice's namespace (she reads it)
+    and the gate's Secret of hashes, and never puts a key in a pod spec; a rotation request
+    replaces one key; removing a consumer deletes its Secret."""
+    alice = keyed
+    first = eventually(lambda: issued(alice, namespace, "app-a", "app-b"), what="both keys")
     apps = client.AppsV1Api(api)
+    (deployment,) = apps.list_namespaced_deployment(namespace).items
+    pod = deployment.spec.template.spec
+    triton, gate = pod.containers
+    assert (triton.name, gate.name) == ("triton", "gate")
+    assert "--http-address=127.0.0.1" in triton.args
+    assert [p.container_port for p in gate.ports] == [8000, 8001]
+    volumes = {v.name: v.secret.secret_name for v in pod.volumes if v.secret}
+    assert volumes == {
+        "gate-keys": endpointkey.gate_secret_name("digits"),
+        "owner-key": "owner-key",
+    }
+    everything = str(apps.list_namespaced_deployment(namespace).to_dict())
+    assert not any(k in everything for k in [*first.values(), "owner-s3cret"])
 
-    def template(version: str) -> Any:
-        items = apps.list_namespaced_deployment(namespace).items
-        for d in items:
-            annotations = d.spec.template.metadata.annotations or {}
-            if annotations.get("serving.conch.dev/endpoint-key-version") == version:
-                return d.spec.template
-        return None
-
-    first = eventually(lambda: template(secret.metadata.resource_version), what="the Deployment")
-    (triton,) = first.spec.containers
-    env = {e.name: e for e in triton.env}
-    ref = env["CONCH_ENDPOINT_KEY"].value_from.secret_key_ref
-    assert (ref.name, ref.key) == ("digits-key", "key")
-    assert any(
-        a.startswith("--http-restricted-api=")
-        and a.endswith(":conch-endpoint-key=$(CONCH_ENDPOINT_KEY)")
-        for a in triton.args
+    patch_service(
+        alice, namespace, {"metadata": {"annotations": {endpointkey.ROTATE_ANNOTATION: "app-a"}}}
     )
-    assert any(a.startswith("--grpc-restricted-protocol=") for a in triton.args)
-    assert "first-s3cret" not in str(apps.list_namespaced_deployment(namespace).to_dict())
-
-    rotated = core.patch_namespaced_secret(
-        "digits-key", namespace, {"stringData": {"key": "second-s3cret"}}
+    rotated = eventually(
+        lambda: (
+            (k := issued(alice, namespace, "app-a", "app-b")) and k["app-a"] != first["app-a"] and k
+        ),
+        what="app-a's key replaced",
     )
-    custom(alice).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modelservices", "digits",
-        {"metadata": {"annotations": {"example.com/key-rotated": "1"}}},
-    )  # fmt: skip
-    eventually(lambda: template(rotated.metadata.resource_version), what="the rolled template")
+    assert rotated["app-b"] == first["app-b"]
+    annotations = patch_service(alice, namespace, {})["metadata"].get("annotations") or {}
+    assert endpointkey.ROTATE_ANNOTATION not in annotations  # the request was acknowledged
+
+    patch_service(
+        alice, namespace, {"spec": {"access": {**KEYED_ACCESS, "consumers": [{"name": "app-a"}]}}}
+    )
+    eventually(
+        lambda: (
+            consumer_key(alice, namespace, "app-b") is None and issued(alice, namespace, "app-a")
+        ),
+        what="app-b revoked",
+    )
+    assert consumer_key(alice, namespace, "app-a") == rotated["app-a"]
+
+
+def test_a_key_secret_name_held_by_someone_else_is_never_taken_over(
+    api: client.ApiClient, namespace: str, keyed: client.ApiClient
+) -> None:
+    eventually(lambda: issued(keyed, namespace, "app-a", "app-b"), what="both keys")
+    theirs = endpointkey.key_secret_name("digits", "app-c")
+    core = client.CoreV1Api(api)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": theirs}, "stringData": {"key": "not-conch's"}}
+    )
+    consumers = [{"name": "app-a"}, {"name": "app-b"}, {"name": "app-c"}]
+    patch_service(keyed, namespace, {"spec": {"access": {**KEYED_ACCESS, "consumers": consumers}}})
+
+    def ready_reason() -> str | None:
+        found = patch_service(keyed, namespace, {})
+        ready = [c for c in found.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        return ready[0]["reason"] if ready else None
+
+    eventually(lambda: ready_reason() == "NameConflict", what="NameConflict")
+    held = core.read_namespaced_secret(theirs, namespace)
+    assert base64.b64decode(held.data["key"]) == b"not-conch's"
+    assert not held.metadata.owner_references
+    assert set(gate_hashes(api, namespace)) == {"app-a", "app-b"}
 
 
 @pytest.mark.usefixtures("catalog_readers")

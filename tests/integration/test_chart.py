@@ -57,7 +57,8 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("monitoring.coreos.com", "servicemonitors"): WRITE,
     ("gateway.networking.k8s.io", "httproutes"): WRITE,
     ("", "pods"): {"get", "list", "watch"},
-    ("", "secrets"): {"get"},  # metadata only: has a credentials Secret opted in?
+    # by name: credentials Secrets' metadata, endpoint key Secrets (never list or watch)
+    ("", "secrets"): {"get", "create", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -92,6 +93,8 @@ ALLOWED = [
     ("list", "pods", ()),
     ("watch", "pods", ()),
     ("get", "secrets", ()),
+    ("create", "secrets", ()),
+    ("delete", "secrets", ()),
     ("create", "events", ()),
     ("create", "events.events.k8s.io", ()),
 ]

@@ -100,11 +100,14 @@ per watched namespace. Nothing else: no Secrets, ConfigMaps, Nodes, RBAC or CRD 
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Read-only, metadata only: whether a ModelVersion's credentials Secret opted in and where
-# its credentials may go (labels and annotations; the operator never requests Secret data).
+# Secrets, by name only (no list or watch: the operator never sees Secrets it was not
+# pointed to). Read: a ModelVersion's credentials Secret's metadata (whether it opted in,
+# where its credentials may go); the endpoint gate's Secret of key hashes. Write: the
+# endpoint keys of spec.access.consumers, in the ModelService's own namespace, each owned
+# by it (a name held by anyone else is refused, never taken over).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "patch", "delete"]
 # Read-only: pod scheduling conditions (InsufficientGPU).
 - apiGroups: [""]
   resources: ["pods"]
