@@ -202,6 +202,12 @@ def _rollout(args: argparse.Namespace) -> int:
     return rollout_cli.run(args)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from conch import keys_cli
+
+    return keys_cli.run(args)
+
+
 def _add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`conch catalog`, `conch publish` (docs/catalog.md) and `conch rollout` (docs/rollouts.md)."""
     from conch.catalog_cli import add_arguments as catalog_arguments
@@ -226,6 +232,13 @@ def _add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     rollout_arguments(roll)
     roll.set_defaults(func=_rollout)
+    from conch.keys_cli import add_arguments as keys_arguments
+
+    keys = sub.add_parser(
+        "keys", help="rotate or show the endpoint keys of a ModelService's consumers"
+    )
+    keys_arguments(keys)
+    keys.set_defaults(func=_keys)
 
 
 def parser() -> argparse.ArgumentParser:

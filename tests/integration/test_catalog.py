@@ -29,10 +29,11 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from conch import endpointkey
+from conch import endpointkey, keys_cli
 from conch.dev import pki as pkimod
 from conch.dev.cluster import Cluster
 from conch.dev.s3 import REGION, S3Server, ensure_versitygw, start_versitygw
+from conch.kube import Kube
 from conch.dev.toolchain import Toolchain
 from tests.support import (
     GROUP,
@@ -384,7 +385,10 @@ def issued(api: client.ApiClient, namespace: str, *consumers: str) -> dict[str, 
 
 
 def test_consumer_keys_are_issued_rotated_and_revoked_for_the_tenant(
-    api: client.ApiClient, namespace: str, keyed: client.ApiClient
+    api: client.ApiClient,
+    namespace: str,
+    keyed: client.ApiClient,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The operator writes each consumer's key Secret in Alice's namespace (she reads it)
     and the gate's Secret of hashes, and never puts a key in a pod spec; a rotation request
@@ -406,9 +410,10 @@ def test_consumer_keys_are_issued_rotated_and_revoked_for_the_tenant(
     everything = str(apps.list_namespaced_deployment(namespace).to_dict())
     assert not any(k in everything for k in [*first.values(), "owner-s3cret"])
 
-    patch_service(
-        alice, namespace, {"metadata": {"annotations": {endpointkey.ROTATE_ANNOTATION: "app-a"}}}
-    )
+    assert keys_cli.show(Kube(alice), namespace, "digits", "app-a") == 0  # `conch keys show`
+    assert capsys.readouterr().out == first["app-a"] + "\n"
+
+    patch_service(alice, namespace, keys_cli.request(["app-a"]))  # `conch keys rotate`
     rotated = eventually(
         lambda: (
             (k := issued(alice, namespace, "app-a", "app-b")) and k["app-a"] != first["app-a"] and k

@@ -234,3 +234,13 @@ def test_a_refused_spec_still_revokes() -> None:
     decided = plan.plan(snap, SETTINGS, NOW)
     assert decided.status is not None and not decided.write  # ModelVersionNotFound
     assert decided.keys.revoke == ("app-b",)
+
+
+def test_conch_keys_rotate_asks_with_the_annotation_the_plan_reads() -> None:
+    from conch import keys_cli
+
+    patch = keys_cli.request(["app-b", "app-a", "app-a"])
+    annotations = patch["metadata"]["annotations"]
+    assert annotations == {endpointkey.ROTATE_ANNOTATION: "app-a,app-b"}
+    assert endpointkey.requested(annotations) == {"app-a", "app-b"}
+    assert endpointkey.requested(keys_cli.request(["*"])["metadata"]["annotations"]) == {"*"}

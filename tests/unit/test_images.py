@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from conch.builders.deployment import GATE_BINARY
 from conch.dev import imagebuild, images
 from conch.dev.imagerun import Mount, container_config
 
@@ -190,3 +191,26 @@ def test_a_moved_image_cache_still_serves(tmp_path: Path, monkeypatch: pytest.Mo
     assert found.layout == str(folder / "layout")
     assert found.digest == recorded.digest
     assert imagebuild._cached("cd" * 32) is None
+
+
+def test_the_runtime_image_carries_the_gate_on_both_build_paths(tmp_path: Path) -> None:
+    """The serving pods run /usr/local/bin/conch-gate from the runtime image: the recipe
+    builds it from runtime/gate, the Dockerfile too, and the image key follows its source."""
+    _, recipes = images.load()
+    assert recipes["runtime"].go == ("runtime/gate",)
+    assert "/usr/local/bin/conch-" + Path(recipes["runtime"].go[0]).name == GATE_BINARY
+    text = DOCKERFILES["runtime"].read_text()
+    assert "COPY runtime/gate/" in text and f"/conch-gate {GATE_BINARY}" in text
+    key = images.image_key(recipes["runtime"], "b")
+    gate = dataclasses.replace(recipes["runtime"], go=())
+    assert images.image_key(gate, "b") != key  # the Go source is part of the key
+
+
+def test_go_binaries_need_the_conch_layer(tmp_path: Path) -> None:
+    path = tmp_path / "images.toml"
+    path.write_text(
+        (ROOT / "images" / "images.toml").read_text()
+        + '\n[image.x]\nreference = "x:1"\nlock = "a"\nuser = "1:1"\ngo = ["runtime/gate"]\n'
+    )
+    with pytest.raises(ValueError, match="set extra"):
+        images.load(path)

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from conch.dev import images
+from conch.dev import gate, images
 from conch.dev.images import VENV, Base, Recipe
 from conch.dev.toolchain import cache_root
 
@@ -206,6 +206,14 @@ def _install_conch(root: Path) -> None:
     shutil.rmtree(stage)
 
 
+def _install_go(recipe: Recipe, root: Path) -> None:
+    """The recipe's Go binaries (static, CGO off) into /usr/local/bin (e.g. the gate)."""
+    for relative in recipe.go:
+        out = root / "usr" / "local" / "bin" / f"conch-{Path(relative).name}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        gate.build_into(out, images.REPO_ROOT / relative)
+
+
 def _config_args(recipe: Recipe) -> list[str]:
     args = [f"--config.user={recipe.user}", "--config.workingdir=/tmp"]
     args += [f"--config.env={e}" for e in _IMAGE_ENV]
@@ -295,6 +303,7 @@ def _build_one(recipe: Recipe, base: Base, base_tar: Path, key: str, deps_key: s
         _copy_layout(deps / "layout", layout)
         _run(["cp", "-a", str(deps / "bundle"), str(bundle)])
         _install_conch(bundle / "rootfs")
+        _install_go(recipe, bundle / "rootfs")
         _run([_need("umoci"), "repack", "--image", f"{layout}:{recipe.tag}", str(bundle)])
     else:
         _umoci_image(recipe, base, base_tar, work)

@@ -59,6 +59,9 @@ class Recipe:
     cmd: tuple[str, ...] = ()
     extra: str | None = None
     setup: str | None = None
+    go: tuple[str, ...] = ()
+    """Go main packages (folders of this repository) built static into
+    /usr/local/bin/conch-<folder name>, in the conch layer (so only with `extra`)."""
 
     @property
     def tag(self) -> str:
@@ -79,7 +82,9 @@ def load(path: Path = RECIPES) -> tuple[Base, dict[str, Recipe]]:
             raise ValueError(f"image {name}: unknown fields {sorted(unknown)}")
         if not re.fullmatch(r"[^:@\s]+:[A-Za-z0-9_][A-Za-z0-9._-]*", fields["reference"]):
             raise ValueError(f"image {name}: reference needs a tag: {fields['reference']!r}")
-        for listed in ("entrypoint", "cmd"):
+        if fields.get("go") and not fields.get("extra"):
+            raise ValueError(f"image {name}: go binaries go in the conch layer: set extra")
+        for listed in ("entrypoint", "cmd", "go"):
             if listed in fields:
                 fields[listed] = tuple(fields[listed])
         recipes[name] = Recipe(name=name, **fields)
@@ -120,7 +125,7 @@ def image_key(recipe: Recipe, base: str, root: Path = REPO_ROOT) -> str:
     if recipe.setup:
         files += _tree_files(images, str(Path(recipe.setup).parent))
     if recipe.extra:
-        for relative in PROJECT_SOURCES:
+        for relative in (*PROJECT_SOURCES, *recipe.go):
             files += _tree_files(root, relative)
     return _digest(
         [
