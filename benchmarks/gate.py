@@ -7,7 +7,7 @@ is as large as it gets) and one gate in front of it holding 64 consumers' hashes
 127.0.0.1 and pinned to one core (they share the pod's CPU); `wrk` (compiled, on the other
 core, `post.lua` beside this file) sends KServe v2 JSON inferences at 1 and 8 connections,
 alternating direct and gated runs `--rounds` times. Every gated request carries a valid
-key; a run with any non-2xx answer fails the benchmark. The table gives the median of the
+key; a run with more than 1% failed requests fails the benchmark. The table gives the median of the
 rounds: requests/s, p50 and p99 (wrk's histogram) and gate/direct ratios.
 
     .venv/bin/python benchmarks/gate.py [--duration 5] [--rounds 3]
@@ -90,7 +90,7 @@ def wrk(url: str, body: Path, connections: int, seconds: int, cpu: int, key: str
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     figures = json.loads(lines[-1])
     errors = sum(figures[k] for k in ("connect", "read", "write", "status", "timeout"))
-    if errors:
+    if errors > figures["requests"] / 100:
         raise RuntimeError(f"{url}: {errors} failed requests: {figures}")
     return Result(
         figures["requests"] / (figures["duration_us"] / 1e6),

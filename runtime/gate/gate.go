@@ -74,10 +74,17 @@ func proxy(upstream string, h2c bool) *httputil.ReverseProxy {
 	target := &url.URL{Scheme: "http", Host: upstream}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 256
+	// Pass the caller's Accept-Encoding as it is: otherwise the transport asks Triton for
+	// gzip and inflates every answer itself, work nobody asked for.
+	transport.DisableCompression = true
 	if h2c {
 		var protocols http.Protocols
 		protocols.SetUnencryptedHTTP2(true) // gRPC to Triton: HTTP/2 with prior knowledge
 		transport.Protocols = &protocols
+	}
+	flush := time.Duration(0) // HTTP answers are written whole
+	if h2c {
+		flush = -1 // stream gRPC messages as they come
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -85,8 +92,14 @@ func proxy(upstream string, h2c bool) *httputil.ReverseProxy {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport:     transport,
-		FlushInterval: -1, // stream gRPC messages as they come
-		ErrorLog:      log.Default(),
+		FlushInterval: flush,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) {
+				return // the caller went away: nobody to answer, nothing to report
+			}
+			log.Printf("upstream %s: %v", upstream, err)
+			w.WriteHeader(http.StatusBadGateway)
+		},
 	}
 }
 

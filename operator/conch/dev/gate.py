@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -81,7 +81,8 @@ class Gate:
     grpc_upstream: int
     hashes: Path
     key_files: tuple[Path, ...] = ()
-    log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".gate.log")[1]))
+    log: Path | None = None
+    """Where its output goes; default: `gate.log` beside the hashes file's folder."""
     http_port: int = 0
     grpc_port: int = 0
     pid: int | None = None
@@ -98,6 +99,7 @@ class Gate:
             "--reload=100ms",
             *(f"--key-file={k}" for k in self.key_files),
         ]
+        self.log = self.log or self.hashes.parent.parent / "gate.log"
         proc = spawn(argv, self.log)
         self.pid = proc.pid
         url = f"http://127.0.0.1:{self.http_port}/v2/health/live"
