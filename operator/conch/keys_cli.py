@@ -17,9 +17,8 @@ from typing import Any
 from rich.console import Console
 
 from conch import endpointkey
-from conch.catalog_cli import current_namespace
 from conch.errors import ConchError
-from conch.kube import MODEL_SERVICE, SECRET, Kube, load_api_client
+from conch.kube import MODEL_SERVICE, SECRET, Kube
 
 __all__ = ["add_arguments", "request", "run", "show"]
 
@@ -57,6 +56,10 @@ def show(kube: Kube, namespace: str, service: str, consumer: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # here, not at the top: `conch.cli` builds every parser, and the operator's process
+    # must not import the kubernetes client (tests/unit/test_operator_imports.py)
+    from conch.kubeclient import cli_rest, current_namespace
+
     namespace = args.namespace or current_namespace()
     if args.action == "show" and len(args.consumers) != 1:
         err.print("[red]show takes exactly one consumer[/]")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "rotate" and not (args.consumers or args.all):
         err.print("[red]name the consumers to rotate, or --all[/]")
         return 2
-    kube = Kube(load_api_client(pool_size=2))
+    kube = Kube(cli_rest())
     try:
         if args.action == "show":
             return show(kube, namespace, args.name, args.consumers[0])
