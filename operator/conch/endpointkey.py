@@ -126,10 +126,13 @@ def plan(
     gate: Manifest | None,
     fresh: Mapping[str, str],
     rotate: set[str],
+    *,
+    issue: bool = True,
 ) -> KeyChanges:
     """The key changes that make the Secrets match `spec.access.consumers`. `gate` is the
     gate Secret as read (None: absent), `fresh` a new random key per listed consumer
-    (drawn by the caller: this stays pure), `rotate` the consumers to re-key (`*`: all)."""
+    (drawn by the caller: this stays pure), `rotate` the consumers to re-key (`*`: all).
+    `issue=False` (a refused spec): only revocations, nothing new is written."""
     before = issued(svc, gate)
     if not gate_on(svc):
         return KeyChanges(
@@ -137,13 +140,17 @@ def plan(
         )
     wanted = consumers(svc)
     renew = [c for c in wanted if c not in before or c in rotate or "*" in rotate]
-    hashes = {c: before[c] for c in wanted if c not in renew}
+    if not issue:
+        renew = []
+    hashes = {c: before[c] for c in wanted if c not in renew and c in before}
     hashes |= {c: digest(fresh[c]) for c in renew}
     return KeyChanges(
         service=svc.metadata.name,
         issue=tuple(consumer_secret(svc, c, fresh[c]) for c in renew),
         revoke=tuple(sorted(c for c in before if c not in wanted)),
-        gate=gate_secret(svc, hashes) if gate is None or hashes != before else None,
+        gate=gate_secret(svc, hashes)
+        if (gate is None and issue) or (gate is not None and hashes != before)
+        else None,
         rotated=tuple(c for c in renew if c in before),
     )
 

@@ -362,23 +362,20 @@ def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
     if scale:
         names = ", ".join(name for name, _ in scale)
         events.append(Event("Warning", reasons.SCALED_TO_ZERO, f"scaled {names} to zero: {error}"))
-    # Keys follow spec.access even while the rest is refused: a revocation never waits for
-    # an unrelated fix. Not after a name conflict, which may be a key Secret's own.
-    keys, acknowledge = endpointkey.KeyChanges(), tuple[str, ...]()
+    # A revocation never waits for an unrelated fix: consumers removed from spec.access lose
+    # their keys even while the rest is refused (nothing is issued or rotated then). Not
+    # after a name conflict, which may be a key Secret's own.
+    keys = endpointkey.KeyChanges()
     if not isinstance(error, NameConflict):
         with contextlib.suppress(ConchError):
-            keys = _keys(snap)
+            keys = _keys(snap, issue=False)
             events += _key_events(svc, keys)
-            if endpointkey.ROTATE_ANNOTATION in snap.annotations:
-                acknowledge = (endpointkey.ROTATE_ANNOTATION,)
-    return _finish(
-        snap, new, now, events, refused=True, scale=scale, keys=keys, acknowledge=acknowledge
-    )
+    return _finish(snap, new, now, events, refused=True, scale=scale, keys=keys)
 
 
-def _keys(snap: Snapshot) -> endpointkey.KeyChanges:
+def _keys(snap: Snapshot, issue: bool = True) -> endpointkey.KeyChanges:
     rotate = endpointkey.requested(snap.annotations)
-    return endpointkey.plan(snap.service, snap.gate, snap.fresh_keys, rotate)
+    return endpointkey.plan(snap.service, snap.gate, snap.fresh_keys, rotate, issue=issue)
 
 
 def _finish(

@@ -234,6 +234,16 @@ def test_a_refused_spec_still_revokes() -> None:
     decided = plan.plan(snap, SETTINGS, NOW)
     assert decided.status is not None and not decided.write  # ModelVersionNotFound
     assert decided.keys.revoke == ("app-b",)
+    assert decided.keys.gate is not None
+    assert set(hashes(decided.keys.gate)) == {"app-a"}
+    assert not decided.keys.issue
+
+
+def test_a_refused_new_service_is_issued_nothing() -> None:
+    snap = snapshot(svc(["app-a"]), versions={}, fresh_keys=FRESH)
+    decided = plan.plan(snap, SETTINGS, NOW)
+    assert decided.status is not None and not decided.write
+    assert decided.keys.empty
 
 
 def test_conch_keys_rotate_asks_with_the_annotation_the_plan_reads() -> None:
