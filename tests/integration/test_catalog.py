@@ -458,12 +458,14 @@ def test_a_key_secret_name_held_by_someone_else_is_never_taken_over(
     consumers = [{"name": "app-a"}, {"name": "app-b"}, {"name": "app-c"}]
     patch_service(keyed, namespace, {"spec": {"access": {**KEYED_ACCESS, "consumers": consumers}}})
 
-    def ready_reason() -> str | None:
+    def degraded_reason() -> str | None:
+        """What runs keeps serving (Ready may stay True); Degraded says why."""
         found = patch_service(keyed, namespace, {})
-        ready = [c for c in found.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
-        return ready[0]["reason"] if ready else None
+        conds = found.get("status", {}).get("conditions", [])
+        degraded = [c for c in conds if c["type"] == "Degraded" and c["status"] == "True"]
+        return degraded[0]["reason"] if degraded else None
 
-    eventually(lambda: ready_reason() == "NameConflict", what="NameConflict")
+    eventually(lambda: degraded_reason() == "NameConflict", what="Degraded: NameConflict")
     held = core.read_namespaced_secret(theirs, namespace)
     assert base64.b64decode(held.data["key"]) == b"not-conch's"
     assert not held.metadata.owner_references
