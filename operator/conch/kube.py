@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import os
 import socket
 import threading
 import uuid
@@ -83,6 +84,13 @@ class Applied(enum.Enum):
     CREATED = "Created"
     UPDATED = "Updated"
     UNCHANGED = "Unchanged"
+
+
+def reporting_instance() -> str:
+    """Who posts our Events: the pod's name (the chart passes POD_NAME, which is also the
+    leader's identity), else the host's name. A pod on the node's network (the sandbox's
+    hostNetwork operator) would otherwise report the node's host name."""
+    return (os.environ.get("POD_NAME") or socket.gethostname())[:128]
 
 
 CONTENT_ERRORS = (
@@ -291,7 +299,7 @@ class Kube:
             },
             "eventTime": now,
             "reportingController": REPORTING_CONTROLLER,
-            "reportingInstance": socket.gethostname()[:128],
+            "reportingInstance": reporting_instance(),
             "action": action,
             "reason": reason,
             "note": note[:1024],

@@ -5,6 +5,7 @@ admission, and what the operator's ServiceAccount can and cannot do)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -24,20 +25,20 @@ from conch.api.modelversion import ModelVersion
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.dev.cluster import Cluster
+from conch.dev.incluster import sandbox_values
 from conch.dev.operator import OperatorProcess
 from conch.dev.prometheus import PrometheusProcess
 from conch.dev.toolchain import Toolchain
 from conch.dev.traffic import Backends
 from conch.policy import PodPolicy
 from conch.providers import Source
+from tests.integration.helm import CHART, KUBE_VERSION, Helm
 from tests.integration.test_rollout import FAST_ROLLOUT, phase, promoted, start_rollout, traffic
 from tests.support import create_service, create_version, eventually, wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "conch"
-KUBE_VERSION = "1.36.3"  # for `helm template`, which has no cluster to ask
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 POLICY_FLAGS = ("--allowed-", "--require-image-digest")
 
@@ -119,49 +120,6 @@ DENIED = [
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-class Helm:
-    """The toolchain's helm, with its config, cache and data kept in a temporary directory."""
-
-    def __init__(self, binary: str, home: Path, kubeconfig: Path | None = None) -> None:
-        self.binary = binary
-        self.kubeconfig = kubeconfig
-        self.env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-        self.env.pop("KUBECONFIG", None)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [self.binary, *args]
-        if self.kubeconfig is not None:
-            argv.append(f"--kubeconfig={self.kubeconfig}")
-        return subprocess.run(
-            argv, capture_output=True, text=True, env=self.env, check=False, timeout=300
-        )
-
-    def ok(self, *args: str) -> str:
-        result = self.run(*args)
-        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
-        return result.stdout
-
-    def render(
-        self, *args: str, namespace: str = "conch-system", tests: bool = False
-    ) -> list[dict[str, Any]]:
-        """The chart's objects; the `helm test` hook's only when `tests`."""
-        out = self.ok(
-            "template",
-            "conch",
-            str(CHART),
-            f"--namespace={namespace}",
-            f"--kube-version={KUBE_VERSION}",
-            *([] if tests else ["--skip-tests"]),
-            *args,
-        )
-        return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -450,6 +408,7 @@ def test_lint_passes(offline_helm: Helm, strict: bool, values: tuple[str, ...]) 
             "at '/policy/allowedNodeSelectorKeys/0': 'Example.com/pool' does not match",
         ),
         ("policy.allowEverything=true", "additional properties 'allowEverything' not allowed"),
+        ("sandbox.apiServer=10.0.0.1:6443", "at '/sandbox/apiServer': '10.0.0.1:6443' does not"),
     ],
 )
 def test_schema_rejects_invalid_values(offline_helm: Helm, setting: str, message: str) -> None:
@@ -572,6 +531,7 @@ def test_deployment_is_two_leader_electing_restricted_replicas(offline_helm: Hel
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container(objects)["env"]}
     assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     pod = deployment["spec"]["template"]["spec"]
+    assert "hostNetwork" not in pod  # the dev sandbox's value only
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == only(objects, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"] == {
@@ -602,6 +562,41 @@ def test_deployment_is_two_leader_electing_restricted_replicas(offline_helm: Hel
     assert "memory" in c["resources"]["limits"]
     assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+
+
+def test_sandbox_host_network_keeps_to_loopback(offline_helm: Helm) -> None:
+    """The dev sandbox's value (conch.dev.incluster): the node's network, the API server on
+    its loopback address, the operator's listeners and kubelet's probes on loopback, one
+    replica; refused without the API server's address or with leader election."""
+    values = sandbox_values("conch.dev/sandbox/op:1", 6443, 30080, 30081)
+    flags = [f"--set-json={key}={json.dumps(value)}" for key, value in values.items()]
+    objects = offline_helm.render(*flags)
+    deployment = only(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert deployment["spec"]["replicas"] == 1
+    c = container(objects)
+    assert (c["image"], c["imagePullPolicy"]) == ("conch.dev/sandbox/op:1", "Never")
+    assert "--metrics-bind-address=127.0.0.1:30080" in c["args"]
+    assert "--health-bind-address=127.0.0.1:30081" in c["args"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("127.0.0.1", "6443")
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "metrics": 30080,
+        "health": 30081,
+    }
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"host": "127.0.0.1", "path": "/healthz", "port": "health"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True  # otherwise still restricted
+
+    for missing, message in (
+        ("--set=sandbox.apiServer=", "sandbox.hostNetwork needs sandbox.apiServer"),
+        ("--set=leaderElection.enabled=true", "set leaderElection.enabled=false"),
+    ):
+        result = offline_helm.run(
+            "template", "conch", str(CHART), f"--kube-version={KUBE_VERSION}", *flags, missing
+        )
+        assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_values_reach_the_pod(offline_helm: Helm) -> None:

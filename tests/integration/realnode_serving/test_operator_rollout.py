@@ -3,7 +3,8 @@ test, so the node starts each Triton once):
 
 1. v1 (fp32): the runtime image's init container pulls and verifies the artifact from the
    store on the bridge address, Triton serves it, Ready comes from kubelet's probes, and the
-   answer on the pod's address matches the model.
+   answer on the pod's address matches the model. The pod runs in an enforce=restricted
+   namespace with a read-only root (a write there fails in the running container).
 2. A rollout to v2, an int8 package, at one canary step of 50% (`router:
    replicas`, two replicas: one real pod per version; analysis off, so the step holds for
    its pause). While it holds, the load loop sends requests to the ready pods the way
@@ -23,12 +24,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from kubernetes import client
 
 from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
 from conch.dev.podload import PodLoad, infer_body
+from conch.dev.toolchain import Toolchain
 from conch_runtime.compress import CompressionOptions
 from conch_runtime.export import load_saved
 from conch_runtime.package import PackageRequest, PackageResult, package
@@ -88,8 +91,22 @@ def _expected(result: PackageResult) -> torch.Tensor:
     return logits
 
 
+def _read_only_root_under_restricted(real: NodeCluster, tc: Toolchain, pod: client.V1Pod) -> None:
+    """The serving pod runs in an enforce=restricted namespace, every container with a
+    read-only root, and the running Triton container really cannot write there."""
+    ns = pod.metadata.namespace
+    labels = real.core.read_namespace(ns).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    for c in [*pod.spec.init_containers, *pod.spec.containers]:
+        assert c.security_context.read_only_root_filesystem is True, c.name
+    argv = ("exec", f"--namespace={ns}", pod.metadata.name, "-c", "triton", "--")
+    with pytest.raises(RuntimeError, match="Read-only file system"):
+        real.cluster.kubectl(tc, *argv, "touch", "/conch-probe")
+
+
 def test_serving_then_a_rollout_to_int8_split_between_real_pods(
     real: NodeCluster,
+    toolchain: Toolchain,
     images: dict[str, Built],
     operator: OperatorProcess,
     store: Store,
@@ -108,6 +125,7 @@ def test_serving_then_a_rollout_to_int8_split_between_real_pods(
 
     wait_service_ready(custom, ns, "mlp", operator.log)
     first = ready_pods(real, ns)[0]
+    _read_only_root_under_restricted(real, toolchain, first)
     served = example_logits(real.node.dialable(first.status.pod_ip), "mlp")
     inputs = example()
     with torch.no_grad():

@@ -1,0 +1,116 @@
+"""The operator in-cluster, as users run it: its image (the images recipe, imported into the
+real node), installed by a real `helm install` of charts/conch with the dev sandbox's
+values (conch.dev.incluster: the node's network, the API server on its loopback address),
+Ready from kubelet's probes, reconciling a ModelService (served on the kwok CPU node, which
+is cheap), then `helm uninstall`. The package's operator process is stopped meanwhile, so
+only the pod can have done the work; its Events name the pod.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+
+from conch.builders.meta import SERVICE_LABEL
+from conch.dev import imagebuild
+from conch.dev.incluster import sandbox_values
+from conch.dev.nodeconfig import NODE_NAME
+from conch.dev.operator import OperatorProcess
+from conch.dev.process import free_port
+from conch.dev.toolchain import Toolchain
+from conch.kube import REPORTING_CONTROLLER
+from tests.integration.helm import CHART, Helm
+from tests.integration.realnode import NodeCluster, namespace, wait_ready
+from tests.support import GROUP, VERSION, create_service, create_version, eventually, wait_for
+
+SERVED = {"gpus": 0, "cpu": "250m", "memory": "1Gi"}  # lands on the kwok node cpu-0
+
+
+def _operator_events(events: client.EventsV1Api, ns: str) -> list[client.EventsV1Event]:
+    return [
+        e
+        for e in events.list_namespaced_event(ns).items
+        if e.reporting_controller == REPORTING_CONTROLLER
+    ]
+
+
+def test_operator_runs_in_cluster_from_its_image_through_helm(
+    real: NodeCluster, operator: OperatorProcess, toolchain: Toolchain, tmp_path: Path
+) -> None:
+    (image,) = imagebuild.build(["operator"])  # cached by key; a source change rebuilds a layer
+    assert image.reference in real.cluster.import_images([Path(image.archive)])
+    api = real.core.api_client
+    apps, custom = client.AppsV1Api(api), client.CustomObjectsApi(api)
+    metrics_port, health_port = free_port(), free_port()
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            sandbox_values(image.reference, real.cluster.api_port, metrics_port, health_port)
+        )
+    )
+    # the operator's namespace runs a hostNetwork pod: no Pod Security level enforced there
+    system = f"conch-{uuid.uuid4().hex[:6]}"
+    real.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system)))
+    workload = namespace(real)  # enforce=restricted
+    helm = Helm(toolchain.binary("helm"), tmp_path / "helm", real.cluster.kubeconfig)
+    release = "conch"
+    selector = f"app.kubernetes.io/instance={release}"
+
+    operator.stop()  # from here only the in-cluster operator can reconcile
+    try:
+        create_version(api, workload)
+        create_service(api, workload, resources=SERVED, autoscaling=None)
+        began = time.monotonic()
+        helm.ok("install", release, str(CHART), f"--namespace={system}", f"--values={values}")
+        (pod,) = eventually(
+            lambda: real.core.list_namespaced_pod(system, label_selector=selector).items,
+            what="the operator pod",
+        )
+        pod = wait_ready(real, system, pod.metadata.name, timeout=120)
+        ready_s = time.monotonic() - began
+        assert (pod.spec.node_name, pod.spec.host_network) == (NODE_NAME, True)
+        (c,) = pod.status.container_statuses
+        assert c.image.endswith(image.reference.rsplit("/", 1)[-1]) and c.restart_count == 0
+
+        children = f"{SERVICE_LABEL}=digits"
+        (deployment,) = eventually(
+            lambda: apps.list_namespaced_deployment(workload, label_selector=children).items,
+            timeout=60,
+            what="the served Deployment, written by the in-cluster operator",
+        )
+        reconciled_s = time.monotonic() - began
+        (owner,) = deployment.metadata.owner_references
+        assert (owner.kind, owner.name, owner.controller) == ("ModelService", "digits", True)
+        wait_for(api, workload, "Ready", "True", timeout=120)
+        status = custom.get_namespaced_custom_object(
+            GROUP, VERSION, workload, "modelservices", "digits"
+        )["status"]
+        assert status["observedGeneration"] == 1
+
+        events = client.EventsV1Api(api)
+        posted = eventually(
+            lambda: _operator_events(events, workload), what="an Event from the operator"
+        )
+        assert {e.reporting_instance for e in posted} == {pod.metadata.name}
+
+        # its listeners are on the node's loopback (the host's, here)
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert "conch_reconcile_total{" in response.read().decode()
+        print(
+            f"\nhelm install -> operator Ready {ready_s:.1f} s, -> Deployment {reconciled_s:.1f} s"
+        )
+    finally:
+        helm.run("uninstall", release, f"--namespace={system}", "--wait", "--timeout=120s")
+        operator.start()
+    eventually(
+        lambda: not real.core.list_namespaced_pod(system, label_selector=selector).items,
+        what="the operator pod gone after helm uninstall",
+    )
+    for ns in (system, workload):
+        real.core.delete_namespace(ns)
