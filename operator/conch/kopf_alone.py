@@ -37,5 +37,6 @@ def _import_alone() -> None:
 _import_alone()
 
 import kopf  # noqa: E402  (already imported above, with the clients hidden)
+from kopf._core.engines.peering import Identity  # noqa: E402  (kopf.run's; not re-exported)
 
-__all__ = ["kopf"]
+__all__ = ["Identity", "kopf"]

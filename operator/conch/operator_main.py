@@ -16,7 +16,7 @@ from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
 from conch.controller import Controller, service_index
 from conch.informer import Watched
-from conch.kopf_alone import kopf
+from conch.kopf_alone import Identity, kopf
 from conch.kube import (
     CATALOG_ENTRY,
     MODEL_ACCESS_GRANT,
@@ -316,18 +316,22 @@ def run(args: argparse.Namespace) -> int:
         catalog=CATALOG_ENTRY,
     )
     controller = Controller(kube, settings, metrics, watched, provider)
+    # The pod's name (chart: POD_NAME), else one of our own. Given to kopf too, which would
+    # otherwise ask getpass for a user name: a pod's uid (65532) has no passwd entry.
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     elector = None
     if args.leader_elect:
         elector = LeaderElector(
             kube.api,
             os.environ.get("POD_NAMESPACE") or "default",
             args.leader_election_id,
-            os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+            identity,
         )
     metrics.serve(*args.metrics_bind_address)
     health_host, health_port = args.health_bind_address
     kopf.run(
         standalone=True,
+        identity=Identity(identity),
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=f"http://{health_host}:{health_port}/healthz",

@@ -111,10 +111,40 @@ def wait_ready(real: NodeCluster, ns: str, name: str, timeout: float = 60) -> cl
         conditions = {c.type: c.status for c in pod.status.conditions or []}
         return pod if conditions.get("Ready") == "True" and pod.status.pod_ip else None
 
-    pod: client.V1Pod = eventually(
-        ready, timeout=timeout, what=f"pod {name} Ready on the real node"
-    )
+    try:
+        pod: client.V1Pod = eventually(
+            ready, timeout=timeout, what=f"pod {name} Ready on the real node"
+        )
+    except AssertionError as timeout_:
+        timeout_.add_note(describe_pod(real, ns, name))
+        raise
     return pod
+
+
+def describe_pod(real: NodeCluster, ns: str, name: str) -> str:
+    """What a pod that did not get Ready was doing: its containers' states and its Events."""
+    pod = real.core.read_namespaced_pod(name, ns)
+    states = [
+        f"{c.name}: ready={c.ready} restarts={c.restart_count} {c.state} last={c.last_state}"
+        for c in pod.status.container_statuses or []
+    ]
+    events = real.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+    logs = []
+    for c in pod.status.container_statuses or []:
+        try:  # the API server asks kubelet, on loopback (a real-node pod only)
+            logs.append(
+                real.core.read_namespaced_pod_log(name, ns, container=c.name, tail_lines=20)
+            )
+        except client.ApiException as e:
+            logs.append(f"{c.name}: no log ({e.status})")
+    return "\n".join(
+        [
+            f"phase {pod.status.phase}",
+            *states,
+            *(f"{e.reason}: {e.message}" for e in events.items),
+            *logs,
+        ]
+    )
 
 
 def run_pod(real: NodeCluster) -> client.V1Pod:
