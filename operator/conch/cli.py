@@ -38,11 +38,12 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
-    from conch.dev.cluster import Cluster, default_directory
+    from conch.dev import nodelock
+    from conch.dev.cluster import STATE_FILE, Cluster, default_directory
     from conch.dev.toolchain import ensure_toolchain
 
     directory = Path(args.dir) if args.dir else default_directory(args.name)
-    if (directory / "cluster.json").exists():
+    if (directory / STATE_FILE).exists():
         err.print(f"[red]a cluster is already up in {directory}[/]; `conch dev cluster down` first")
         return 1
     toolchain = ensure_toolchain()
@@ -54,8 +55,16 @@ def _cluster_up(args: argparse.Namespace) -> int:
         with err.status("building (or finding) the sandbox's Triton image"):
             preload = tuple(Path(b.archive) for b in imagebuild.build(["triton"]))
     parts = "etcd, kube-apiserver, controller-manager, scheduler, kwok"
+    lock = nodelock.acquire(lambda m: err.print(f"[yellow]{m}[/]")) if args.real_node else None
     with err.status(f"starting {parts}" + (", a real node" if args.real_node else "")):
-        cluster.start(toolchain, real_node=args.real_node, preload=preload)
+        try:
+            cluster.start(toolchain, real_node=args.real_node, preload=preload)
+        except BaseException:  # start stopped what it started: the machine is free again
+            if lock is not None:
+                lock.close()
+            raise
+    if lock is not None:  # held until `down` has cleaned the host
+        nodelock.hand_over(lock, directory / STATE_FILE, cluster.pids["kube-apiserver"])
     err.print(f"control plane up at {cluster.server}; binaries in {toolchain.bin_dir}")
     node = cluster.real_node
     if node is not None:

@@ -3,7 +3,6 @@ time, so it holds a machine-wide lock), restricted pods for it, and waits on kub
 
 from __future__ import annotations
 
-import fcntl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,15 +11,13 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from conch.dev import hoststate
+from conch.dev import hoststate, nodelock
 from conch.dev.cluster import Cluster, FakeNode
 from conch.dev.node import RealNode
 from conch.dev.node_toolchain import NodeToolchain, ensure_node_toolchain
 from conch.dev.nodeconfig import NODE_LABEL, NODE_TAINT
 from conch.dev.toolchain import Toolchain
 from tests.support import eventually
-
-LOCK = Path("/tmp/conch-real-node.lock")
 
 
 @dataclass
@@ -39,8 +36,7 @@ def node_cluster(
     """A control plane with one kwok node and the real node (holding the `preload` image
     archives); stopped on the way out unless a test already stopped it."""
     node_tc = ensure_node_toolchain()
-    with LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another engineer's real-node run finishes first
+    with nodelock.acquire():  # another engineer's real-node run finishes first
         before = hoststate.snapshot()
         cluster = Cluster(directory)
         cluster.start(toolchain, nodes=(FakeNode("cpu-0"),), real_node=True, preload=preload)

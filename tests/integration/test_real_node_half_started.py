@@ -4,17 +4,15 @@ once) comes down to nothing: the failed `start` cleans up after itself."""
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 from pathlib import Path
 
 import pytest
 
-from conch.dev import hoststate
+from conch.dev import hoststate, nodelock
 from conch.dev.cluster import Cluster, FakeNode
 from conch.dev.node import BRIDGE
 from conch.dev.node_toolchain import ensure_node_toolchain
 from conch.dev.toolchain import Toolchain
-from tests.integration.realnode import LOCK
 
 
 def test_a_half_started_node_leaves_nothing_behind(toolchain: Toolchain, tmp_path: Path) -> None:
@@ -28,8 +26,7 @@ def test_a_half_started_node_leaves_nothing_behind(toolchain: Toolchain, tmp_pat
     (bin_dir / "kubelet").chmod(0o755)
     broken = dataclasses.replace(built, bin_dir=bin_dir)
     cluster = Cluster(tmp_path / "cluster")
-    with LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with nodelock.acquire():
         before = hoststate.snapshot()
         with pytest.raises(TimeoutError, match="kubelet exited"):
             cluster.start(
