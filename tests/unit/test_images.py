@@ -214,3 +214,14 @@ def test_go_binaries_need_the_conch_layer(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="set extra"):
         images.load(path)
+
+
+def test_go_binaries_change_only_the_keys_of_images_that_carry_them() -> None:
+    """A recipe without Go binaries keys as it did before the field existed (a Triton image
+    rebuild costs minutes on every machine that has it cached)."""
+    _, recipes = images.load()
+    assert "go=" not in repr(recipes["triton"])
+    runtime = recipes["runtime"]
+    assert images.image_key(runtime, "b") != images.image_key(
+        dataclasses.replace(runtime, go=()), "b"
+    )

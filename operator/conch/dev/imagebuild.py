@@ -365,7 +365,8 @@ def build(names: list[str] | None = None) -> list[Built]:
             key = images.image_key(recipe, bkey)
             found = _cached(key)
             if found is None:
-                deps_key = images.image_key(replace(recipe, extra=None), bkey)
+                # the dependencies layer holds neither conch nor its Go binaries
+                deps_key = images.image_key(replace(recipe, extra=None, go=()), bkey)
                 found = _build_one(recipe, base, _ensure_base(base, bkey), key, deps_key)
             out.append(found)
         return out

@@ -11,7 +11,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -59,9 +59,10 @@ class Recipe:
     cmd: tuple[str, ...] = ()
     extra: str | None = None
     setup: str | None = None
-    go: tuple[str, ...] = ()
+    go: tuple[str, ...] = field(default=(), repr=False)
     """Go main packages (folders of this repository) built static into
-    /usr/local/bin/conch-<folder name>, in the conch layer (so only with `extra`)."""
+    /usr/local/bin/conch-<folder name>, in the conch layer (so only with `extra`). Left out
+    of the repr, so the keys of images without Go binaries stay what they were."""
 
     @property
     def tag(self) -> str:
@@ -131,6 +132,7 @@ def image_key(recipe: Recipe, base: str, root: Path = REPO_ROOT) -> str:
         [
             ("base", base.encode()),
             ("recipe", repr(recipe).encode()),
+            *((("go", repr(recipe.go).encode()),) if recipe.go else ()),
             *((str(f.relative_to(root)), f.read_bytes()) for f in files),
         ]
     )
