@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 CLUSTER ?= dev
+CACHE := $(or $(CONCH_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/conch)
+# pytest-xdist workers for `make test`: most integration tests wait on an API server, not a CPU
+WORKERS ?= 2
 
 .PHONY: install system-deps image-deps images toolchain toolchain-pin crds lint test test-unit test-integration demo down bench clean
 
@@ -45,12 +48,12 @@ crds: install               ## regenerate crds/ from the API models (and the cha
 	$(BIN)/conch crds
 	cp crds/*.yaml charts/conch/crds/
 
-lint: install
+lint: install                ## mypy's cache lives beside the toolchain's, so a fresh clone checks only what changed
 	$(BIN)/ruff check operator runtime tests
-	$(BIN)/mypy
+	MYPY_CACHE_DIR=$(CACHE)/mypy $(BIN)/mypy
 
 test: lint toolchain system-deps image-deps  ## everything CI runs: lint, unit, image and integration tests
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder  # work units: tests/conftest.py
 
 test-unit: install
 	$(BIN)/pytest tests/unit
