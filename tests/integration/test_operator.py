@@ -94,6 +94,7 @@ def test_example_becomes_ready_with_its_objects(
         "AGE",
     ]
     assert table[1].split()[:5] == ["digits", "digits-v1", "digits-v1", "True", "Stable"]
+
     # The HPA's first write to the scale subresource bumps the generation (to 2) whenever
     # its sync comes before this point: status must have observed whichever is current.
     def observed() -> dict[str, Any] | None:
