@@ -20,8 +20,9 @@ from conch.dev.imagebuild import Built
 from conch.dev.nodeconfig import NODE_LABEL, NODE_TAINT
 from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import Toolchain
+from conch_runtime.package import PackageResult
 from tests.integration.realnode import NodeCluster, node_cluster
-from tests.integration.realnode_serving.helpers import DENIED, Store
+from tests.integration.realnode_serving.helpers import DENIED, Store, mlp_package
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[3]
 def images() -> dict[str, Built]:
     """The runtime and Triton images, built or found in the images helper's cache."""
     return {b.name: b for b in imagebuild.build(["runtime", "triton"])}
+
+
+@pytest.fixture(scope="package")
+def fp32_package(tmp_path_factory: pytest.TempPathFactory) -> PackageResult:
+    """mlp 1.0.0 in fp32, packaged once for every test here (they only read it)."""
+    return mlp_package(tmp_path_factory.mktemp("mlp-fp32") / "pkg", "1.0.0")
 
 
 @pytest.fixture(scope="package")

@@ -15,9 +15,10 @@ import yaml
 from kubernetes import client
 
 from conch.dev.nodeconfig import NODE_LABEL, NODE_NAME, NODE_TAINT
-from conch_runtime.package import PackageResult
+from conch_runtime.compress import CompressionOptions
+from conch_runtime.package import PackageRequest, PackageResult, package
 from tests.integration.realnode import NodeCluster
-from tests.runtime.packaging import example
+from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
 from tests.support import GROUP, VERSION, eventually
 
 DENIED = "denied"
@@ -30,6 +31,22 @@ class Store:
 
     url: str
     root: Path
+
+
+def mlp_package(directory: Path, version: str, int8: bool = False) -> PackageResult:
+    """The packaging tests' MLP as `conch package` writes it (python format)."""
+    return package(
+        trained_teacher(),
+        directory,
+        PackageRequest(
+            name="mlp",
+            version=version,
+            example=example(),
+            output_names=OUTPUT_NAMES,
+            validation=validation(),
+            compression=CompressionOptions(int8=True) if int8 else None,
+        ),
+    )
 
 
 def modelversion_in_store(result: PackageResult, store: Store) -> dict[str, Any]:

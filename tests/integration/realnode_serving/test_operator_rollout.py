@@ -32,19 +32,19 @@ from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
 from conch.dev.podload import PodLoad, infer_body
 from conch.dev.toolchain import Toolchain
-from conch_runtime.compress import CompressionOptions
 from conch_runtime.export import load_saved
-from conch_runtime.package import PackageRequest, PackageResult, package
+from conch_runtime.package import PackageResult
 from tests.integration.realnode import NodeCluster, namespace
 from tests.integration.realnode_serving.helpers import (
     Store,
     example_logits,
+    mlp_package,
     model_service,
     modelversion_in_store,
     ready_pods,
     wait_service_ready,
 )
-from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
+from tests.runtime.packaging import example, trained_teacher
 from tests.support import GROUP, VERSION, eventually
 
 REQUESTS = 120
@@ -65,21 +65,6 @@ def _served(ip: str) -> int:
 def _status(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any]:
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "modelservices", "mlp")
     return dict(obj.get("status", {}))
-
-
-def _package(directory: Path, version: str, int8: bool) -> PackageResult:
-    return package(
-        trained_teacher(),
-        directory,
-        PackageRequest(
-            name="mlp",
-            version=version,
-            example=example(),
-            output_names=OUTPUT_NAMES,
-            validation=validation(),
-            compression=CompressionOptions(int8=True) if int8 else None,
-        ),
-    )
 
 
 def _expected(result: PackageResult) -> torch.Tensor:
@@ -110,9 +95,10 @@ def test_serving_then_a_rollout_to_int8_split_between_real_pods(
     images: dict[str, Built],
     operator: OperatorProcess,
     store: Store,
+    fp32_package: PackageResult,
     tmp_path: Path,
 ) -> None:
-    fp32, int8 = _package(tmp_path / "v1", "1.0.0", False), _package(tmp_path / "v2", "2.0.0", True)
+    fp32, int8 = fp32_package, mlp_package(tmp_path / "v2", "2.0.0", int8=True)
     mvs = [modelversion_in_store(r, store) for r in (fp32, int8)]
     ns = namespace(real)
     custom = client.CustomObjectsApi(real.core.api_client)

@@ -20,7 +20,7 @@ from kubernetes import client
 from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
 from conch_runtime import pull_contract
-from conch_runtime.package import PackageRequest, package
+from conch_runtime.package import PackageResult
 from tests.integration.realnode import NodeCluster, namespace
 from tests.integration.realnode_serving.helpers import (
     DENIED,
@@ -29,7 +29,6 @@ from tests.integration.realnode_serving.helpers import (
     model_service,
     modelversion_in_store,
 )
-from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
 from tests.support import GROUP, VERSION, eventually
 
 
@@ -63,20 +62,9 @@ def test_every_pull_failure_reason_reaches_status_from_a_real_exit(
     images: dict[str, Built],
     operator: OperatorProcess,
     store: Store,
-    tmp_path: Path,
+    fp32_package: PackageResult,
 ) -> None:
-    result = package(
-        trained_teacher(),
-        tmp_path / "pkg",
-        PackageRequest(
-            name="mlp",
-            version="1.0.0",
-            example=example(),
-            output_names=OUTPUT_NAMES,
-            validation=validation(),
-        ),
-    )
-    good = modelversion_in_store(result, store)
+    good = modelversion_in_store(fp32_package, store)
     (store.root / DENIED).mkdir(exist_ok=True)
     hostile_sha = _hostile_archive(store.root / "hostile.tar.gz")
     cases = {  # service name -> (expected reason, exit code, source)
