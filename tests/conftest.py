@@ -21,9 +21,12 @@ REAL_NODE_PATHS = (
 
 
 def xdist_group(nodeid: str) -> str:
-    """The work unit of a test: the real-node group, else its file."""
+    """The work unit of a test: the real-node group, else its file (xdist appends the name
+    to the test's id, so it is kept short: `unit/test_api`)."""
     path = nodeid.split("::", 1)[0]
-    return REAL_NODE_GROUP if path.startswith(REAL_NODE_PATHS) else path
+    if path.startswith(REAL_NODE_PATHS):
+        return REAL_NODE_GROUP
+    return path.removeprefix("tests/").removesuffix(".py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist appends the group to each node id
