@@ -53,7 +53,7 @@ lint: install                ## mypy's cache lives beside the toolchain's, so a 
 	MYPY_CACHE_DIR=$(CACHE)/mypy $(BIN)/mypy
 
 test: lint toolchain system-deps image-deps  ## everything CI runs: lint, unit, image and integration tests
-	$(BIN)/pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder  # work units: tests/conftest.py
+	$(BIN)/pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder  # work units: tests/conftest.py
 
 test-unit: install
 	$(BIN)/pytest tests/unit

@@ -1,18 +1,20 @@
-"""How `make test` splits the suite over pytest-xdist workers (`--dist loadgroup`).
+"""How `make test` splits the suite over pytest-xdist workers (`--dist loadfile`).
 
 Each worker starts its own control plane (session fixtures are per worker), so a test file is
 the unit of work: its module and package fixtures are set up once, on one worker. Every test
-that brings up the real node goes to one group: there is one bridge and one node per machine
+that brings up the real node is one unit: there is one bridge and one node per machine
 (tests/integration/realnode.py serialises them on a lock anyway), and the serving package
-shares one node between its files. That group is the longest, so it comes first in
+shares one node between its files. That unit is the longest, so it comes first in
 collection order and `make test` keeps that order (`--no-loadscope-reorder`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-REAL_NODE_GROUP = "real-node"
+REAL_NODE_UNIT = "real-node"
 REAL_NODE_PATHS = (
     "tests/integration/realnode_serving/",
     "tests/integration/test_real_node.py",
@@ -20,18 +22,22 @@ REAL_NODE_PATHS = (
 )
 
 
-def xdist_group(nodeid: str) -> str:
-    """The work unit of a test: the real-node group, else its file (xdist appends the name
-    to the test's id, so it is kept short: `unit/test_api`)."""
+def work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled in: the real-node unit, else its file."""
     path = nodeid.split("::", 1)[0]
-    if path.startswith(REAL_NODE_PATHS):
-        return REAL_NODE_GROUP
-    return path.removeprefix("tests/").removesuffix(".py")
+    return REAL_NODE_UNIT if path.startswith(REAL_NODE_PATHS) else path
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist appends the group to each node id
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the real-node tests in one unit (xdist's own hook for a
+    scheduler of one's own; its `xdist_group` marks rename test ids, which pytest 9 ignores)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndTheRealNode(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FilesAndTheRealNode(config, log)
