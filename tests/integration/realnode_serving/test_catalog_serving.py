@@ -1,6 +1,6 @@
 """The catalog where serving matters (docs/catalog.md), on the package's real node: team B
-serves team A's shared ModelVersion as a real pod, and Triton in that pod refuses a caller
-without the endpoint key (spec.access.keySecretRef).
+serves team A's shared ModelVersion as a real pod, and the gate in that pod (in front of
+Triton) refuses a caller without the endpoint key (spec.access.keySecretRef).
 
 Each team is a user with namespaced rights in its own namespace only (impersonation): A
 publishes (terms, allowed namespaces, the shared label) and grants B; B accepts the terms
@@ -117,9 +117,9 @@ def test_b_serves_a_shared_version_of_a_on_a_real_pod_and_triton_wants_the_key(
     (pod,) = ready_pods(real, b_ns)
     assert ready_pods(real, a_ns) == []  # nothing runs in the owner's namespace
     ip = real.node.dialable(pod.status.pod_ip)
-    # no key, a wrong key: Triton in the pod refuses; the key: it answers the model
-    assert _status_of_call(ip, "mlp", None) == 403
-    assert _status_of_call(ip, "mlp", "not-" + key) == 403
+    # no key, a wrong key: the pod's gate refuses; the key: Triton behind it answers
+    assert _status_of_call(ip, "mlp", None) == 401
+    assert _status_of_call(ip, "mlp", "not-" + key) == 401
     served = example_logits(ip, "mlp", headers={HEADER: key})
     inputs = example()
     with torch.no_grad():
