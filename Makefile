@@ -54,7 +54,7 @@ lint: install                ## mypy's cache lives beside the toolchain's, so a 
 	$(BIN)/ruff check operator runtime tests
 	MYPY_CACHE_DIR=$(CACHE)/mypy $(BIN)/mypy
 
-test: lint toolchain system-deps image-deps  ## everything CI runs: lint, unit, image and integration tests
+test: lint toolchain system-deps images  ## everything CI runs: lint, unit, image and integration tests
 	$(BIN)/pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder  # work units: tests/conftest.py
 
 test-unit: install
