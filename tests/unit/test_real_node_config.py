@@ -163,7 +163,7 @@ def test_archive_images(tmp_path: Path) -> None:
                 "annotations": {
                     "org.opencontainers.image.ref.name": "2",
                     "io.containerd.image.name": "conch.local/c:2",
-                }
+                },
             },
         ]
     }
@@ -174,3 +174,10 @@ def test_archive_images(tmp_path: Path) -> None:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     assert archive_images(archive) == {"a/b:1": "sha256:a", "conch.local/c:2": "sha256:c"}
+
+
+def test_a_root_too_deep_for_containerds_sockets_is_refused_up_front() -> None:
+    nodeconfig.NodeLayout(Path("/tmp/conch/node")).check_socket_paths()
+    deep = nodeconfig.NodeLayout(Path("/tmp") / ("d" * 80) / "node")
+    with pytest.raises(ValueError, match="too deep for containerd's unix sockets"):
+        deep.check_socket_paths()

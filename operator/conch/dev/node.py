@@ -115,6 +115,7 @@ class RealNode:
         (conch.dev.imagestore) when a node before it imported the same ones."""
         if os.geteuid() != 0:
             raise PermissionError("a real node needs root (bridge, cgroups, mounts)")
+        self.layout.check_socket_paths()
         self.root.mkdir(parents=True, exist_ok=True)
         self.bin_dir = str(tc.bin_dir)
         self.preexisting = [p for p in FIXED_PATHS if os.path.lexists(p)]

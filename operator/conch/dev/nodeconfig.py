@@ -29,6 +29,7 @@ folders they create), children first: the order to remove those that were not th
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 """What kubelet rewrites when it starts (recorded before, put back after)."""
 CLOSED_REGISTRY = "127.0.0.1:9"
+SOCKET_PATH_MAX = 104  # containerd refuses a longer unix socket path (sun_path, less its margin)
 """Every registry host resolves here (discard port, nothing listens): no pull leaves."""
 
 
@@ -49,6 +50,17 @@ class NodeLayout:
     @property
     def containerd_socket(self) -> Path:
         return self.root / "containerd.sock"
+
+    def check_socket_paths(self) -> None:
+        """Refuse a root too deep for containerd's sockets before anything starts: otherwise
+        containerd dies half way up with a message about a path the user never chose."""
+        longest = f"{self.containerd_socket}.ttrpc"
+        if len(longest) > SOCKET_PATH_MAX:
+            raise ValueError(
+                f"the node's directory {self.root} is too deep for containerd's unix sockets "
+                f"({len(longest)} > {SOCKET_PATH_MAX} characters in {longest}): "
+                "use a shorter cluster directory"
+            )
 
     @property
     def containerd_root(self) -> Path:
