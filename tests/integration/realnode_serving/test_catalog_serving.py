@@ -15,14 +15,13 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import torch
 from kubernetes import client
 
 from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
-from conch_runtime.package import PackageRequest, package
+from conch_runtime.package import PackageResult
 from tests.integration.realnode import NodeCluster, namespace
 from tests.integration.realnode_serving.helpers import (
     Store,
@@ -32,7 +31,7 @@ from tests.integration.realnode_serving.helpers import (
     ready_pods,
     wait_service_ready,
 )
-from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
+from tests.runtime.packaging import example, trained_teacher
 from tests.support import GROUP, VERSION, as_user
 
 TERMS = {"uri": "https://legal.example.com/mlp-terms", "sha256": "e" * 64}
@@ -73,16 +72,9 @@ def test_b_serves_a_shared_version_of_a_on_a_real_pod_and_triton_wants_the_key(
     images: dict[str, Built],
     operator: OperatorProcess,
     store: Store,
-    tmp_path: Path,
+    fp32_package: PackageResult,
 ) -> None:
-    result = package(
-        trained_teacher(),
-        tmp_path / "pkg",
-        PackageRequest(
-            name="mlp", version="1.0.0", example=example(), output_names=OUTPUT_NAMES,
-            validation=validation(),
-        ),
-    )  # fmt: skip
+    result = fp32_package
     a_ns, a, _ = _team(real, "alice")
     b_ns, b, b_api = _team(real, "bob")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from kubernetes import client
 
@@ -18,7 +17,7 @@ from conch import endpointkey
 from conch.dev.imagebuild import Built
 from conch.dev.operator import OperatorProcess
 from conch.dev.podload import infer_body
-from conch_runtime.package import PackageRequest, package
+from conch_runtime.package import PackageResult
 from tests.integration.realnode import NodeCluster, namespace
 from tests.integration.realnode_serving.helpers import (
     Store,
@@ -27,7 +26,7 @@ from tests.integration.realnode_serving.helpers import (
     ready_pods,
     wait_service_ready,
 )
-from tests.runtime.packaging import OUTPUT_NAMES, example, trained_teacher, validation
+from tests.runtime.packaging import example
 from tests.support import GROUP, VERSION, eventually
 
 
@@ -50,19 +49,9 @@ def test_the_gate_admits_consumers_on_the_pods_address(
     images: dict[str, Built],
     operator: OperatorProcess,
     store: Store,
-    tmp_path: Path,
+    fp32_package: PackageResult,
 ) -> None:
-    result = package(
-        trained_teacher(),
-        tmp_path / "pkg",
-        PackageRequest(
-            name="mlp",
-            version="1.0.0",
-            example=example(),
-            output_names=OUTPUT_NAMES,
-            validation=validation(),
-        ),
-    )
+    result = fp32_package
     mv = modelversion_in_store(result, store)
     ns = namespace(real)
     custom = client.CustomObjectsApi(real.core.api_client)
