@@ -15,13 +15,14 @@ own checks then see what is left).
 from __future__ import annotations
 
 import fcntl
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from conch.dev.process import alive
 
 LOCK = Path("/tmp/conch-real-node.lock")
 GRACE_SECONDS = 30.0
@@ -61,27 +62,17 @@ def should_release(state_exists: bool, apiserver_alive: bool, gone_for: float) -
     return not state_exists or (not apiserver_alive and gone_for > GRACE_SECONDS)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _hold(state_file: Path, apiserver_pid: int) -> None:
     """The holder's loop (the locked file is an inherited descriptor: exiting frees it)."""
     gone_since: float | None = None
     while True:
-        alive, now = _alive(apiserver_pid), time.monotonic()
-        if alive:
+        up, now = alive(apiserver_pid), time.monotonic()
+        if up:
             gone_since = None
         elif gone_since is None:
             gone_since = now
         gone_for = 0.0 if gone_since is None else now - gone_since
-        if should_release(state_file.exists(), alive, gone_for):
+        if should_release(state_file.exists(), up, gone_for):
             return
         time.sleep(1)
 
