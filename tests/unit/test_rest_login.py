@@ -21,7 +21,7 @@ def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize(
     ("host", "server"),
-    [("10.96.0.1", "https://10.96.0.1:443"), ("fd00::1", "https://[fd00::1]:443")],
+    [("127.0.0.53", "https://127.0.0.53:443"), ("::1", "https://[::1]:443")],
 )
 def test_in_a_pod(account: Path, monkeypatch: pytest.MonkeyPatch, host: str, server: str) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
