@@ -266,9 +266,12 @@ class Bench:
         finally:
             operator.stop()
 
-    def arrivals(self, ns: str, n: int, rate: float, source: Path | None = None) -> list[float]:
-        """create -> Deployment present for services arriving `rate` per second; a service
-        whose Deployment never came (within 300 s of the last arrival) counts as infinite."""
+    def arrivals(
+        self, ns: str, n: int, rate: float, source: Path | None = None
+    ) -> tuple[list[float], RequestTimes]:
+        """create -> Deployment present for services arriving `rate` per second (a service
+        whose Deployment never came within 300 s of the last arrival counts as infinite),
+        and the operator's own API request times."""
         namespace(self.api, ns)
         self.version(ns)
         operator = self.operator("--namespace", ns, source=source)
@@ -284,9 +287,10 @@ class Bench:
             while len(clock.present) < n and time.monotonic() < deadline:
                 time.sleep(0.2)
             clock.stop()
+            times = request_times(operator)
         finally:
             operator.stop()
-        return sorted(clock.present.get(name, math.inf) - t for name, t in created.items())
+        return sorted(clock.present.get(name, math.inf) - t for name, t in created.items()), times
 
 
 @dataclass(frozen=True)
@@ -468,6 +472,22 @@ def histogram(operator: OperatorProcess, name: str, kind: str) -> Histogram:
     )
 
 
+RequestTimes = dict[str, tuple[float, float]]
+"""'verb resource' -> (requests, seconds spent in them)"""
+
+
+def request_times(operator: OperatorProcess) -> RequestTimes:
+    """The operator's conch_kubernetes_api_request_duration_seconds, by verb and resource."""
+    name = "conch_kubernetes_api_request_duration_seconds"
+    out: dict[str, tuple[float, float]] = {}
+    for n, labels, value in samples(operator):
+        if n in (f"{name}_count", f"{name}_sum"):
+            key = f"{labels['verb']} {labels['resource']}"
+            count, total = out.get(key, (0.0, 0.0))
+            out[key] = (count + value, total) if n.endswith("_count") else (count, total + value)
+    return out
+
+
 def wait_all_ready(objects: client.CustomObjectsApi, ns: str, n: int, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -531,6 +551,8 @@ class Results:
     pairs: list[tuple[float, float]] | None = None
     arrivals: list[tuple[list[float], list[float], list[float] | None]] | None = None
     """per round: (plain client, operator, baseline operator) latencies"""
+    request_times: RequestTimes | None = None
+    """the operator's API requests in the last arrivals round"""
     scale: Scale | None = None
     usage: tuple[Usage, Usage] | None = None
 
@@ -541,6 +563,8 @@ def report(sizes: Sizes, results: Results) -> None:
         report_ratio(sizes, results.pairs)
     if results.arrivals is not None:
         report_arrivals(sizes, results.arrivals)
+    if results.request_times:
+        report_request_times(results.request_times)
     if results.scale is not None:
         report_scale(sizes, results.scale)
     if results.usage is not None:
@@ -592,6 +616,14 @@ def report_arrivals(
             f"{statistics.median(ratios):.2f}x, spread {min(ratios):.2f}-{max(ratios):.2f}x)"
         )
     print(summary + f" (goal operator p99 <= 1 s: {verdict(conch99 <= 1)})")
+
+
+def report_request_times(times: RequestTimes, top: int = 8) -> None:
+    """Where the operator's time waiting on the API went: what to make cheaper next."""
+    print("  operator API requests in the last arrivals round (by time spent):")
+    for key, (count, total) in sorted(times.items(), key=lambda kv: -kv[1][1])[:top]:
+        mean_ms = 1000 * total / count if count else 0.0
+        print(f"    {key:<40} {count:6.0f} requests, mean {mean_ms:7.1f} ms, {total:7.1f} s")
 
 
 def report_scale(sizes: Sizes, scale: Scale) -> None:
@@ -647,10 +679,12 @@ def measure(bench: Bench, sizes: Sizes, figures: set[str], baseline: Path | None
             ceiling = bench.ceiling_arrivals(f"bench-arrivals-c-{r}", sizes.arrivals, sizes.rate)
             before = None
             if baseline is not None:
-                before = bench.arrivals(
+                before, _ = bench.arrivals(
                     f"bench-arrivals-b-{r}", sizes.arrivals, sizes.rate, baseline
                 )
-            conch = bench.arrivals(f"bench-arrivals-{r}", sizes.arrivals, sizes.rate)
+            conch, results.request_times = bench.arrivals(
+                f"bench-arrivals-{r}", sizes.arrivals, sizes.rate
+            )
             results.arrivals.append((ceiling, conch, before))
     if "scale" in figures:
         results.scale = scale_run(bench, "bench-scale", sizes.scale)

@@ -46,6 +46,9 @@ log = logging.getLogger("conch.controller")
 Key = tuple[str, str, str]
 """(kind, namespace, name): what the work queue holds."""
 
+FANOUT = 16
+"""Threads for the requests of reconciles that go out together (`Plan.at_once`)."""
+
 
 @dataclass(frozen=True)
 class Next:
@@ -62,7 +65,7 @@ class Controller:
         metrics: OperatorMetrics,
         watched: Watched,
         provider: MetricProvider | None = None,
-        fanout: int = 16,
+        fanout: int = FANOUT,
     ) -> None:
         self.watched = watched
         self.provider = provider

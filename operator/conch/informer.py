@@ -337,6 +337,11 @@ class Watched:
         self.grants = Informer(api, grants, "", namespaces) if grants else None
         self.catalog = Informer(api, catalog, "") if catalog else None
 
+    @property
+    def streams(self) -> int:
+        """Connections the watches hold open at once: one per kind and namespace watched."""
+        return sum(len(informer.scopes) for informer in self._all())
+
     def _all(self) -> list[Informer]:
         optional = [i for i in (self.grants, self.catalog) if i is not None]
         return [*self.owned.values(), self.versions, self.services, *optional]

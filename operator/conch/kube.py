@@ -12,6 +12,7 @@ import enum
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,12 +116,20 @@ def retryable(status: int) -> bool:
     return status in (0, 408, 409, 425, 429) or status >= 500
 
 
-class Kube:
-    """The operator's verbs, typed. `on_error(verb, code)` feeds the operator metrics."""
+Observer = Callable[[str, str, str, float], None]
+"""Told of every request: (verb, resource, HTTP status or "connection", seconds)."""
 
-    def __init__(self, api: Rest, on_error: Callable[[str, str], None] = lambda v, c: None) -> None:
+
+def _ignore(verb: str, resource: str, code: str, seconds: float) -> None:
+    pass
+
+
+class Kube:
+    """The operator's verbs, typed. `observe` feeds the operator metrics."""
+
+    def __init__(self, api: Rest, observe: Observer = _ignore) -> None:
         self.api = api
-        self._on_error = on_error
+        self._observe = observe
         self._counting = threading.local()
         self._count_lock = threading.Lock()
 
@@ -151,35 +160,38 @@ class Kube:
     def _call(
         self,
         verb: str,
+        resource: str,
         method: str,
         path: str,
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
-        with_status: bool = False,
         accept: str = "application/json",
-    ) -> Any:
+    ) -> tuple[Any, int]:
+        """(the answer, its HTTP status)."""
         counts = getattr(self._counting, "counts", None)
         if counts is not None:
             with self._count_lock:  # `carried` blocks share one dict across threads
                 counts["read" if method == "GET" or "dryRun" in dict(query or []) else "write"] += 1
+        started = time.perf_counter()
         try:
             status, data = self.api.request(
                 method, path, query, body, content_type=content_type, accept=accept
             )
         except RestError as error:
             code = str(error.status) if error.status else "connection"
-            self._on_error(verb, code)
+            self._observe(verb, resource, code, time.perf_counter() - started)
             if error.status and refused_for_content(error.status, error.message):
                 raise InvalidSpec(error.message) from None
             raise ApiError(
                 f"{verb} {path}: {error.message}", error.status, temporary=retryable(error.status)
             ) from None
-        return (data, status) if with_status else data
+        self._observe(verb, resource, str(status), time.perf_counter() - started)
+        return data, status
 
     def get(self, kind: Kind, namespace: str, name: str) -> Manifest | None:
         try:
-            return dict(self._call("get", "GET", kind.path(namespace, name)))
+            return dict(self._call("get", kind.plural, "GET", kind.path(namespace, name))[0])
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -192,10 +204,11 @@ class Kube:
             return dict(
                 self._call(
                     "get",
+                    kind.plural,
                     "GET",
                     kind.path(namespace, name),
                     accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
-                )
+                )[0]
             )
         except ApiError as error:
             if error.status == 404:
@@ -208,7 +221,7 @@ class Kube:
             if selector
             else []
         )
-        result = self._call("list", "GET", kind.path(namespace), query=query)
+        result, _ = self._call("list", kind.plural, "GET", kind.path(namespace), query=query)
         return list(result.get("items", []))
 
     def dry_run(self, obj: Manifest) -> bool:
@@ -226,12 +239,12 @@ class Kube:
             query.append(("dryRun", "All"))
         result, status = self._call(
             "dry_run" if dry_run else "apply",
+            kind.plural,
             "PATCH",
             kind.path(meta.get("namespace", ""), meta["name"]),
             body=obj,
             query=query,
             content_type="application/apply-patch+yaml",
-            with_status=True,
         )
         return result, int(status)
 
@@ -262,7 +275,7 @@ class Kube:
         body = {"preconditions": {"uid": meta["uid"]}, "propagationPolicy": "Background"}
         path = kind.path(meta.get("namespace", ""), meta["name"])
         try:
-            self._call("delete", "DELETE", path, body=body)
+            self._call("delete", kind.plural, "DELETE", path, body=body)
         except ApiError as error:
             if error.status not in (404, 409):
                 raise
@@ -270,6 +283,7 @@ class Kube:
     def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
         self._call(
             "patch_status",
+            kind.plural,
             "PATCH",
             kind.path(namespace, name, "status"),
             body={"status": status},
@@ -280,6 +294,7 @@ class Kube:
         """A JSON merge patch (e.g. removing an annotation with a null)."""
         self._call(
             "patch",
+            kind.plural,
             "PATCH",
             kind.path(namespace, name),
             body=body,
@@ -314,7 +329,8 @@ class Kube:
             },
         }
         self._call(
-            "event",
+            "create",
+            "events",
             "POST",
             f"/apis/events.k8s.io/v1/namespaces/{_segment(meta['namespace'])}/events",
             body=body,

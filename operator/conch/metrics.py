@@ -84,14 +84,25 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
+        self.api_seconds = Histogram(
+            "conch_kubernetes_api_request_duration_seconds",
+            "Kubernetes API request time by verb and resource (watches not included).",
+            ["verb", "resource"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+
     def watch_services(
         self, snapshot: Callable[[], dict[tuple[str, str], tuple[str, str]]]
     ) -> None:
         """`snapshot()`: (namespace, name) -> (Ready status, phase), read at scrape time."""
         self.registry.register(_ServiceCollector(snapshot))
 
-    def api_error(self, verb: str, code: str) -> None:
-        self.api_errors.labels(verb=verb, code=code).inc()
+    def api_request(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        """`conch.kube.Observer`: every request's duration, and the failures by status."""
+        self.api_seconds.labels(verb=verb, resource=resource).observe(seconds)
+        if not code.startswith("2"):
+            self.api_errors.labels(verb=verb, code=code).inc()
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -14,7 +14,7 @@ from conch import plan, podflags, providers, rest
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
-from conch.controller import Controller, service_index
+from conch.controller import FANOUT, Controller, service_index
 from conch.informer import Watched
 from conch.kopf_alone import Identity, kopf
 from conch.kube import (
@@ -291,22 +291,10 @@ def artifact_access(args: argparse.Namespace) -> ArtifactAccess:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from conch.handlers import Runtime  # registers the startup and cleanup handlers
-
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    logging.getLogger("conch").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if not args.verbose:  # kopf logs every trigger at INFO; the controller logs decisions
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    metrics = OperatorMetrics()
-    kube = Kube(rest.Rest(rest.login(), pool_size=args.workers * 2), on_error=metrics.api_error)
-    source = metrics_source(args)
-    provider = providers.create("prometheus", source) if source else None
-    settings = podflags.pod_settings(
-        args, args.runtime_image, pod_policy(args), artifact_access(args)
-    )
-    watched = Watched(
-        kube.api,
+def watches(api: rest.Rest, args: argparse.Namespace) -> Watched:
+    """Everything the operator watches (nothing is listed or watched until `start`)."""
+    return Watched(
+        api,
         OWNED,
         MODEL_VERSION,
         (MODEL_SERVICE, plan.service_view, service_index),
@@ -315,6 +303,33 @@ def run(args: argparse.Namespace) -> int:
         grants=MODEL_ACCESS_GRANT,
         catalog=CATALOG_ENTRY,
     )
+
+
+def connections(args: argparse.Namespace) -> int:
+    """Connections the operator may hold open at once, all kept for reuse: its watches (one
+    per owned kind, ModelVersions, ModelServices and grants in each namespace watched, and
+    the cluster-wide catalog), a request per worker and per fan-out thread, Events and the
+    Lease. A connection the pool cannot keep is closed, and its successor pays a new TLS
+    handshake on both ends."""
+    watches = (len(OWNED) + 3) * max(1, len(args.namespace or ())) + 1
+    return watches + args.workers + FANOUT + 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from conch.handlers import Runtime  # registers the startup and cleanup handlers
+
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger("conch").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:  # kopf logs every trigger at INFO; the controller logs decisions
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    metrics = OperatorMetrics()
+    kube = Kube(rest.Rest(rest.login(), pool_size=connections(args)), observe=metrics.api_request)
+    source = metrics_source(args)
+    provider = providers.create("prometheus", source) if source else None
+    settings = podflags.pod_settings(
+        args, args.runtime_image, pod_policy(args), artifact_access(args)
+    )
+    watched = watches(kube.api, args)
     controller = Controller(kube, settings, metrics, watched, provider)
     # The pod's name (chart: POD_NAME), else one of our own. Given to kopf too, which would
     # otherwise ask getpass for a user name: a pod's uid (65532) has no passwd entry.
