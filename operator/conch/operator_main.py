@@ -312,7 +312,7 @@ def connections(args: argparse.Namespace) -> int:
     Lease. A connection the pool cannot keep is closed, and its successor pays a new TLS
     handshake on both ends."""
     watches = (len(OWNED) + 3) * max(1, len(args.namespace or ())) + 1
-    return watches + args.workers + FANOUT + 2
+    return watches + int(args.workers) + FANOUT + 2
 
 
 def run(args: argparse.Namespace) -> int:
