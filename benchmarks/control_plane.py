@@ -618,7 +618,7 @@ def report_arrivals(
     print(summary + f" (goal operator p99 <= 1 s: {verdict(conch99 <= 1)})")
 
 
-def report_request_times(times: RequestTimes, top: int = 8) -> None:
+def report_request_times(times: RequestTimes, top: int = 16) -> None:
     """Where the operator's time waiting on the API went: what to make cheaper next."""
     print("  operator API requests in the last arrivals round (by time spent):")
     for key, (count, total) in sorted(times.items(), key=lambda kv: -kv[1][1])[:top]:

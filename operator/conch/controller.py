@@ -25,6 +25,7 @@ from conch import builders, catalog, endpointkey, events, plan, reasons, rollout
 from conch.api import ModelAccessGrant, ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
+from conch.creates import Creates
 from conch.errors import ConchError, InvalidSpec, NameConflict
 from conch.informer import Watched
 from conch.kube import (
@@ -46,8 +47,10 @@ log = logging.getLogger("conch.controller")
 Key = tuple[str, str, str]
 """(kind, namespace, name): what the work queue holds."""
 
-FANOUT = 16
-"""Threads for the requests of reconciles that go out together (`Plan.at_once`)."""
+FANOUT = len(OWNED)
+"""Requests one reconcile sends at once at most (`Plan.at_once`: one per kind it may own).
+Each worker gets that many fan-out threads, so one slow kind (a Service waiting for its
+ClusterIP) never holds up the other reconciles' requests."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Controller:
         metrics: OperatorMetrics,
         watched: Watched,
         provider: MetricProvider | None = None,
-        fanout: int = FANOUT,
+        workers: int = 16,
     ) -> None:
         self.watched = watched
         self.provider = provider
@@ -73,8 +76,12 @@ class Controller:
         self.settings = settings
         self.metrics = metrics
         self.events = events.Poster(self._post, dropped=metrics.events_dropped.inc)
-        self._fanout = ThreadPoolExecutor(fanout, thread_name_prefix="fanout")
+        self._fanout = ThreadPoolExecutor(workers * FANOUT, thread_name_prefix="fanout")
         """Requests of one reconcile that go out together (`Plan.at_once`)."""
+        self.creates = Creates(lambda obj: self.kube.apply(obj))
+        """Creates of `plan.SERIALIZED_CREATES` kinds, sent off the reconcile."""
+        self.requeue: Callable[[Key], None] = lambda key: None
+        """Queues a service again (the work queue's, set when it starts)."""
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
         metrics.watch_services(lambda: dict(self.ready))
@@ -301,10 +308,20 @@ class Controller:
 
     def execute(self, raw: Manifest, snap: plan.Snapshot, decided: plan.Plan) -> None:
         """Carry out `decided`; `_prepare` first, so nothing is written when a name is held by
-        someone else or the API server would refuse an object."""
-        found = self._prepare(snap, decided)
+        someone else or the API server would refuse an object. Creates of
+        `plan.SERIALIZED_CREATES` kinds are sent off the reconcile, after the rest."""
+        self._refusals(decided)
+        observed = {**self._prepare(snap, decided), **snap.owned}
         self._write_keys(snap, decided.keys)
-        self._apply(raw, decided.write, {**found, **snap.owned}, decided.at_once)
+        later = [
+            o
+            for o in decided.write
+            if o["kind"] in plan.SERIALIZED_CREATES and builders.key(o) not in observed
+        ]
+        now = [o for o in decided.write if o not in later]
+        self._apply(raw, tuple(now), observed, decided.at_once)
+        for obj in later:  # once the rest is written: all or nothing stays true
+            self.creates.submit(obj, self._created(raw, obj))
         for deployment, replicas in decided.scale:
             self.kube.patch(
                 OWNED["Deployment"],
@@ -329,6 +346,27 @@ class Controller:
                 meta["name"],
                 {"metadata": {"annotations": dict.fromkeys(decided.acknowledge)}},
             )
+
+    def _created(self, raw: Manifest, obj: Manifest) -> Callable[[ConchError | None], None]:
+        """What to do when a create sent off the reconcile ends: tell, and look again (the
+        next reconcile sees the object, or raises the refusal: `_refusals`)."""
+        meta = raw["metadata"]
+        key = (MODEL_SERVICE.kind, meta["namespace"], meta["name"])
+        what = f"{obj['kind']} {obj['metadata']['name']}"
+
+        def done(error: ConchError | None) -> None:
+            if error is None:
+                self._record(raw, "Normal", "Created", f"Created {what}")
+            self.requeue(key)
+
+        return done
+
+    def _refusals(self, decided: plan.Plan) -> None:
+        """A create sent off an earlier reconcile failed: raised here, before anything is
+        written, as if this reconcile's own write had failed."""
+        for obj in decided.write:
+            if obj["kind"] in plan.SERIALIZED_CREATES and (error := self.creates.failure(obj)):
+                raise error
 
     def _write_keys(self, snap: plan.Snapshot, keys: endpointkey.KeyChanges) -> None:
         """Consumer key Secrets, then the gate's hashes (the order `KeyChanges` explains).
@@ -364,13 +402,20 @@ class Controller:
         nothing else has been written by then (deletes, status and Events come after). With
         several writes, a dry run that would create the object (201) also proves its name
         free, so only the names a dry run found taken are read (most reconciles: none).
-        Returns the objects read that turned out to be this service's (not watched yet)."""
+        A kind in `plan.SERIALIZED_CREATES` is read instead when its name is not known to be ours,
+        in the same round of requests. Returns the objects read that turned out to be this
+        service's (not watched yet)."""
         unknown = [o for o in decided.check if builders.key(o) not in snap.owned]
         refused: list[str] = []
         if decided.dry_run and len(decided.write) > 1:
             free = set()  # every unknown object is written (it differs from nothing)
-            answers = self._each(decided.at_once, self._dry_run, decided.write)
-            for obj, answer in zip(decided.write, answers, strict=True):
+            probed = [
+                o
+                for o in decided.write
+                if o["kind"] not in plan.SERIALIZED_CREATES or builders.key(o) not in snap.owned
+            ]
+            answers = self._each(decided.at_once, self._probe, probed)
+            for obj, answer in zip(probed, answers, strict=True):
                 if isinstance(answer, InvalidSpec):  # perhaps someone else controls it
                     refused.append(f"{obj['kind']} {obj['metadata']['name']}: {answer.message}")
                 elif answer:
@@ -381,8 +426,13 @@ class Controller:
             raise InvalidSpec("; ".join(refused))
         return found
 
-    def _dry_run(self, obj: Manifest) -> bool | InvalidSpec:
-        """Whether the apply would create `obj`, or the API's refusal of it."""
+    def _probe(self, obj: Manifest) -> bool | InvalidSpec:
+        """Whether `obj`'s name is free (the apply would create it), or the API's refusal of
+        it: a dry run, or for the kinds in `plan.SERIALIZED_CREATES` a read of its metadata."""
+        if obj["kind"] in plan.SERIALIZED_CREATES:
+            meta = obj["metadata"]
+            found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
+            return found is None
         try:
             return self.kube.dry_run(obj)
         except InvalidSpec as error:

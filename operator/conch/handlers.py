@@ -57,6 +57,8 @@ class Runtime:
         def queue(key: Key, urgent: bool = False) -> None:
             loop.call_soon_threadsafe(self.queue.add, key, 0, urgent)
 
+        self.controller.requeue = queue  # a create sent off the reconcile has ended
+
         def owned_changed(before: Manifest | None, after: Manifest | None) -> None:
             obj = after or before or {"metadata": {}}
             if service := obj["metadata"].get("labels", {}).get(SERVICE_LABEL):
@@ -117,6 +119,7 @@ class Runtime:
         if self.elector is not None:
             self.elector.stop(release=True)  # a standby takes over within one retry
         self.controller.watched.stop()
+        self.controller.creates.stop()
         self.controller.events.stop()
         for task in self.tasks:
             task.cancel()

@@ -308,11 +308,11 @@ def watches(api: rest.Rest, args: argparse.Namespace) -> Watched:
 def connections(args: argparse.Namespace) -> int:
     """Connections the operator may hold open at once, all kept for reuse: its watches (one
     per owned kind, ModelVersions, ModelServices and grants in each namespace watched, and
-    the cluster-wide catalog), a request per worker and per fan-out thread, Events and the
+    the cluster-wide catalog), a request per worker and its fan-out threads, Events and the
     Lease. A connection the pool cannot keep is closed, and its successor pays a new TLS
     handshake on both ends."""
     watches = (len(OWNED) + 3) * max(1, len(args.namespace or ())) + 1
-    return watches + int(args.workers) + FANOUT + 2
+    return watches + int(args.workers) * (1 + FANOUT) + 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
         args, args.runtime_image, pod_policy(args), artifact_access(args)
     )
     watched = watches(kube.api, args)
-    controller = Controller(kube, settings, metrics, watched, provider)
+    controller = Controller(kube, settings, metrics, watched, provider, workers=args.workers)
     # The pod's name (chart: POD_NAME), else one of our own. Given to kopf too, which would
     # otherwise ask getpass for a user name: a pod's uid (65532) has no passwd entry.
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"

@@ -48,6 +48,8 @@ class Serving:
     """Versions still served whose ModelVersion is gone: kept running as they are."""
     all_replicas: int = 0
     """Pods of every served version (status.replicas of their Deployments)."""
+    creating: tuple[str, ...] = ()
+    """Children still being created ("Service NAME"): not Ready before they exist."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,11 @@ def judge(obs: Serving) -> Conditions:
     if desired == 0:
         idle = ("False", reasons.SCALED_TO_ZERO, f"{obs.version} is scaled to zero")
         return Conditions(idle, ("False", reasons.SCALED_TO_ZERO, ""), healthy)
+    if ready >= desired and obs.creating:
+        creating = f"{counts}; waiting for {', '.join(obs.creating)} to be created"
+        return Conditions(
+            ("False", reasons.DEPLOYING, creating), ("True", reasons.DEPLOYING, creating), healthy
+        )
     if ready >= desired:
         up = ("True", reasons.AVAILABLE, counts)
         return Conditions(up, ("False", reasons.AVAILABLE, counts), healthy)

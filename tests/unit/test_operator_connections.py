@@ -27,5 +27,5 @@ def test_the_pool_holds_every_watch_worker_and_fanout_thread(argv: tuple[str, ..
     # never dialled: nothing is requested before `start`
     api = rest.Rest(kopf.ConnectionInfo(server="https://127.0.0.1:1"), pool_size=1)
     watched = operator_main.watches(api, args)
-    assert operator_main.connections(args) == watched.streams + args.workers + FANOUT + 2
+    assert operator_main.connections(args) == watched.streams + args.workers * (1 + FANOUT) + 2
     assert watched.streams == (11 if not args.namespace else 10 * len(args.namespace) + 1)

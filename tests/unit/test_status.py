@@ -165,6 +165,13 @@ CASES = [
         ("True", reasons.MODEL_VERSION_NOT_FOUND),
     ),
     (
+        "replicas ready, its Service still being created",
+        status.Serving("v1", deployment=deployment(2), desired_replicas=2, creating=("Service s",)),
+        ("False", reasons.DEPLOYING),
+        ("True", reasons.DEPLOYING),
+        ("False", reasons.AS_EXPECTED),
+    ),
+    (
         "refused by the API",
         status.Serving("v1", error=InvalidSpec("spec.template...: Invalid value")),
         ("False", reasons.INVALID_SPEC),
