@@ -310,18 +310,20 @@ class Controller:
         """Carry out `decided`; `_prepare` first, so nothing is written when a name is held by
         someone else or the API server would refuse an object. Creates of
         `plan.SERIALIZED_CREATES` kinds are sent off the reconcile, after the rest."""
-        self._refusals(decided)
         observed = {**self._prepare(snap, decided), **snap.owned}
         self._write_keys(snap, decided.keys)
-        later = [
-            o
-            for o in decided.write
-            if o["kind"] in plan.SERIALIZED_CREATES and builders.key(o) not in observed
+        serialized = [o for o in decided.write if o["kind"] in plan.SERIALIZED_CREATES]
+        sent_off = [
+            o for o in serialized if builders.key(o) not in observed and not self.creates.failed(o)
         ]
-        now = [o for o in decided.write if o not in later]
-        self._apply(raw, tuple(now), observed, decided.at_once)
-        for obj in later:  # once the rest is written: all or nothing stays true
-            self.creates.submit(obj, self._created(raw, obj))
+        self._apply(
+            raw, tuple(o for o in decided.write if o not in sent_off), observed, decided.at_once
+        )
+        for obj in serialized:
+            if obj in sent_off:  # once the rest is written: a refused Deployment leaves nothing
+                self.creates.submit(obj, self._created(raw, obj))
+            else:
+                self.creates.written(obj)
         for deployment, replicas in decided.scale:
             self.kube.patch(
                 OWNED["Deployment"],
@@ -349,7 +351,7 @@ class Controller:
 
     def _created(self, raw: Manifest, obj: Manifest) -> Callable[[ConchError | None], None]:
         """What to do when a create sent off the reconcile ends: tell, and look again (the
-        next reconcile sees the object, or raises the refusal: `_refusals`)."""
+        next reconcile sees the object, or writes it itself: `Creates.failed`)."""
         meta = raw["metadata"]
         key = (MODEL_SERVICE.kind, meta["namespace"], meta["name"])
         what = f"{obj['kind']} {obj['metadata']['name']}"
@@ -360,13 +362,6 @@ class Controller:
             self.requeue(key)
 
         return done
-
-    def _refusals(self, decided: plan.Plan) -> None:
-        """A create sent off an earlier reconcile failed: raised here, before anything is
-        written, as if this reconcile's own write had failed."""
-        for obj in decided.write:
-            if obj["kind"] in plan.SERIALIZED_CREATES and (error := self.creates.failure(obj)):
-                raise error
 
     def _write_keys(self, snap: plan.Snapshot, keys: endpointkey.KeyChanges) -> None:
         """Consumer key Secrets, then the gate's hashes (the order `KeyChanges` explains).

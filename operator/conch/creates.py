@@ -5,7 +5,9 @@ allocation's IPAddress write (`plan.SERIALIZED_CREATES`). When services arrive f
 it allocates, a reconcile that waited for its Service held a worker for seconds, and the
 Deployments of the services behind it waited for a worker. Here a reconcile hands the
 create over and goes on; a few threads of their own send the creates in order; when one
-ends, its service is queued again and sees the object, or the refusal (`failure`).
+ends, its service is queued again. A create that failed is not sent off again: the next
+reconcile writes it itself (`failed`), so a refusal and the status that reports it come
+from one reconcile, and a lasting refusal is retried only when that service is.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Creates:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="create")
         self._lock = threading.Lock()
         self._in_flight: set[ObjectKey] = set()
-        self._failures: dict[ObjectKey, ConchError] = {}
+        self._failed: set[ObjectKey] = set()
 
     def submit(self, obj: Manifest, done: Callable[[ConchError | None], None]) -> None:
         """Create `obj` unless its create is already under way; `done(error)` after it
@@ -61,13 +63,18 @@ class Creates:
         with self._lock:
             self._in_flight.discard(key)
             if error is not None:
-                self._failures[key] = error
+                self._failed.add(key)
         done(error)
 
-    def failure(self, obj: Manifest) -> ConchError | None:
-        """The last create of `obj` failed: why (told once)."""
+    def failed(self, obj: Manifest) -> bool:
+        """Whether `obj`'s last create sent off here failed (until `written`)."""
         with self._lock:
-            return self._failures.pop(object_key(obj), None)
+            return object_key(obj) in self._failed
+
+    def written(self, obj: Manifest) -> None:
+        """`obj` was written by a reconcile itself: sent off again when it must be created."""
+        with self._lock:
+            self._failed.discard(object_key(obj))
 
     def stop(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -260,11 +260,7 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
     serving = status.Serving(
         version=serving_version,
         deployment=deployment,
-        creating=tuple(
-            f"{kind} {name}"
-            for kind, name in map(builders.key, wanted)
-            if kind in SERIALIZED_CREATES and (kind, name) not in snap.owned
-        ),
+        creating=_creating(snap, wanted),
         pods=list(snap.pods.get(serving_version, ())),
         # mid-rollout the stable version may be asked for fewer replicas than the service
         desired_replicas=decision.replicas.get(serving_version, decision_policy.desired_replicas),
@@ -343,6 +339,15 @@ def _acceptance_events(svc: ModelService, terms: list[AcceptedTerms]) -> list[Ev
     ]
 
 
+def _creating(snap: Snapshot, wanted: list[Manifest]) -> tuple[str, ...]:
+    """Wanted children of `SERIALIZED_CREATES` kinds that do not exist yet."""
+    return tuple(
+        f"{kind} {name}"
+        for kind, name in map(builders.key, wanted)
+        if kind in SERIALIZED_CREATES and (kind, name) not in snap.owned
+    )
+
+
 def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
     """Nothing is written; what already serves keeps serving and is reported as such."""
     svc = snap.service
@@ -360,6 +365,7 @@ def refused(snap: Snapshot, error: ConchError, now: dt.datetime) -> Plan:
         if suspend
         else int((deployment or {}).get("spec", {}).get("replicas", 1)),
         all_replicas=snap.replicas,
+        creating=_creating(snap, [builders.service.build(svc)]),
     )
     new = status.compute(svc, observation, now)
     events: list[Event] = []

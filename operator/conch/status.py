@@ -122,7 +122,7 @@ def judge(obs: Serving) -> Conditions:
     if obs.error is not None:
         failed = ("False", obs.error.reason, obs.error.message)
         degraded = ("True", obs.error.reason, obs.error.message)
-        if obs.deployment is not None and desired > 0 and ready >= desired:
+        if obs.deployment is not None and desired > 0 and ready >= desired and not obs.creating:
             up = ("True", reasons.AVAILABLE, f"{counts}; the spec is not applied: {obs.error}")
             return Conditions(up, failed, degraded)
         return Conditions(failed, failed, degraded)

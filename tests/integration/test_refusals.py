@@ -96,3 +96,39 @@ def test_a_spec_the_children_refuse_makes_nothing(
         4,
         what="status and Events unchanged",
     )
+
+
+def test_a_service_the_quota_refuses_is_reported_once(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """A Service is created off the reconcile (the API server allocates ClusterIPs one at a
+    time): its refusal still reaches status, once, and the service is not Ready without it."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(
+        namespace,
+        client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="no-services"),
+            spec=client.V1ResourceQuotaSpec(hard={"count/services": "0"}),
+        ),
+    )
+    eventually(
+        lambda: core.read_namespaced_resource_quota("no-services", namespace).status.hard,
+        what="the quota in force",
+    )
+    create_version(api, namespace)
+    create_service(api, namespace)
+    ready = wait_for(api, namespace, "Ready", "False", "KubernetesAPIError", timeout=30)
+    assert "exceeded quota" in ready["message"]
+    assert not OWNED_LISTS["Service"](api, namespace).items
+
+    def refusals() -> int:
+        return sum(
+            1
+            for e in core.list_namespaced_event(namespace).items
+            if e.reason == "KubernetesAPIError" and e.involved_object.kind == "ModelService"
+        )
+
+    eventually(lambda: refusals() == 1, what="one Event")
+    # no loop of sent-off creates and status flips: the refusal is told once
+    stays(lambda: refusals() == 1, 6, what="one refusal Event")
+    assert wait_for(api, namespace, "Ready", "False", "KubernetesAPIError", timeout=5)
