@@ -52,6 +52,7 @@ crds: install               ## regenerate crds/ from the API models (and the cha
 
 lint: install                ## mypy's cache lives beside the toolchain's, so a fresh clone checks only what changed
 	$(BIN)/ruff check operator runtime tests
+	$(BIN)/ruff format --check operator runtime tests benchmarks
 	MYPY_CACHE_DIR=$(CACHE)/mypy $(BIN)/mypy
 
 test: lint toolchain system-deps images  ## everything CI runs: lint, unit, image and integration tests

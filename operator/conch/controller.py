@@ -78,7 +78,7 @@ class Controller:
         self.events = events.Poster(self._post, dropped=metrics.events_dropped.inc)
         self._fanout = ThreadPoolExecutor(workers * FANOUT, thread_name_prefix="fanout")
         """Requests of one reconcile that go out together (`Plan.at_once`)."""
-        self.creates = Creates(lambda obj: self.kube.apply(obj))
+        self.creates = Creates(self._create)
         """Creates of `plan.SERIALIZED_CREATES` kinds, sent off the reconcile."""
         self.requeue: Callable[[Key], None] = lambda key: None
         """Queues a service again (the work queue's, set when it starts)."""
@@ -348,6 +348,18 @@ class Controller:
                 meta["name"],
                 {"metadata": {"annotations": dict.fromkeys(decided.acknowledge)}},
             )
+
+    def _create(self, obj: Manifest) -> None:
+        """A create sent off the reconcile: the name is read again first (it may have been
+        taken since the reconcile read it; a forced apply would take the object over)."""
+        meta = obj["metadata"]
+        owner = next(ref["uid"] for ref in meta["ownerReferences"] if ref.get("controller"))
+        found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
+        if found is not None and not builders.controlled_by(found, owner):
+            raise NameConflict(
+                f"{obj['kind']} {meta['name']} already exists and belongs to someone else"
+            )
+        self.kube.apply(obj, found)
 
     def _created(self, raw: Manifest, obj: Manifest) -> Callable[[ConchError | None], None]:
         """What to do when a create sent off the reconcile ends: tell, and look again (the

@@ -343,6 +343,8 @@ def test_both_versions_follow_the_autoscaler_through_a_rollout(
     assert decided.status is not None
     assert decided.status["replicas"] == 4  # the pods both Deployments run now
     assert decided.status["selector"] == "serving.conch.dev/service=digits"
+
+
 USES = [
     # (case, spec.modelVersion, status, versions used)
     ("new", "v2", None, {"v2"}),

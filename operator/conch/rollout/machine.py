@@ -263,9 +263,7 @@ def _step_once(ctx: Context) -> Decision:
             return _settle(ctx, state)
         started = replace(state, step_started_at=ctx.now, progressed_at=ctx.now)
         message = f"{step_label(ctx, started)}: canary {state.canary} at {weight_text(ctx, plan)}"
-        return _then(
-            _settle(ctx, started), events=(Event("Normal", reasons.CANARY_STEP, message),)
-        )
+        return _then(_settle(ctx, started), events=(Event("Normal", reasons.CANARY_STEP, message),))
     if not due(ctx, state):
         return _settle(ctx, state)
     if not ctx.policy.rollout.analysis.enabled:
