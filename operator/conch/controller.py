@@ -362,8 +362,9 @@ class Controller:
         self.kube.apply(obj, found)
 
     def _created(self, raw: Manifest, obj: Manifest) -> Callable[[ConchError | None], None]:
-        """What to do when a create sent off the reconcile ends: tell, and look again (the
-        next reconcile sees the object, or writes it itself: `Creates.failed`)."""
+        """What to do when a create sent off the reconcile ends: tell (the object's watch
+        then queues the service), or queue the service, whose next reconcile writes the
+        object itself (`Creates.failed`)."""
         meta = raw["metadata"]
         key = (MODEL_SERVICE.kind, meta["namespace"], meta["name"])
         what = f"{obj['kind']} {obj['metadata']['name']}"
@@ -371,7 +372,8 @@ class Controller:
         def done(error: ConchError | None) -> None:
             if error is None:
                 self._record(raw, "Normal", "Created", f"Created {what}")
-            self.requeue(key)
+            else:
+                self.requeue(key)
 
         return done
 
@@ -409,7 +411,7 @@ class Controller:
         nothing else has been written by then (deletes, status and Events come after). With
         several writes, a dry run that would create the object (201) also proves its name
         free, so only the names a dry run found taken are read (most reconciles: none).
-        A kind in `plan.SERIALIZED_CREATES` is read instead when its name is not known to be ours,
+        A kind in `plan.NAMED_ONLY` is read instead when its name is not known to be ours,
         in the same round of requests. Returns the objects read that turned out to be this
         service's (not watched yet)."""
         unknown = [o for o in decided.check if builders.key(o) not in snap.owned]
@@ -419,7 +421,7 @@ class Controller:
             probed = [
                 o
                 for o in decided.write
-                if o["kind"] not in plan.SERIALIZED_CREATES or builders.key(o) not in snap.owned
+                if o["kind"] not in plan.NAMED_ONLY or builders.key(o) not in snap.owned
             ]
             answers = self._each(decided.at_once, self._probe, probed)
             for obj, answer in zip(probed, answers, strict=True):
@@ -435,8 +437,8 @@ class Controller:
 
     def _probe(self, obj: Manifest) -> bool | InvalidSpec:
         """Whether `obj`'s name is free (the apply would create it), or the API's refusal of
-        it: a dry run, or for the kinds in `plan.SERIALIZED_CREATES` a read of its metadata."""
-        if obj["kind"] in plan.SERIALIZED_CREATES:
+        it: a dry run, or for the kinds in `plan.NAMED_ONLY` a read of its metadata."""
+        if obj["kind"] in plan.NAMED_ONLY:
             meta = obj["metadata"]
             found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
             return found is None

@@ -38,9 +38,14 @@ SERIALIZED_CREATES = frozenset({"Service"})
 under one lock, held across the allocation's IPAddress write, and a Service dry run takes
 that lock too (Kubernetes' MetaAllocator). A burst of new Services queues there: dry runs
 waited 0.4-0.6 s and creates 1.3 s, against 0.07 s for a Deployment's dry run. So a new
-one's name is read, not dry-run (Conch builds it from the ModelService's name alone, so a
-dry run finds nothing its create would not), it is created off the reconcile
-(`conch.creates`), and the service is not Ready until it exists."""
+one is created off the reconcile (`conch.creates`), and the service is not Ready until it
+exists."""
+
+NAMED_ONLY = frozenset({"Service", "PodDisruptionBudget"})
+"""Kinds Conch builds from the ModelService's name alone, with no field a user gives: before
+a write their names are read, not dry-run. A dry run would find nothing their apply does
+not, and costs the API server a whole server-side apply (a Service's waits for the
+ClusterIP lock: `SERIALIZED_CREATES`)."""
 
 NOT_READY_POLL = 10.0
 """Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""

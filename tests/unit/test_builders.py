@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conch import builders
+from conch import builders, plan
 from conch.api import ModelService, ModelVersion
 from conch.builders import Capabilities, PodSettings, deployment, meta
 
@@ -341,3 +341,25 @@ def test_service_replicas_follow_the_autoscaler_within_its_bounds(
     raw = example("modelservice.yaml")
     raw["spec"] = {k: v for k, v in (raw["spec"] | spec).items() if v is not None}
     assert deployment.service_replicas(ModelService.model_validate(raw)) == replicas
+
+
+def test_named_only_kinds_depend_on_the_name_alone() -> None:
+    """Before a write, the objects of `plan.NAMED_ONLY` kinds are not dry-run (their names are
+    read): nothing a user gives may reach them, or the API could refuse what was not checked."""
+    everything = {
+        "replicas": 3,
+        "autoscaling": None,
+        "scheduling": {
+            "nodeSelector": {"zone": "a"},
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAfinity": {}},
+            "priorityClassName": "serving",
+        },
+        "access": {"allowedNamespaces": ["team-b"], "pods": [{"podSelector": {"app": "x"}}]},
+        "resources": {"gpus": 0, "cpu": "7", "memory": "3Gi"},
+    }
+    plain, rich = by_kind(objects()), by_kind(objects(everything))
+    assert plain.keys() >= plan.NAMED_ONLY
+    for kind in plan.NAMED_ONLY:
+        assert rich[kind] == plain[kind], kind
+    assert rich["Deployment"] != plain["Deployment"]  # the spec did reach what is dry-run
