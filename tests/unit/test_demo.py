@@ -4,6 +4,7 @@ back by the operator's own parser, allow exactly what `conch dev demo` creates."
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 import numpy as np
@@ -12,12 +13,15 @@ import pytest
 from conch import operator_main
 from conch.api import ModelService, ModelVersion
 from conch.artifacts import ArtifactAccess, check
+from conch.dev import netplan
 from conch.dev.cluster import SANDBOX_BUCKET, SANDBOX_POLICY_ARGS, real_node_operator_args
 from conch.dev.demo import SECRET, comparison_rows, model_service
 from conch.errors import CredentialsNotAllowed
 from conch.policy import PodPolicy, violations
 
-ENDPOINT = "http://10.213.0.1:41234"
+BRIDGE = netplan.bridge_address(next(netplan.CANDIDATES.subnets(new_prefix=24))).ip
+"""The sandbox bridge's own address, where the demo's S3 store listens (never dialled here)."""
+ENDPOINT = f"http://{BRIDGE}:41234"
 TRITON = "ghcr.io/conch-serving/conch-triton-cpu:0.1.0"
 RUNTIME = "ghcr.io/conch-serving/conch-runtime:0.1.0"
 
@@ -77,9 +81,9 @@ def test_the_demo_secret_may_go_only_to_the_sandbox_store() -> None:
     access = operator_main.artifact_access(real_args())
     meta = {"metadata": {"labels": {"serving.conch.dev/artifact-credentials": "true"}}}
     uri = f"s3://{SANDBOX_BUCKET}/models/digits-1.0.0.tar.gz"
-    assert check(pushed(uri), meta, access) == [SANDBOX_BUCKET, "10.213.0.1:41234"]
-    elsewhere = ArtifactAccess(access.credentials_hosts, s3_endpoint="http://10.213.0.1:9")
-    with pytest.raises(CredentialsNotAllowed, match=r"10\.213\.0\.1:9\b"):
+    assert check(pushed(uri), meta, access) == [SANDBOX_BUCKET, f"{BRIDGE}:41234"]
+    elsewhere = ArtifactAccess(access.credentials_hosts, s3_endpoint=f"http://{BRIDGE}:9")
+    with pytest.raises(CredentialsNotAllowed, match=re.escape(f"{BRIDGE}:9") + r"\b"):
         check(pushed(uri), meta, elsewhere)
 
 
