@@ -39,6 +39,7 @@ from conch.kube import (
 )
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
+from conch.unseen import Unseen
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,6 +83,8 @@ class Controller:
         """Creates of `plan.SERIALIZED_CREATES` kinds, sent off the reconcile."""
         self.requeue: Callable[[Key], None] = lambda key: None
         """Queues a service again (the work queue's, set when it starts)."""
+        self.unseen = Unseen()
+        """The operator's writes to ModelServices their watch has not delivered yet."""
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
         metrics.watch_services(lambda: dict(self.ready))
@@ -112,7 +115,7 @@ class Controller:
         return outcome
 
     def _reconcile(self, namespace: str, name: str) -> Next:
-        raw = self.kube.get(MODEL_SERVICE, namespace, name)
+        raw = self._read(namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return self._forget(namespace, name)
         svc = self._parse(raw)
@@ -134,9 +137,30 @@ class Controller:
             self.execute(raw, snap, decided)
         return self._remember(namespace, name, decided)
 
+    def _read(self, namespace: str, name: str) -> Manifest | None:
+        """The ModelService as its watch last delivered it; while a write of the operator's
+        own is not delivered yet (`conch.unseen`), as the API server has it."""
+        key = (namespace, name)
+        if not self.unseen.pending(key):
+            return self.watched.services.get(namespace, name)
+        raw = self.kube.get(MODEL_SERVICE, namespace, name)
+        self.unseen.read(key, _version(raw), _version(self.watched.services.get(*key)))
+        return raw
+
+    def _wrote(self, raw: Manifest, version: str) -> None:
+        """The operator wrote the ModelService `raw`, which is now at `version`."""
+        key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
+        self.unseen.wrote(key, version, lambda: _version(self.watched.services.get(*key)))
+
+    def seen(self, service: Manifest) -> None:
+        """The ModelService watch has kept `service` (called after it did)."""
+        meta = service["metadata"]
+        self.unseen.delivered((meta["namespace"], meta["name"]), meta.get("resourceVersion"))
+
     def _forget(self, namespace: str, name: str) -> Next:
         """A deleted service: the garbage collector removes what it owned (the versions it
         ran are queued by the ModelService watch: `version_users_changed`)."""
+        self.unseen.forget((namespace, name))
         self.ready.pop((namespace, name), None)
         self.sources.pop((namespace, name), None)
         return Next()
@@ -309,7 +333,14 @@ class Controller:
     def execute(self, raw: Manifest, snap: plan.Snapshot, decided: plan.Plan) -> None:
         """Carry out `decided`; `_prepare` first, so nothing is written when a name is held by
         someone else or the API server would refuse an object. Creates of
-        `plan.SERIALIZED_CREATES` kinds are sent off the reconcile, after the rest."""
+        `plan.SERIALIZED_CREATES` kinds are sent off the reconcile, after the rest; one
+        already sent off and not ended is left to that (it reads the name again itself)."""
+        if waiting := [o for o in decided.write if self.creates.in_flight(o)]:
+            decided = dataclasses.replace(
+                decided,
+                write=tuple(o for o in decided.write if o not in waiting),
+                check=tuple(o for o in decided.check if o not in waiting),
+            )
         observed = {**self._prepare(snap, decided), **snap.owned}
         self._write_keys(snap, decided.keys)
         serialized = [o for o in decided.write if o["kind"] in plan.SERIALIZED_CREATES]
@@ -340,13 +371,21 @@ class Controller:
             self._record(raw, event.type, event.reason, event.note)
         meta = raw["metadata"]
         if decided.status is not None:
-            self.kube.patch_status(MODEL_SERVICE, meta["namespace"], meta["name"], decided.status)
+            self._wrote(
+                raw,
+                self.kube.patch_status(
+                    MODEL_SERVICE, meta["namespace"], meta["name"], decided.status
+                ),
+            )
         if decided.acknowledge:
-            self.kube.patch(
-                MODEL_SERVICE,
-                meta["namespace"],
-                meta["name"],
-                {"metadata": {"annotations": dict.fromkeys(decided.acknowledge)}},
+            self._wrote(
+                raw,
+                self.kube.patch(
+                    MODEL_SERVICE,
+                    meta["namespace"],
+                    meta["name"],
+                    {"metadata": {"annotations": dict.fromkeys(decided.acknowledge)}},
+                ),
             )
 
     def _create(self, obj: Manifest) -> None:
@@ -593,9 +632,10 @@ class Controller:
             "message": message[:32768],
             "lastTransitionTime": _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        self.kube.patch_status(
+        written = self.kube.patch_status(
             MODEL_SERVICE, meta["namespace"], meta["name"], {"conditions": [cond]}
         )
+        self._wrote(raw, written)
         self._record(raw, "Warning", reasons.INVALID_SPEC, message)
 
     def _record(self, regarding: Manifest, type_: str, reason: str, note: str) -> None:
@@ -653,7 +693,8 @@ def serves_elsewhere(service: Manifest | None) -> dict[str, set[str]]:
     if not where or where == service["metadata"].get("namespace"):
         return {}
     recorded = service.get("status") or {}
-    ready = [c for c in recorded.get("conditions", []) if c.get("type") == reasons.READY]
+    conditions = recorded.get("conditions") or []
+    ready = [c for c in conditions if isinstance(c, dict) and c.get("type") == reasons.READY]
     if ready and ready[0].get("reason") in USAGE_REFUSALS:
         return {where: set()}
     view = {
@@ -662,6 +703,10 @@ def serves_elsewhere(service: Manifest | None) -> dict[str, set[str]]:
         "status": recorded,
     }
     return {where: plan.uses(view)}
+
+
+def _version(obj: Manifest | None) -> str | None:
+    return None if obj is None else obj["metadata"].get("resourceVersion")
 
 
 def _now() -> dt.datetime:

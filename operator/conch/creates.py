@@ -66,6 +66,11 @@ class Creates:
                 self._failed.add(key)
         done(error)
 
+    def in_flight(self, obj: Manifest) -> bool:
+        """Whether `obj`'s create was sent off here and has not ended yet."""
+        with self._lock:
+            return object_key(obj) in self._in_flight
+
     def failed(self, obj: Manifest) -> bool:
         """Whether `obj`'s last create sent off here failed (until `written`)."""
         with self._lock:

@@ -2,7 +2,7 @@
 Nothing decides here.
 
 kopf runs the process (startup, cleanup, liveness, logging) and watches nothing: every
-watch is a `conch.informer` (ModelServices kept slim, ModelVersions, grants, the catalog's
+watch is a `conch.informer` (ModelServices, ModelVersions, grants, the catalog's
 cluster-wide CatalogEntries, and the owned kinds by a server-side label selector), so each
 kind is listed and watched once, kopf holds no per-object state, and an operator restart
 re-lists, reconciles, and writes nothing when nothing changed.
@@ -65,6 +65,8 @@ class Runtime:
                 queue((SERVICE, obj["metadata"]["namespace"], service))
 
         def service_changed(before: Manifest | None, after: Manifest | None) -> None:
+            if after is not None:
+                self.controller.seen(after)
             meta = (after or before or {"metadata": {}})["metadata"]
             queue((SERVICE, meta["namespace"], meta["name"]), urgent=plan.spec_ahead(after))
             for key in self.controller.version_users_changed(before, after):

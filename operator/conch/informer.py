@@ -5,7 +5,7 @@ every Deployment of every team. An `Informer` asks the API server for Conch's ob
 (`labelSelector=app.kubernetes.io/managed-by=conch-operator`), so a busy cluster's other
 objects cost nothing, and keeps what it saw, so a reconcile reads its children from memory
 instead of listing them. Objects are kept without `managedFields` (Conch never reads them),
-serialized, and ModelServices only as much as ModelVersion status.usedBy needs.
+serialized.
 
 One thread per kind and namespace scope: list (in pages), then watch from the list's
 resourceVersion; a watch that ends is resumed, one that expired (410) starts over.
@@ -42,7 +42,6 @@ PAGE = 250
 Change = Callable[[Manifest | None, Manifest | None], None]
 """Called with (before, after) for every change: after is None when the object is gone,
 before is None when it is new."""
-Keep = Callable[[Manifest], Manifest]
 Index = Callable[[Manifest], Iterable[Key]]
 """The (namespace, value) keys an object is found under with `Informer.indexed`; the
 namespace may be another than the object's own (a ModelService serving another's version)."""
@@ -72,11 +71,11 @@ def _ignore(before: Manifest | None, after: Manifest | None) -> None:
 class Informer:
     """The objects of one kind that match `selector`, in `namespaces` (None: all).
 
-    Each object is kept as `keep` trims it, serialized (a few KiB of JSON instead of a tree of
-    Python objects ten times its size) and parsed again on read; objects are found by
-    namespace and through an index: by the value of a label (`index` a label name) or by
-    the keys an `Index` function gives each object, so a reconcile's reads do not grow with the number of services. Cluster-scoped objects live
-    under namespace "".
+    Each object is kept whole but its managedFields, serialized (a few KiB of JSON instead of
+    a tree of Python objects ten times its size) and parsed again on read; objects are found
+    by namespace and through an index: by the value of a label (`index` a label name) or by
+    the keys an `Index` function gives each object, so a reconcile's reads do not grow with
+    the number of services. Cluster-scoped objects live under namespace "".
     """
 
     def __init__(
@@ -87,7 +86,6 @@ class Informer:
         namespaces: Iterable[str] | None = None,
         on_change: Change = _ignore,
         timeout: int = 300,
-        keep: Keep = without_managed_fields,
         index: str | Index | None = None,
     ) -> None:
         self.api = api
@@ -96,7 +94,6 @@ class Informer:
         self.scopes: list[str | None] = list(namespaces) if namespaces else [None]
         self.on_change = on_change
         self.timeout = timeout
-        self.keep = keep
         self.index_label = index if isinstance(index, str) else None
         """The label `select` finds objects by through the index, if `index` is one."""
         self.index = by_label(index) if isinstance(index, str) else index
@@ -235,7 +232,11 @@ class Informer:
                 self._stop.wait(1.0)
 
     def _trim(self, obj: Manifest) -> Manifest:
-        return {**self.keep(obj), "apiVersion": self.kind.api_version, "kind": self.kind.kind}
+        return {
+            **without_managed_fields(obj),
+            "apiVersion": self.kind.api_version,
+            "kind": self.kind.kind,
+        }
 
     def _list(self, path: str, namespace: str | None) -> str:
         """List in pages (a restart over 1,000 services never holds every object twice);
@@ -312,16 +313,16 @@ def _load(blob: bytes) -> Manifest:
 class Watched:
     """Every informer the controller reads from: Conch's owned kinds (by the managed-by
     label, indexed by the service they belong to), ModelVersions, ModelAccessGrants,
-    CatalogEntries (cluster-scoped: every namespace's, whoever wrote them), and of
-    ModelServices only what the given keep function keeps, indexed by the given index (the
-    versions each uses, for ModelVersion status.usedBy and the catalog's servedBy)."""
+    CatalogEntries (cluster-scoped: every namespace's, whoever wrote them), and
+    ModelServices, indexed by the given index (the versions each uses, for ModelVersion
+    status.usedBy and the catalog's servedBy). A reconcile reads its ModelService here."""
 
     def __init__(
         self,
         api: Rest,
         owned: dict[str, Kind],
         versions: Kind,
-        services: tuple[Kind, Keep, Index],
+        services: tuple[Kind, Index],
         selector: str,
         namespaces: Iterable[str] | None = None,
         grants: Kind | None = None,
@@ -332,8 +333,8 @@ class Watched:
             for name, kind in owned.items()
         }
         self.versions = Informer(api, versions, "", namespaces)
-        kind, keep, index = services
-        self.services = Informer(api, kind, "", namespaces, keep=keep, index=index)
+        kind, index = services
+        self.services = Informer(api, kind, "", namespaces, index=index)
         self.grants = Informer(api, grants, "", namespaces) if grants else None
         self.catalog = Informer(api, catalog, "") if catalog else None
 

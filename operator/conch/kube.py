@@ -280,8 +280,9 @@ class Kube:
             if error.status not in (404, 409):
                 raise
 
-    def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self._call(
+    def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> str:
+        """A JSON merge patch of the status; the resourceVersion it wrote."""
+        result, _ = self._call(
             "patch_status",
             kind.plural,
             "PATCH",
@@ -289,10 +290,12 @@ class Kube:
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+        return str(result["metadata"]["resourceVersion"])
 
-    def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> None:
-        """A JSON merge patch (e.g. removing an annotation with a null)."""
-        self._call(
+    def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> str:
+        """A JSON merge patch (e.g. removing an annotation with a null); the resourceVersion
+        it wrote."""
+        result, _ = self._call(
             "patch",
             kind.plural,
             "PATCH",
@@ -300,6 +303,7 @@ class Kube:
             body=body,
             content_type="application/merge-patch+json",
         )
+        return str(result["metadata"]["resourceVersion"])
 
     def event(self, regarding: Manifest, type_: str, reason: str, action: str, note: str) -> None:
         """Post an events.k8s.io/v1 Event about `regarding`."""

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from conch import plan, podflags, providers, rest
+from conch import podflags, providers, rest
 from conch.artifacts import ArtifactAccess
 from conch.builders import PodSettings
 from conch.builders.meta import MANAGED_BY, MANAGER
@@ -297,7 +297,7 @@ def watches(api: rest.Rest, args: argparse.Namespace) -> Watched:
         api,
         OWNED,
         MODEL_VERSION,
-        (MODEL_SERVICE, plan.service_view, service_index),
+        (MODEL_SERVICE, service_index),
         f"{MANAGED_BY}={MANAGER}",
         args.namespace or None,
         grants=MODEL_ACCESS_GRANT,

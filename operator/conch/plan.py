@@ -462,40 +462,6 @@ def _canary_unschedulable(snap: Snapshot, canary: str | None) -> str | None:
     return None
 
 
-def service_view(service: Manifest) -> Manifest:
-    """What the operator keeps of each ModelService in memory: what `uses` reads (for
-    ModelVersion status.usedBy), whether it is being deleted, what `spec_ahead` reads, and
-    its Ready reason (`controller.serves_elsewhere`).
-    A reconcile reads the whole object from the API server."""
-    meta = service["metadata"]
-    recorded = service.get("status") or {}
-
-    def version(key: str) -> dict[str, Any]:
-        found = recorded.get(key)
-        return {"version": found.get("version")} if isinstance(found, dict) else {}
-
-    return {
-        "metadata": {
-            k: meta[k]
-            for k in ("name", "namespace", "generation", "deletionTimestamp")
-            if k in meta
-        },
-        "spec": {k: (service.get("spec") or {}).get(k) for k in ("modelVersion", "modelNamespace")},
-        "status": {
-            "stable": version("stable"),
-            "canary": version("canary"),
-            "phase": recorded.get("phase"),
-            "observedGeneration": recorded.get("observedGeneration"),
-            # the Ready reason alone: whether a version's terms refuse it (catalog servedBy)
-            "conditions": [
-                {"type": c.get("type"), "reason": c.get("reason")}
-                for c in recorded.get("conditions") or []
-                if isinstance(c, dict) and c.get("type") == reasons.READY
-            ],
-        },
-    }
-
-
 def spec_ahead(service: Manifest | None) -> bool:
     """Whether the operator has not acted on this ModelService's spec yet (new or changed):
     such a reconcile goes before routine ones."""
@@ -525,17 +491,15 @@ def uses(service: Manifest) -> set[str]:
     elsewhere = spec.get("modelNamespace")
     if elsewhere and elsewhere != (service.get("metadata") or {}).get("namespace"):
         return set()
-    recorded = service.get("status") or {}
-    canary = (recorded.get("canary") or {}).get("version")
-    return {
-        v
-        for v in (
-            (service.get("spec") or {}).get("modelVersion"),
-            (recorded.get("stable") or {}).get("version"),
-            canary if recorded.get("phase") != "RolledBack" else None,
-        )
-        if isinstance(v, str)
-    }
+    recorded = service.get("status")
+    recorded = recorded if isinstance(recorded, dict) else {}
+
+    def version(key: str) -> object:  # status is not trusted to have our shape
+        found = recorded.get(key)
+        return found.get("version") if isinstance(found, dict) else None
+
+    canary = version("canary") if recorded.get("phase") != "RolledBack" else None
+    return {v for v in (spec.get("modelVersion"), version("stable"), canary) if isinstance(v, str)}
 
 
 def _key_events(svc: ModelService, keys: endpointkey.KeyChanges) -> list[Event]:

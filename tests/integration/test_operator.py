@@ -312,6 +312,8 @@ def test_restart_writes_nothing(
     writes = _sample(text, 'conch_reconcile_api_requests_count{kind="write"}')
     assert writes >= 1
     assert _sample(text, 'conch_reconcile_api_requests_bucket{kind="write",le="0.0"}') == writes
+    # ... and planned from what it watches: no ModelService was read from the API server
+    assert 'verb="get",resource="modelservices"' not in text
 
 
 def _sample(text: str, series: str) -> float:

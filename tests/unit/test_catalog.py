@@ -158,13 +158,9 @@ def test_rows_shared_entries_plus_own_namespace() -> None:
 def watched_service(
     name: str, namespace: str, version: str, model_namespace: str | None = None, **status: Any
 ) -> dict[str, Any]:
-    """A ModelService as the operator keeps it in memory (`plan.service_view`)."""
-    from conch import plan
-
+    """A ModelService as the operator's watch keeps it."""
     spec = {"modelVersion": version, "modelNamespace": model_namespace}
-    return plan.service_view(
-        {"metadata": {"name": name, "namespace": namespace}, "spec": spec, "status": status}
-    )
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": spec, "status": status}
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,12 @@ def test_an_object_already_being_created_is_not_created_twice() -> None:
     creates.submit(service("a"), first)
     creates.submit(service("a"), second)  # while the first is under way: dropped
     creates.submit(service("b"), other)
+    assert creates.in_flight(service("a")) and not creates.in_flight(service("c"))
     release.set()
     first.wait()
     other.wait()
     assert sorted(calls) == ["a", "b"] and first.errors == [None] and second.errors == []
+    assert not creates.in_flight(service("a"))  # ended before `done` was called
     again = Ended()
     creates.submit(service("a"), again)  # once it ended, a new create goes out
     again.wait()

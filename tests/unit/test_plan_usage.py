@@ -74,16 +74,14 @@ def test_a_granted_version_of_another_namespace_is_served_and_not_counted_as_its
     decided = plan.plan(snap, SETTINGS, NOW)
     assert ready_reason(decided) == ("True", reasons.AVAILABLE)
     svc = snap.service
-    kept = plan.service_view(  # what the operator keeps of it, for the owner's usedBy
-        {
-            "metadata": {"name": svc.metadata.name, "namespace": svc.metadata.namespace},
-            "spec": {
-                "modelVersion": svc.spec.model_version,
-                "modelNamespace": svc.spec.model_namespace,
-            },
-            "status": decided.status or {},
-        }
-    )
+    kept = {  # what the operator watches of it, for the owner's usedBy
+        "metadata": {"name": svc.metadata.name, "namespace": svc.metadata.namespace},
+        "spec": {
+            "modelVersion": svc.spec.model_version,
+            "modelNamespace": svc.spec.model_namespace,
+        },
+        "status": decided.status or {},
+    }
     assert plan.uses(kept) == set()  # the owner's ModelVersion status is left alone
 
 
