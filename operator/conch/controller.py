@@ -39,7 +39,7 @@ from conch.kube import (
 )
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
-from conch.unseen import Unseen
+from conch.unseen import Unseen, resource_version
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -138,24 +138,28 @@ class Controller:
         return self._remember(namespace, name, decided)
 
     def _read(self, namespace: str, name: str) -> Manifest | None:
-        """The ModelService as its watch last delivered it; while a write of the operator's
-        own is not delivered yet (`conch.unseen`), as the API server has it."""
+        """The ModelService as its watch last delivered it, or as the operator's own last
+        write of it answered while the watch has not delivered that yet (`conch.unseen`)."""
         key = (namespace, name)
-        if not self.unseen.pending(key):
-            return self.watched.services.get(namespace, name)
-        raw = self.kube.get(MODEL_SERVICE, namespace, name)
-        self.unseen.read(key, _version(raw), _version(self.watched.services.get(*key)))
-        return raw
+        if self.unseen.overdue(key):
+            raw = self.kube.get(MODEL_SERVICE, namespace, name)
+            self.unseen.read(key, raw, resource_version(self.watched.services.get(*key)))
+            return raw
+        return self.unseen.newest(key) or self.watched.services.get(namespace, name)
 
-    def _wrote(self, raw: Manifest, version: str) -> None:
-        """The operator wrote the ModelService `raw`, which is now at `version`."""
+    def _wrote(self, raw: Manifest, answer: Manifest) -> None:
+        """The operator wrote the ModelService `raw`; the API answered `answer`."""
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
-        self.unseen.wrote(key, version, lambda: _version(self.watched.services.get(*key)))
+        self.unseen.wrote(key, answer, lambda: resource_version(self.watched.services.get(*key)))
 
-    def seen(self, service: Manifest) -> None:
-        """The ModelService watch has kept `service` (called after it did)."""
-        meta = service["metadata"]
-        self.unseen.delivered((meta["namespace"], meta["name"]), meta.get("resourceVersion"))
+    def seen(self, before: Manifest | None, after: Manifest | None) -> None:
+        """The ModelService watch has kept `after` (None: the service is gone)."""
+        meta = (after or before or {"metadata": {}})["metadata"]
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if after is None:
+            self.unseen.forget(key)
+        else:
+            self.unseen.delivered(key, after)
 
     def _forget(self, namespace: str, name: str) -> Next:
         """A deleted service: the garbage collector removes what it owned (the versions it
@@ -229,8 +233,7 @@ class Controller:
         pods = {
             version: self.kube.list(POD, namespace, selector(svc, version))
             for version, d in deployments.items()
-            if int(d.get("status", {}).get("replicas", 0))
-            > int(d.get("status", {}).get("readyReplicas", 0))
+            if plan.pods_worth_reading(d, now)
         }
         snap = plan.Snapshot(
             service=svc,
@@ -703,10 +706,6 @@ def serves_elsewhere(service: Manifest | None) -> dict[str, set[str]]:
         "status": recorded,
     }
     return {where: plan.uses(view)}
-
-
-def _version(obj: Manifest | None) -> str | None:
-    return None if obj is None else obj["metadata"].get("resourceVersion")
 
 
 def _now() -> dt.datetime:

@@ -28,6 +28,10 @@ from conch.workqueue import WorkQueue
 
 log = logging.getLogger("conch.operator")
 SERVICE, VERSION_KIND = MODEL_SERVICE.kind, MODEL_VERSION.kind
+USERS_BATCH = 1.0
+"""Seconds a ModelVersion whose users changed waits before its status.usedBy and catalog
+entry are written: services arriving together are written once (each write carries the
+whole list)."""
 
 
 @dataclass
@@ -54,8 +58,8 @@ class Runtime:
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Every change queues what it concerns (the callbacks run on the watch threads)."""
 
-        def queue(key: Key, urgent: bool = False) -> None:
-            loop.call_soon_threadsafe(self.queue.add, key, 0, urgent)
+        def queue(key: Key, urgent: bool = False, after: float = 0) -> None:
+            loop.call_soon_threadsafe(self.queue.add, key, after, urgent)
 
         self.controller.requeue = queue  # a create sent off the reconcile has ended
 
@@ -65,12 +69,11 @@ class Runtime:
                 queue((SERVICE, obj["metadata"]["namespace"], service))
 
         def service_changed(before: Manifest | None, after: Manifest | None) -> None:
-            if after is not None:
-                self.controller.seen(after)
+            self.controller.seen(before, after)
             meta = (after or before or {"metadata": {}})["metadata"]
             queue((SERVICE, meta["namespace"], meta["name"]), urgent=plan.spec_ahead(after))
             for key in self.controller.version_users_changed(before, after):
-                queue(key)
+                queue(key, after=USERS_BATCH)
 
         def version_changed(before: Manifest | None, after: Manifest | None) -> None:
             meta = (after or before or {"metadata": {}})["metadata"]

@@ -280,8 +280,10 @@ class Kube:
             if error.status not in (404, 409):
                 raise
 
-    def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> str:
-        """A JSON merge patch of the status; the resourceVersion it wrote."""
+    def patch_status(
+        self, kind: Kind, namespace: str, name: str, status: dict[str, Any]
+    ) -> Manifest:
+        """A JSON merge patch of the status; the object as written."""
         result, _ = self._call(
             "patch_status",
             kind.plural,
@@ -290,11 +292,11 @@ class Kube:
             body={"status": status},
             content_type="application/merge-patch+json",
         )
-        return str(result["metadata"]["resourceVersion"])
+        return dict(result)
 
-    def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> str:
-        """A JSON merge patch (e.g. removing an annotation with a null); the resourceVersion
-        it wrote."""
+    def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any]) -> Manifest:
+        """A JSON merge patch (e.g. removing an annotation with a null); the object as
+        written."""
         result, _ = self._call(
             "patch",
             kind.plural,
@@ -303,7 +305,7 @@ class Kube:
             body=body,
             content_type="application/merge-patch+json",
         )
-        return str(result["metadata"]["resourceVersion"])
+        return dict(result)
 
     def event(self, regarding: Manifest, type_: str, reason: str, action: str, note: str) -> None:
         """Post an events.k8s.io/v1 Event about `regarding`."""

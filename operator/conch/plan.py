@@ -49,6 +49,10 @@ ClusterIP lock: `SERIALIZED_CREATES`)."""
 
 NOT_READY_POLL = 10.0
 """Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""
+PODS_SETTLE = 5.0
+"""Seconds a Deployment may go without progress, with pods not ready, before a reconcile
+reads its pods (`pods_worth_reading`); a look at a not-Ready service comes every
+`NOT_READY_POLL` seconds anyway."""
 REFUSED_POLL = 60.0
 """Seconds between looks at a spec that was refused (the refusal may depend on objects that
 are not watched, such as a credentials Secret's labels)."""
@@ -105,7 +109,8 @@ class Snapshot:
     owned: Mapping[tuple[str, str], Manifest] = field(default_factory=dict)
     """Objects this service controls, by (kind, name), each with its `kind` set."""
     pods: Mapping[str, Sequence[Manifest]] = field(default_factory=dict)
-    """Pods of the versions whose Deployments are not fully ready."""
+    """Pods of the versions whose Deployments are not fully ready and have not progressed
+    for a while (`pods_worth_reading`)."""
     capabilities: Capabilities = field(default_factory=Capabilities)
     samples: rollout.Samples | None = None
     """The canary's metrics, when an analysis is due (see `needs_samples`)."""
@@ -185,6 +190,26 @@ def rollout_policy(snap: Snapshot) -> rollout.Policy:
         routers.create(svc.spec.rollout.router),
         metrics_available=snap.metrics_available,
     )
+
+
+def pods_worth_reading(deployment: Manifest, now: dt.datetime) -> bool:
+    """Whether a reconcile reads a Deployment's pods (for the scheduler's message or a
+    failed artifact pull): some are not ready, and it has made no progress for
+    `PODS_SETTLE` seconds. Pods that are starting as they should cost no request."""
+    found = deployment.get("status") or {}
+    if int(found.get("replicas", 0)) <= int(found.get("readyReplicas", 0)):
+        return False
+    progressing = [
+        c.get("lastUpdateTime")
+        for c in found.get("conditions") or []
+        if c.get("type") == "Progressing"
+    ]
+    since = (progressing or [None])[0] or deployment["metadata"].get("creationTimestamp")
+    try:
+        moved = dt.datetime.fromisoformat(str(since))
+    except ValueError:
+        return True
+    return (now - moved).total_seconds() >= PODS_SETTLE
 
 
 def needs_samples(snap: Snapshot, now: dt.datetime) -> str | None:

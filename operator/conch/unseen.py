@@ -1,57 +1,91 @@
 """The operator's own writes to ModelServices that their watch has not delivered yet.
 
-A reconcile plans from the watched ModelService, never read from the API server, except
-while a write of the operator's own (a status, an acknowledged annotation) is not in the
-watch yet: planning from the copy before it would undo what the last reconcile did.
-resourceVersions are compared for equality only (the API gives them no order).
+A reconcile plans from the watched ModelService and never reads it from the API server,
+except this: until the watch delivers a write of the operator's own (a status, an
+acknowledged annotation), the object that write answered with is the newest one known,
+and planning from the watched copy before it would undo what the last reconcile did.
+Watches deliver every change in order, but a relist can skip one; so a write is no longer
+waited for once a later spec arrives, and one not delivered within `LAG` seconds is read
+from the API server instead. resourceVersions are compared
+for equality only (the API gives them no order).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+
+from conch.builders.meta import Manifest
 
 Key = tuple[str, str]
 """(namespace, name)."""
 
+LAG = 30.0
+"""Seconds a write is waited for on the watch before the API server is asked."""
+
+
+def resource_version(obj: Manifest | None) -> str | None:
+    return None if obj is None else obj["metadata"].get("resourceVersion")
+
+
+def _generation(obj: Manifest) -> int:
+    return int(obj["metadata"].get("generation") or 0)
+
 
 class Unseen:
-    def __init__(self) -> None:
-        self._versions: dict[Key, str] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._written: dict[Key, tuple[Manifest, float]] = {}
+        """key -> (the object as the write answered, when)"""
+        self._clock = clock
         self._lock = threading.Lock()
 
-    def wrote(self, key: Key, written: str, watched: Callable[[], str | None]) -> None:
-        """The operator wrote `key`, which is now at `written`; `watched()` is the version its
-        watch holds (asked under the lock `delivered` takes: its event may be in already)."""
+    def wrote(self, key: Key, answer: Manifest, watched: Callable[[], str | None]) -> None:
+        """The operator wrote `key` and the API answered `answer`; `watched()` is the version
+        its watch holds (asked under the lock `delivered` takes: its event may be in)."""
         with self._lock:
-            if watched() != written:
-                self._versions[key] = written
+            if watched() != resource_version(answer):
+                self._written[key] = (answer, self._clock())
             else:
-                self._versions.pop(key, None)
+                self._written.pop(key, None)
 
-    def delivered(self, key: Key, version: str | None) -> None:
-        """The watch has kept `key` at `version` (called after it kept it)."""
+    def delivered(self, key: Key, seen: Manifest) -> None:
+        """The watch has kept `seen` as `key` (called after it kept it): the write, or a
+        later spec (generations are ordered, unlike resourceVersions)."""
         with self._lock:
-            if version is not None and self._versions.get(key) == version:
-                del self._versions[key]
+            found = self._written.get(key)
+            if found is not None and (
+                resource_version(found[0]) == resource_version(seen)
+                or _generation(seen) > _generation(found[0])
+            ):
+                del self._written[key]
 
-    def pending(self, key: Key) -> bool:
-        """Whether a reconcile of `key` must read it from the API server."""
+    def newest(self, key: Key) -> Manifest | None:
+        """The object the operator's last write of `key` answered, while the watch has not
+        delivered it (None: plan from the watch)."""
         with self._lock:
-            return key in self._versions
+            found = self._written.get(key)
+        return None if found is None else found[0]
 
-    def read(self, key: Key, read: str | None, watched: str | None) -> None:
-        """A reconcile read `key` from the API server at `read` (None: gone) while its watch
-        held `watched`: when they agree, the watch holds everything written (its event may
-        have come before the write's answer, or a later change before the first)."""
+    def overdue(self, key: Key) -> bool:
+        """Whether a write of `key` has waited on the watch for over `LAG` seconds: the
+        caller reads the API server and tells `read`."""
         with self._lock:
-            if read is None or read == watched:
-                self._versions.pop(key, None)
+            found = self._written.get(key)
+        return found is not None and self._clock() - found[1] > LAG
+
+    def read(self, key: Key, raw: Manifest | None, watched: str | None) -> None:
+        """The API server has `key` as `raw` (None: gone) while its watch holds `watched`."""
+        with self._lock:
+            if raw is None or resource_version(raw) == watched:
+                self._written.pop(key, None)
+            else:
+                self._written[key] = (raw, self._clock())
 
     def forget(self, key: Key) -> None:
         with self._lock:
-            self._versions.pop(key, None)
+            self._written.pop(key, None)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._versions)
+            return len(self._written)

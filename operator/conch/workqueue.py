@@ -1,7 +1,8 @@
 """A deduplicating work queue with per-key backoff (controller-runtime's semantics, asyncio).
 
 A key is never processed by two workers at once; a key added while it is being processed is
-processed again afterwards; failures back off exponentially per key, success resets it.
+processed again afterwards; a key added for later waits once, for the earliest time asked;
+failures back off exponentially per key, success resets it.
 
 Urgent keys (a spec the operator has not acted on yet: a new ModelService, a changed one)
 are handed out before routine ones (a child's status moved, a poll), so arrivals never wait
@@ -25,13 +26,24 @@ class WorkQueue:
         self._active: set[Hashable] = set()
         self._dirty: dict[Hashable, bool] = {}
         """Keys added while active -> whether urgently."""
+        self._waiting: dict[Hashable, asyncio.TimerHandle] = {}
+        """Keys added for later -> their timer."""
         self._failures: dict[Hashable, int] = {}
         self._base = base_delay
         self._max = max_delay
 
     def add(self, key: Hashable, after: float = 0, urgent: bool = False) -> None:
+        """Queue `key`, or `after` seconds from now: a key waits once, for the earliest time
+        asked (adds in between join it)."""
         if after > 0:
-            asyncio.get_running_loop().call_later(after, self.add, key)
+            loop = asyncio.get_running_loop()
+            when = loop.time() + after
+            waiting = self._waiting.get(key)
+            if waiting is not None and waiting.when() <= when:
+                return
+            if waiting is not None:
+                waiting.cancel()
+            self._waiting[key] = loop.call_at(when, self._due, key)
             return
         if key in self._active:
             self._dirty[key] = self._dirty.get(key, False) or urgent
@@ -42,6 +54,10 @@ class WorkQueue:
         elif urgent and key not in self._urgent:
             self._routine.remove(key)
             self._urgent.append(key)
+
+    def _due(self, key: Hashable) -> None:
+        del self._waiting[key]
+        self.add(key)
 
     async def get(self) -> Hashable:
         await self._tokens.get()

@@ -409,3 +409,32 @@ def test_only_a_version_change_plans_read_requeues_its_users() -> None:
     assert plan.version_matters(used, deleting)
     recreated = {**mv, "metadata": {**mv["metadata"], "uid": "other"}}
     assert plan.version_matters(mv, recreated)
+
+
+def _deployment(replicas: int, ready: int, progressed: str | None) -> dict[str, Any]:
+    conditions = (
+        [{"type": "Progressing", "status": "True", "lastUpdateTime": progressed}]
+        if progressed
+        else []
+    )
+    return {
+        "metadata": {"name": "d", "creationTimestamp": "2026-12-02T11:59:58Z"},
+        "status": {"replicas": replicas, "readyReplicas": ready, "conditions": conditions},
+    }
+
+
+@pytest.mark.parametrize(
+    ("deployment", "read"),
+    [
+        pytest.param(_deployment(2, 2, "2026-12-02T11:00:00Z"), False, id="all ready"),
+        pytest.param(_deployment(1, 0, "2026-12-02T11:59:59Z"), False, id="pods starting"),
+        pytest.param(_deployment(1, 0, None), False, id="new: not reported yet"),
+        pytest.param(_deployment(1, 0, "2026-12-02T11:59:50Z"), True, id="stuck for 10 s"),
+        pytest.param(_deployment(3, 2, "2026-12-02T11:30:00Z"), True, id="one pod stuck"),
+        pytest.param(_deployment(1, 0, "not a time"), True, id="unreadable: look"),
+    ],
+)
+def test_pods_are_read_only_once_a_deployment_stops_progressing(
+    deployment: dict[str, Any], read: bool
+) -> None:
+    assert plan.pods_worth_reading(deployment, NOW) is read

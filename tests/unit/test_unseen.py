@@ -1,67 +1,96 @@
-"""When a reconcile may plan from the watched ModelService, and when it must read it."""
+"""Which copy of a ModelService a reconcile plans from: the watched one, or the answer of
+the operator's own last write while the watch has not delivered it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from conch.unseen import Unseen
+from conch.unseen import LAG, Unseen
 
 KEY = ("ns", "svc")
 
 
-def test_nothing_written_reads_the_watch() -> None:
-    assert not Unseen().pending(KEY)
+def obj(version: str, generation: int = 1) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": version, "generation": generation}}
 
 
-def test_a_write_is_read_from_the_api_until_the_watch_delivers_it() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_nothing_written_plans_from_the_watch() -> None:
     unseen = Unseen()
-    unseen.wrote(KEY, "12", lambda: "10")
-    assert unseen.pending(KEY)
-    assert not unseen.pending(("ns", "other"))
-    unseen.delivered(KEY, "11")  # an older change, delivered late
-    assert unseen.pending(KEY)
-    unseen.delivered(KEY, "12")
-    assert not unseen.pending(KEY)
+    assert unseen.newest(KEY) is None and not unseen.overdue(KEY)
+
+
+def test_a_write_is_planned_from_until_the_watch_delivers_it() -> None:
+    unseen = Unseen()
+    unseen.wrote(KEY, obj("12"), lambda: "10")
+    assert unseen.newest(KEY) == obj("12")
+    assert unseen.newest(("ns", "other")) is None
+    unseen.delivered(KEY, obj("11"))  # an older change, delivered late
+    assert unseen.newest(KEY) == obj("12")
+    unseen.delivered(KEY, obj("12"))
+    assert unseen.newest(KEY) is None
 
 
 def test_a_write_the_watch_delivered_before_its_answer_is_not_waited_for() -> None:
     unseen = Unseen()
-    unseen.delivered(KEY, "12")
-    unseen.wrote(KEY, "12", lambda: "12")
-    assert not unseen.pending(KEY)
+    unseen.wrote(KEY, obj("12"), lambda: "12")
+    assert unseen.newest(KEY) is None
 
 
 def test_the_latest_write_is_the_one_waited_for() -> None:
     unseen = Unseen()
-    unseen.wrote(KEY, "12", lambda: "10")
-    unseen.wrote(KEY, "13", lambda: "10")
-    unseen.delivered(KEY, "12")
-    assert unseen.pending(KEY)
-    unseen.delivered(KEY, "13")
-    assert not unseen.pending(KEY)
+    unseen.wrote(KEY, obj("12"), lambda: "10")
+    unseen.wrote(KEY, obj("13"), lambda: "10")
+    unseen.delivered(KEY, obj("12"))
+    assert unseen.newest(KEY) == obj("13")
+    unseen.delivered(KEY, obj("13"))
+    assert unseen.newest(KEY) is None
+
+
+def test_a_later_spec_ends_the_wait() -> None:
+    """A relist can skip the write: a later generation is newer whatever its version."""
+    unseen = Unseen()
+    unseen.wrote(KEY, obj("12", generation=3), lambda: "10")
+    unseen.delivered(KEY, obj("15", generation=3))  # a status of someone else's: still ours
+    assert unseen.newest(KEY) == obj("12", generation=3)
+    unseen.delivered(KEY, obj("17", generation=4))
+    assert unseen.newest(KEY) is None
 
 
 @pytest.mark.parametrize(
-    ("read", "watched", "pending"),
+    ("read", "watched", "waiting"),
     [
-        pytest.param("14", "14", False, id="the watch holds what the API has"),
-        pytest.param("14", "10", True, id="the watch is behind"),
+        pytest.param(obj("14"), "14", False, id="the watch holds what the API has"),
+        pytest.param(obj("14"), "10", True, id="the watch is behind: wait for the read"),
         pytest.param(None, "10", False, id="gone"),
     ],
 )
-def test_a_read_ends_the_wait_when_the_watch_agrees(
-    read: str | None, watched: str, pending: bool
+def test_a_write_not_delivered_in_time_is_read(
+    read: dict[str, Any] | None, watched: str, waiting: bool
 ) -> None:
-    """The write's event may have come, and another change after it, before the write's
-    answer: the version waited for is never delivered again, and a read settles it."""
-    unseen = Unseen()
-    unseen.wrote(KEY, "12", lambda: "10")
+    clock = Clock()
+    unseen = Unseen(clock)
+    unseen.wrote(KEY, obj("12"), lambda: "10")
+    clock.now = LAG - 1
+    assert not unseen.overdue(KEY)
+    clock.now = LAG + 1
+    assert unseen.overdue(KEY)
     unseen.read(KEY, read, watched)
-    assert unseen.pending(KEY) is pending
+    assert unseen.newest(KEY) == (read if waiting else None)
+    assert not unseen.overdue(KEY)  # the read starts a new wait, or ends it
 
 
 def test_a_deleted_service_is_forgotten() -> None:
     unseen = Unseen()
-    unseen.wrote(KEY, "12", lambda: "10")
+    unseen.wrote(KEY, obj("12"), lambda: "10")
     unseen.forget(KEY)
-    assert not unseen.pending(KEY) and len(unseen) == 0
+    assert unseen.newest(KEY) is None and len(unseen) == 0

@@ -90,3 +90,19 @@ def test_an_urgent_add_while_active_runs_again_first() -> None:
         assert [await q.get(), await q.get()] == ["a", "b"]
 
     run(scenario())
+
+
+def test_a_key_added_for_later_waits_once_for_the_earliest_time() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for after in (0.2, 0.05, 0.3):  # adds in between join the earliest
+            q.add("a", after=after)
+        assert await asyncio.wait_for(q.get(), 1) == "a"
+        assert 0.04 <= loop.time() - started < 0.2
+        q.done("a")
+        await asyncio.sleep(0.35)
+        assert len(q) == 0  # the later adds did not queue it again
+
+    run(scenario())
