@@ -77,9 +77,12 @@ class Runtime:
 
         def version_changed(before: Manifest | None, after: Manifest | None) -> None:
             meta = (after or before or {"metadata": {}})["metadata"]
-            queue((VERSION_KIND, meta["namespace"], meta["name"]))
+            key = (VERSION_KIND, meta["namespace"], meta["name"])
             if not plan.version_matters(before, after):
-                return  # e.g. its status.usedBy, written as each new user arrives
+                # e.g. its status.usedBy, written as new users arrive: looked at with them
+                queue(key, after=USERS_BATCH)
+                return
+            queue(key)
             for key in self.controller.version_consumers(meta["namespace"], meta["name"]):
                 queue(key)
 
@@ -93,11 +96,13 @@ class Runtime:
         def catalog_changed(before: Manifest | None, after: Manifest | None) -> None:
             """An entry listed at start, or changed by someone: its ModelVersion's reconcile
             rewrites it, or removes it when the version went private or away while we were
-            down. Only for namespaces this operator watches (it cannot see the others')."""
+            down. Only for namespaces this operator watches (it cannot see the others').
+            Looked at with the version's users (each of the operator's own writes of the
+            entry comes back here)."""
             source = ((after or before or {}).get("spec") or {}).get("modelVersion") or {}
             namespace, name = str(source.get("namespace", "")), str(source.get("name", ""))
             if namespace and name and (None in scopes or namespace in scopes):
-                queue((VERSION_KIND, namespace, name))
+                queue((VERSION_KIND, namespace, name), after=USERS_BATCH)
 
         self.controller.watched.start(
             owned_changed, service_changed, version_changed, grant_changed, catalog_changed
