@@ -54,7 +54,7 @@ from conch.dev.operator import OperatorProcess
 from conch.dev.toolchain import ensure_toolchain
 from conch.errors import ConchError
 from conch.informer import Informer
-from conch.kube import OWNED, Kube
+from conch.kube import MODEL_SERVICE, OWNED, Kind, Kube
 from conch.rest import Rest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,15 +115,19 @@ def namespace(api: client.ApiClient, name: str) -> str:
     return name
 
 
-class DeploymentClock:
-    """Watches Deployments in a namespace; records when each first appears and becomes ready.
-    The operator's own list+watch (`conch.informer`): the harness shares the machine with
-    what it measures, so it parses each event once and re-lists nothing."""
+class Clock:
+    """When each object of a kind in a namespace first appears and first counts as ready,
+    by the service it belongs to. The operator's own list+watch (`conch.informer`): the
+    harness shares the machine with what it measures, so it parses each event once and
+    re-lists nothing."""
 
-    def __init__(self, rest: Rest, ns: str) -> None:
+    def __init__(
+        self, rest: Rest, kind: Kind, ns: str, ready: Callable[[dict[str, Any]], bool]
+    ) -> None:
         self.present: dict[str, float] = {}
         self.ready: dict[str, float] = {}
-        self._informer = Informer(rest, OWNED["Deployment"], "", [ns], on_change=self._changed)
+        self._counts_as_ready = ready
+        self._informer = Informer(rest, kind, "", [ns], on_change=self._changed)
         self._informer.start()
 
     def _changed(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
@@ -133,7 +137,7 @@ class DeploymentClock:
         owner = meta.get("labels", {}).get(SERVICE_LABEL, meta["name"])
         now = time.monotonic()
         self.present.setdefault(owner, now)
-        if int((after.get("status") or {}).get("readyReplicas") or 0) >= 1:
+        if self._counts_as_ready(after):
             self.ready.setdefault(owner, now)
 
     def wait_ready(self, n: int, timeout: float) -> float:
@@ -146,6 +150,26 @@ class DeploymentClock:
 
     def stop(self) -> None:
         self._informer.stop()
+
+
+def deployment_clock(rest: Rest, ns: str) -> Clock:
+    """Deployments: ready with one ready replica."""
+    return Clock(
+        rest,
+        OWNED["Deployment"],
+        ns,
+        lambda d: int((d.get("status") or {}).get("readyReplicas") or 0) >= 1,
+    )
+
+
+def service_clock(rest: Rest, ns: str) -> Clock:
+    """ModelServices: ready with condition Ready=True."""
+
+    def ready(svc: dict[str, Any]) -> bool:
+        conditions = (svc.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    return Clock(rest, MODEL_SERVICE, ns, ready)
 
 
 class Bench:
@@ -191,7 +215,7 @@ class Bench:
     def ceiling(self, ns: str, n: int) -> float:
         """A plain client applying the same child objects: the API server + controllers' pace."""
         manifests = self.children(ns, n)
-        clock = DeploymentClock(self.kube.api, ns)
+        clock = deployment_clock(self.kube.api, ns)
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(lambda objs: [self.kube.apply(o) for o in objs], manifests))
@@ -203,7 +227,7 @@ class Bench:
         """The same children applied by a plain client as services arrive `rate` per second:
         start of the first apply -> Deployment present (what the API server allows)."""
         manifests = self.children(ns, n)
-        clock = DeploymentClock(self.kube.api, ns)
+        clock = deployment_clock(self.kube.api, ns)
         started: dict[str, float] = {}
         start = time.monotonic()
 
@@ -252,11 +276,13 @@ class Bench:
         namespace(self.api, ns)
         self.version(ns)
         operator = self.operator("--namespace", ns)
+        clock = service_clock(self.kube.api, ns)
         try:
             start = time.monotonic()
             self.create_services(ns, range(n))
-            return wait_all_ready(self.objects, ns, n, timeout=900) - start
+            return clock.wait_ready(n, timeout=900) - start
         finally:
+            clock.stop()
             operator.stop()
 
     def arrivals(
@@ -269,7 +295,7 @@ class Bench:
         self.version(ns)
         operator = self.operator("--namespace", ns, source=source)
         try:
-            clock = DeploymentClock(self.kube.api, ns)
+            clock = deployment_clock(self.kube.api, ns)
             start = time.monotonic()
 
             def pace(i: int) -> None:
@@ -317,13 +343,15 @@ def scale_run(bench: Bench, ns: str, n: int) -> Scale:
     namespace(bench.api, ns)
     bench.version(ns)
     operator = bench.operator("--namespace", ns)
+    clock = service_clock(bench.kube.api, ns)
     try:
         start = time.monotonic()
         bench.create_services(ns, range(n))
-        fresh_seconds = wait_all_ready(bench.objects, ns, n, timeout=1800) - start
+        fresh_seconds = clock.wait_ready(n, timeout=1800) - start
         assert operator.proc is not None
         fresh = peak_rss_kib(operator.proc.pid) / 1024
     finally:
+        clock.stop()
         operator.stop()
     start = time.monotonic()
     operator = bench.operator("--namespace", ns)
@@ -362,9 +390,11 @@ def busy_run(bench: Bench, churn: int, window: float, services: int) -> tuple[Us
     ns = namespace(bench.api, "bench-busy")
     bench.version(ns)
     operator = bench.operator("--all-namespaces")
+    clock = service_clock(bench.kube.api, ns)
     try:
         bench.create_services(ns, range(services))
-        wait_all_ready(bench.objects, ns, services, timeout=600)
+        clock.wait_ready(services, timeout=600)
+        clock.stop()
         settle(operator)
         assert operator.proc is not None
         pid = operator.proc.pid
@@ -479,22 +509,6 @@ def request_times(operator: OperatorProcess) -> RequestTimes:
             count, total = out.get(key, (0.0, 0.0))
             out[key] = (count + value, total) if n.endswith("_count") else (count, total + value)
     return out
-
-
-def wait_all_ready(objects: client.CustomObjectsApi, ns: str, n: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items = objects.list_namespaced_custom_object(GROUP, VERSION, ns, "modelservices")["items"]
-        ready = sum(
-            1
-            for item in items
-            for c in item.get("status", {}).get("conditions", [])
-            if c["type"] == "Ready" and c["status"] == "True"
-        )
-        if ready >= n:
-            return time.monotonic()
-        time.sleep(0.5)
-    raise TimeoutError(f"not all {n} ModelServices Ready after {timeout}s")
 
 
 def status_kib(pid: int, field: str) -> int:
