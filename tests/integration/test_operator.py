@@ -156,6 +156,28 @@ def test_delete_removes_every_owned_object(
     eventually(lambda: used_by(api, namespace) == [], what="ModelVersion no longer used")
 
 
+def test_a_spec_change_right_after_a_status_write_is_acted_on(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """A reconcile plans from the watched ModelService, or from the answer of the operator's
+    own last status write while the watch has not delivered it: either way a spec changed
+    just after Ready is acted on at once, well inside `conch.unseen.LAG` (the order of the
+    watch and the write's answer is left to chance here; tests/unit/test_unseen.py has both)."""
+    create_version(api, namespace)
+    create_service(api, namespace, autoscaling=None, replicas=1)
+    wait_for(api, namespace, "Ready", "True", timeout=90)
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits", {"spec": {"replicas": 2}}
+    )
+    apps = client.AppsV1Api(api)
+    name = version_child_name("digits", "digits-v1")
+    eventually(
+        lambda: apps.read_namespaced_deployment(name, namespace).spec.replicas == 2,
+        15,
+        what="the new replica count in the Deployment",
+    )
+
+
 def test_drift_is_repaired(api: client.ApiClient, namespace: str) -> None:
     create_version(api, namespace)
     create_service(api, namespace)
