@@ -51,7 +51,7 @@ crds: install               ## regenerate crds/ from the API models (and the cha
 	cp crds/*.yaml charts/conch/crds/
 
 lint: install                ## mypy's cache lives beside the toolchain's, so a fresh clone checks only what changed
-	$(BIN)/ruff check operator runtime tests
+	$(BIN)/ruff check operator runtime tests benchmarks
 	$(BIN)/ruff format --check operator runtime tests benchmarks
 	MYPY_CACHE_DIR=$(CACHE)/mypy $(BIN)/mypy
 

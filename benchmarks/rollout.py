@@ -98,92 +98,54 @@ def flagger_rollback(
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--failure-rate", type=float, default=0.3)
-    parser.add_argument(
-        "--flagger-threshold",
-        type=int,
-        default=5,
-        help="failed checks before Flagger rolls back (its docs' usual 5)",
+def status(objects: client.CustomObjectsApi) -> dict[str, Any]:
+    body = objects.get_namespaced_custom_object(GROUP, VERSION, NS, "modelservices", NAME)
+    return dict(body.get("status", {}))
+
+
+def split(objects: client.CustomObjectsApi) -> Split:
+    """(stable, canary, canary weight) as the ModelService's status tells them."""
+    s = status(objects)
+    canary = s.get("canary") or {}
+    return (
+        (s.get("stable") or {}).get("version"),
+        canary.get("version"),
+        int(canary.get("weight", 0)),
     )
-    args = parser.parse_args()
-    toolchain = ensure_toolchain()
-    with tempfile.TemporaryDirectory(prefix="conch-bench-") as tmp:
-        cluster = Cluster(Path(tmp) / "cluster")
-        cluster.start(toolchain)
-        prometheus = PrometheusProcess(Path(tmp) / "prometheus").start()
-        operator = None
-        backends = None
-        try:
-            cluster.install_crds(toolchain, ROOT / "crds")
-            api = config.new_client_from_config(str(cluster.kubeconfig))
-            core, objects = client.CoreV1Api(api), client.CustomObjectsApi(api)
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
-            while not core.list_namespaced_service_account(NS).items:
-                time.sleep(0.2)
-            operator = OperatorProcess(
-                cluster.kubeconfig,
-                Path(tmp) / "operator.log",
-                "-n",
-                NS,
-                f"--prometheus-url={prometheus.url}",
-            ).start()
-            for name in ("v1", "v2"):
-                objects.create_namespaced_custom_object(
-                    GROUP, VERSION, NS, "modelversions", version(name)
-                )
-            objects.create_namespaced_custom_object(GROUP, VERSION, NS, "modelservices", service())
 
-            def status() -> dict[str, Any]:
-                body = objects.get_namespaced_custom_object(
-                    GROUP, VERSION, NS, "modelservices", NAME
-                )
-                return dict(body.get("status", {}))
 
-            while status().get("phase") != "Stable":
-                time.sleep(0.2)
-            backends = Backends(prometheus, NS, NAME)
-            backends.start("v1")
-            backends.start("v2", failure_rate=args.failure_rate)
+def roll_out(
+    objects: client.CustomObjectsApi, backends: Backends
+) -> tuple[list[tuple[float, str, bool]], float | None, dict[str, Any]]:
+    """Under traffic, move spec.modelVersion to the failing v2 and wait (150 s at most) for
+    every request to be back on stable: the request log, when that was, the final status."""
+    with Traffic(backends, lambda: split(objects), max_seconds=180) as load:
+        time.sleep(3)  # stable traffic first, so the canary is judged against a live series
+        started = time.monotonic()
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, NS, "modelservices", NAME, {"spec": {"modelVersion": "v2"}}
+        )
+        back = None
+        while time.monotonic() - started < 150:
+            if (
+                split(objects)[2] == 0
+                and load.count("v2", ok=False)
+                and status(objects).get("phase") in ("RollingBack", "RolledBack")
+            ):
+                back = time.monotonic()
+                break
+            time.sleep(0.1)
+        time.sleep(1)
+    return list(load.log), back, status(objects)
 
-            def split() -> Split:
-                s = status()
-                canary = s.get("canary") or {}
-                return (
-                    (s.get("stable") or {}).get("version"),
-                    canary.get("version"),
-                    int(canary.get("weight", 0)),
-                )
 
-            with Traffic(backends, split, max_seconds=180) as load:
-                time.sleep(3)  # stable traffic first, so the canary is judged against a live series
-                started = time.monotonic()
-                objects.patch_namespaced_custom_object(
-                    GROUP, VERSION, NS, "modelservices", NAME, {"spec": {"modelVersion": "v2"}}
-                )
-                back = None
-                while time.monotonic() - started < 150:
-                    s = split()
-                    if (
-                        s[2] == 0
-                        and load.count("v2", ok=False)
-                        and status().get("phase") in ("RollingBack", "RolledBack")
-                    ):
-                        back = time.monotonic()
-                        break
-                    time.sleep(0.1)
-                time.sleep(1)
-            log = list(load.log)
-            final = status()
-        finally:
-            if backends:
-                backends.stop()
-            if operator:
-                operator.stop()
-            prometheus.stop()
-            cluster.stop()
-
+def report(
+    args: argparse.Namespace,
+    log: list[tuple[float, str, bool]],
+    back: float | None,
+    final: dict[str, Any],
+) -> None:
+    """Conch's rollback against an interval x threshold rule, from the same request log."""
     bad = [t for t, v, ok in log if v == "v2" and not ok]
     if back is None or not bad:
         raise SystemExit(
@@ -221,6 +183,60 @@ def main() -> None:
     print(
         f"  target (rollback within 2 intervals): {'met' if conch_seconds <= 2 * INTERVAL else 'missed'}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--failure-rate", type=float, default=0.3)
+    parser.add_argument(
+        "--flagger-threshold",
+        type=int,
+        default=5,
+        help="failed checks before Flagger rolls back (its docs' usual 5)",
+    )
+    args = parser.parse_args()
+    toolchain = ensure_toolchain()
+    with tempfile.TemporaryDirectory(prefix="conch-bench-") as tmp:
+        cluster = Cluster(Path(tmp) / "cluster")
+        cluster.start(toolchain)
+        prometheus = PrometheusProcess(Path(tmp) / "prometheus").start()
+        operator = None
+        backends = None
+        try:
+            cluster.install_crds(toolchain, ROOT / "crds")
+            api = config.new_client_from_config(str(cluster.kubeconfig))
+            core, objects = client.CoreV1Api(api), client.CustomObjectsApi(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
+            while not core.list_namespaced_service_account(NS).items:
+                time.sleep(0.2)
+            operator = OperatorProcess(
+                cluster.kubeconfig,
+                Path(tmp) / "operator.log",
+                "-n",
+                NS,
+                f"--prometheus-url={prometheus.url}",
+            ).start()
+            for name in ("v1", "v2"):
+                objects.create_namespaced_custom_object(
+                    GROUP, VERSION, NS, "modelversions", version(name)
+                )
+            objects.create_namespaced_custom_object(GROUP, VERSION, NS, "modelservices", service())
+
+            while status(objects).get("phase") != "Stable":
+                time.sleep(0.2)
+            backends = Backends(prometheus, NS, NAME)
+            backends.start("v1")
+            backends.start("v2", failure_rate=args.failure_rate)
+            log, back, final = roll_out(objects, backends)
+        finally:
+            if backends:
+                backends.stop()
+            if operator:
+                operator.stop()
+            prometheus.stop()
+            cluster.stop()
+
+    report(args, log, back, final)
 
 
 if __name__ == "__main__":

@@ -309,6 +309,136 @@ def run_wrk(
     )
 
 
+def package_both(
+    model: Any, test_x: Any, calibration: Any, serving: Any, workdir: Path
+) -> tuple[Any, Any, Path, list[float], list[float]]:
+    """The fp32 package and the int8 one: both results, the fp32 model file, and what each
+    file computes for the first held-out digit."""
+    from conch_runtime.compress import CompressionOptions
+    from conch_runtime.data import Dataset
+    from conch_runtime.export import load_saved
+    from conch_runtime.package import PackageRequest, package
+
+    result = package(
+        model,
+        workdir / "package",
+        PackageRequest(
+            name=NAME,
+            version="1",
+            example={"pixels": test_x[:8]},
+            output_names=["logits"],
+            serving=serving,
+        ),
+    )
+    int8 = package(
+        model,
+        workdir / "int8",
+        PackageRequest(
+            name=f"{NAME}-int8",
+            version="1",
+            example={"pixels": test_x[:8]},
+            output_names=["logits"],
+            validation={"pixels": test_x},
+            compression=CompressionOptions(int8=True, calibration=Dataset({"pixels": calibration})),
+            serving=serving,
+        ),
+    )
+    model_file = next(result.repository.glob(f"{NAME}/1/model.pt*"))
+    int8_file = next(int8.repository.glob(f"{NAME}-int8/1/model.pt*"))
+    sample = test_x[:1]
+    reference = load_saved(model_file)(sample)[0][0].tolist()
+    int8_reference = load_saved(int8_file)(sample)[0][0].tolist()
+    print(
+        f"int8 package: {int8_file.name}, top-1 agreement with fp32 on the held-out digits "
+        f"{int8.compression.accuracy:.4f}, artifact "
+        f"{result.size_bytes / int8.size_bytes:.2f}x smaller",
+        flush=True,
+    )
+    return result, int8, model_file, reference, int8_reference
+
+
+def load(
+    wrk: str, endpoints: list[Endpoint], workdir: Path, args: argparse.Namespace, load_cpu: int
+) -> dict[tuple[str, int], Result]:
+    """A warm-up per server, then every server side by side at each concurrency."""
+    runs = len(endpoints) * (args.warmup + len(CONNECTIONS) * args.duration)
+    print(f"wrk: {len(endpoints)} servers, about {runs}s of load", flush=True)
+    bodies = {}
+    for endpoint in endpoints:
+        bodies[endpoint.name] = workdir / f"{endpoint.name}.json"
+        bodies[endpoint.name].write_bytes(endpoint.body)
+        run_wrk(wrk, endpoint, bodies[endpoint.name], 8, args.warmup, load_cpu)
+    results: dict[tuple[str, int], Result] = {}
+    for connections in CONNECTIONS:
+        for endpoint in endpoints:
+            results[endpoint.name, connections] = run_wrk(
+                wrk, endpoint, bodies[endpoint.name], connections, args.duration, load_cpu
+            )
+        print(
+            f"  {connections} connections: {len(endpoints)} x {args.duration:g}s done", flush=True
+        )
+    return results
+
+
+def check_logits(
+    endpoints: list[Endpoint], reference: list[float], int8_reference: list[float]
+) -> None:
+    """Every server answers what its packaged file computes."""
+    for endpoint in endpoints:
+        got = endpoint.logits(post(endpoint.url, endpoint.body))
+        want = int8_reference if endpoint.name == "int8" else reference
+        diff = max(abs(a - b) for a, b in zip(got, want, strict=True))
+        assert diff <= 1e-4, f"{endpoint.name} logits differ by {diff}: {got}"
+        print(f"  {endpoint.name}: same logits as its packaged file (max |diff| {diff:.1e})")
+    print(flush=True)
+
+
+def report(results: dict[tuple[str, int], Result], duration: float) -> None:
+    """Each server against Flask at each concurrency, and the targets."""
+    header = (
+        f"{'conns':>5}  {'server':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'req/s x flask':>15}{'p99 x flask':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for connections in CONNECTIONS:
+        flask = results["flask", connections]
+        for name in SERVERS:
+            row = results[name, connections]
+            print(
+                f"{connections:>5}  {name:<8}{row.requests_per_s:>9.0f}{row.p50_ms:>9.2f}"
+                f"{row.p99_ms:>9.2f}{row.errors:>8}"
+                f"{row.requests_per_s / flask.requests_per_s:>15.2f}"
+                f"{row.p99_ms / flask.p99_ms:>13.2f}"
+            )
+    print()
+    print(
+        f"wrk: 1 thread, {duration:g}s per run, latencies from its histogram; "
+        "x flask: this server / Flask at the same connections (req/s: higher is better; "
+        "p99: lower is better)"
+    )
+    top = max(CONNECTIONS)
+    triton_top, flask_top = results["triton", top], results["flask", top]
+    speedup = triton_top.requests_per_s / flask_top.requests_per_s
+    p99 = triton_top.p99_ms / flask_top.p99_ms
+    clean = all(r.errors == 0 for r in results.values())
+    met = speedup >= TARGET_SPEEDUP and p99 <= 1.0 and clean
+    print(
+        f"target: Triton >= {TARGET_SPEEDUP:g}x Flask's req/s at {top} connections, p99 no worse: "
+        f"{speedup:.2f}x, p99 {p99:.2f}x Flask's{'' if clean else ', with errors'} -> "
+        f"{'MET' if met else 'MISSED'}"
+    )
+    served = [
+        results["int8", c].requests_per_s / results["triton", c].requests_per_s for c in CONNECTIONS
+    ]
+    int8_met = served[-1] >= 1.0 and clean
+    print(
+        f"target: served int8 >= fp32's req/s at {top} connections: "
+        + ", ".join(f"{r:.2f}x at {c}" for r, c in zip(served, CONNECTIONS, strict=True))
+        + f" -> {'MET' if int8_met else 'MISSED'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # wrk takes whole seconds only (`-d0.5s` is a usage error)
@@ -334,10 +464,6 @@ def main() -> None:
         raise SystemExit(f"needs 2 CPUs (server, load generator); this process may use {cpus}")
     server_cpu, load_cpu = cpus[0], cpus[1]
 
-    from conch_runtime.compress import CompressionOptions
-    from conch_runtime.data import Dataset
-    from conch_runtime.export import load_saved
-    from conch_runtime.package import PackageRequest, package
     from conch_runtime.repository import ServingOptions
     from conch_runtime.triton import TritonServer
 
@@ -351,44 +477,10 @@ def main() -> None:
     serving = ServingOptions(instances=1, max_queue_delay_us=args.queue_delay_us, torch_threads=1)
     with tempfile.TemporaryDirectory(prefix="conch-bench-serving-") as scratch:
         workdir = Path(scratch)
-        result = package(
-            model,
-            workdir / "package",
-            PackageRequest(
-                name=NAME,
-                version="1",
-                example={"pixels": test_x[:8]},
-                output_names=["logits"],
-                serving=serving,
-            ),
+        result, int8, model_file, reference, int8_reference = package_both(
+            model, test_x, calibration, serving, workdir
         )
-        int8 = package(
-            model,
-            workdir / "int8",
-            PackageRequest(
-                name=f"{NAME}-int8",
-                version="1",
-                example={"pixels": test_x[:8]},
-                output_names=["logits"],
-                validation={"pixels": test_x},
-                compression=CompressionOptions(
-                    int8=True, calibration=Dataset({"pixels": calibration})
-                ),
-                serving=serving,
-            ),
-        )
-        model_file = next(result.repository.glob(f"{NAME}/1/model.pt*"))
-        int8_file = next(int8.repository.glob(f"{NAME}-int8/1/model.pt*"))
-        sample = test_x[:1]
-        reference = load_saved(model_file)(sample)[0][0].tolist()
-        int8_reference = load_saved(int8_file)(sample)[0][0].tolist()
-        print(
-            f"int8 package: {int8_file.name}, top-1 agreement with fp32 on the held-out digits "
-            f"{int8.compression.accuracy:.4f}, artifact "
-            f"{result.size_bytes / int8.size_bytes:.2f}x smaller",
-            flush=True,
-        )
-        pixels = sample.tolist()
+        pixels = test_x[:1].tolist()
         v2 = {
             "inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels[0]}]
         }
@@ -435,79 +527,14 @@ def main() -> None:
                 "servers up, every thread on CPU "
                 f"{server_cpu}: {', '.join(f'{n} {t} threads' for n, t in threads.items())}"
             )
-            for endpoint in endpoints:
-                got = endpoint.logits(post(endpoint.url, endpoint.body))
-                want = int8_reference if endpoint.name == "int8" else reference
-                diff = max(abs(a - b) for a, b in zip(got, want, strict=True))
-                assert diff <= 1e-4, f"{endpoint.name} logits differ by {diff}: {got}"
-                print(
-                    f"  {endpoint.name}: same logits as its packaged file (max |diff| {diff:.1e})"
-                )
-            print(flush=True)
+            check_logits(endpoints, reference, int8_reference)
 
             os.sched_setaffinity(0, {load_cpu})  # this process only waits for wrk from now on
-            runs = len(endpoints) * (args.warmup + len(CONNECTIONS) * args.duration)
-            print(f"wrk: {len(endpoints)} servers, about {runs}s of load", flush=True)
-            bodies = {}
-            for endpoint in endpoints:
-                bodies[endpoint.name] = workdir / f"{endpoint.name}.json"
-                bodies[endpoint.name].write_bytes(endpoint.body)
-                run_wrk(wrk, endpoint, bodies[endpoint.name], 8, args.warmup, load_cpu)
-            results: dict[tuple[str, int], Result] = {}
-            for connections in CONNECTIONS:  # servers side by side at each concurrency
-                for endpoint in endpoints:
-                    results[endpoint.name, connections] = run_wrk(
-                        wrk, endpoint, bodies[endpoint.name], connections, args.duration, load_cpu
-                    )
-                print(
-                    f"  {connections} connections: {len(endpoints)} x {args.duration:g}s done",
-                    flush=True,
-                )
+            results = load(wrk, endpoints, workdir, args, load_cpu)
         finally:
             stop_servers(triton, pids)
 
-    header = (
-        f"{'conns':>5}  {'server':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'req/s x flask':>15}{'p99 x flask':>13}"
-    )
-    print(header)
-    print("-" * len(header))
-    for connections in CONNECTIONS:
-        flask = results["flask", connections]
-        for name in SERVERS:
-            row = results[name, connections]
-            print(
-                f"{connections:>5}  {name:<8}{row.requests_per_s:>9.0f}{row.p50_ms:>9.2f}"
-                f"{row.p99_ms:>9.2f}{row.errors:>8}"
-                f"{row.requests_per_s / flask.requests_per_s:>15.2f}"
-                f"{row.p99_ms / flask.p99_ms:>13.2f}"
-            )
-    print()
-    print(
-        f"wrk: 1 thread, {args.duration:g}s per run, latencies from its histogram; "
-        "x flask: this server / Flask at the same connections (req/s: higher is better; "
-        "p99: lower is better)"
-    )
-    top = max(CONNECTIONS)
-    triton_top, flask_top = results["triton", top], results["flask", top]
-    speedup = triton_top.requests_per_s / flask_top.requests_per_s
-    p99 = triton_top.p99_ms / flask_top.p99_ms
-    clean = all(r.errors == 0 for r in results.values())
-    met = speedup >= TARGET_SPEEDUP and p99 <= 1.0 and clean
-    print(
-        f"target: Triton >= {TARGET_SPEEDUP:g}x Flask's req/s at {top} connections, p99 no worse: "
-        f"{speedup:.2f}x, p99 {p99:.2f}x Flask's{'' if clean else ', with errors'} -> "
-        f"{'MET' if met else 'MISSED'}"
-    )
-    served = [
-        results["int8", c].requests_per_s / results["triton", c].requests_per_s for c in CONNECTIONS
-    ]
-    int8_met = served[-1] >= 1.0 and clean
-    print(
-        f"target: served int8 >= fp32's req/s at {top} connections: "
-        + ", ".join(f"{r:.2f}x at {c}" for r, c in zip(served, CONNECTIONS, strict=True))
-        + f" -> {'MET' if int8_met else 'MISSED'}"
-    )
+    report(results, args.duration)
     print(f"whole run: {time.monotonic() - began:.0f}s", flush=True)
 
 
