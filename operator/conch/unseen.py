@@ -6,8 +6,8 @@ acknowledged annotation), the object that write answered with is the newest one 
 and planning from the watched copy before it would undo what the last reconcile did.
 Watches deliver every change in order, but a relist can skip one; so a write is no longer
 waited for once a later spec arrives, and one not delivered within `LAG` seconds is read
-from the API server instead. resourceVersions are compared
-for equality only (the API gives them no order).
+from the API server instead. resourceVersions are compared for equality only (the API
+gives them no order).
 """
 
 from __future__ import annotations
