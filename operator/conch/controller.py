@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from conch import builders, catalog, endpointkey, events, plan, reasons, rollout, usage
 from conch.api import ModelAccessGrant, ModelService, ModelVersion
+from conch.api.common import MESSAGE_MAX
 from conch.builders import Capabilities, PodSettings
 from conch.builders.meta import SERVICE_LABEL, VERSION_LABEL, Manifest, selector
 from conch.creates import Creates
@@ -627,12 +628,14 @@ class Controller:
             log.info("%s/%s: published in the catalog", namespace, name)
 
     def _write_invalid(self, raw: Manifest, message: str) -> None:
+        if plan.reported_invalid(raw, message):
+            return
         meta = raw["metadata"]
         cond = {
             "type": reasons.READY,
             "status": "False",
             "reason": reasons.INVALID_SPEC,
-            "message": message[:32768],
+            "message": message[:MESSAGE_MAX],
             "lastTransitionTime": _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         written = self.kube.patch_status(

@@ -21,6 +21,7 @@ from typing import Any
 
 from conch import artifacts, builders, endpointkey, policy, reasons, rollout, routers, status, usage
 from conch.api import ModelAccessGrant, ModelService, ModelServiceStatus, ModelVersion
+from conch.api.common import MESSAGE_MAX
 from conch.api.modelservice import AcceptedTerms
 from conch.builders import Capabilities, PodSettings, Served
 from conch.builders.meta import Manifest
@@ -485,6 +486,20 @@ def _canary_unschedulable(snap: Snapshot, canary: str | None) -> str | None:
     if message and any(f"Insufficient {m}" in message for m in status.ACCELERATOR_MARKERS):
         return message
     return None
+
+
+def reported_invalid(service: Manifest, message: str) -> bool:
+    """Whether a ModelService's status already reports it invalid with `message`: its
+    status write is not repeated (each write would queue the next reconcile)."""
+    recorded = service.get("status")
+    conditions = recorded.get("conditions") if isinstance(recorded, dict) else None
+    return any(
+        isinstance(c, dict)
+        and c.get("type") == reasons.READY
+        and c.get("reason") == reasons.INVALID_SPEC
+        and c.get("message") == message[:MESSAGE_MAX]
+        for c in (conditions if isinstance(conditions, list) else [])
+    )
 
 
 def spec_ahead(service: Manifest | None) -> bool:

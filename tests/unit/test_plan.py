@@ -438,3 +438,42 @@ def test_pods_are_read_only_once_a_deployment_stops_progressing(
     deployment: dict[str, Any], read: bool
 ) -> None:
     assert plan.pods_worth_reading(deployment, NOW) is read
+
+
+@pytest.mark.parametrize(
+    ("status", "reported"),
+    [
+        pytest.param(None, False, id="no status"),
+        pytest.param({"conditions": "garbage"}, False, id="conditions not a list"),
+        pytest.param(
+            {"conditions": [{"type": "Ready", "reason": "InvalidSpec", "message": "bad"}]},
+            True,
+            id="already reported",
+        ),
+        pytest.param(
+            {"conditions": [{"type": "Ready", "reason": "InvalidSpec", "message": "other"}]},
+            False,
+            id="another message",
+        ),
+        pytest.param(
+            {"conditions": [{"type": "Ready", "reason": "Available", "message": "bad"}]},
+            False,
+            id="another reason",
+        ),
+        pytest.param({"conditions": ["Ready", 3]}, False, id="not conditions at all"),
+    ],
+)
+def test_an_invalid_spec_already_reported_is_not_written_again(
+    status: dict[str, Any] | None, reported: bool
+) -> None:
+    """A ModelService that does not parse gets its InvalidSpec written once: each write would
+    bring the next reconcile, and a new lastTransitionTime the next write."""
+    raw = {"metadata": {"name": "a", "namespace": "ns"}, "status": status}
+    assert plan.reported_invalid(raw, "bad") is reported
+
+
+def test_a_long_invalid_spec_message_is_compared_as_written() -> None:
+    message = "x" * 40000
+    recorded = {"type": "Ready", "reason": "InvalidSpec", "message": message[:32768]}
+    raw = {"metadata": {"name": "a"}, "status": {"conditions": [recorded]}}
+    assert plan.reported_invalid(raw, message)

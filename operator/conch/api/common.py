@@ -96,6 +96,10 @@ Duration = Annotated[
 """A Go-style duration string; CEL's `duration()` reads it."""
 
 
+MESSAGE_MAX = 32768
+"""Characters of a condition's message (metav1.Condition's limit)."""
+
+
 class Condition(ApiModel):
     """The standard Kubernetes condition (metav1.Condition)."""
 
@@ -104,7 +108,7 @@ class Condition(ApiModel):
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(default="", max_length=1024)
     """Machine-readable CamelCase reason, stable across releases."""
-    message: str = Field(default="", max_length=32768)
+    message: str = Field(default="", max_length=MESSAGE_MAX)
     """Human-readable detail."""
     last_transition_time: datetime | None = None
     observed_generation: int | None = Field(default=None, ge=0)
