@@ -35,6 +35,7 @@ from conch.kube import (
     OWNED,
     POD,
     SECRET,
+    WRITTEN,
     Applied,
     Kube,
 )
@@ -395,14 +396,9 @@ class Controller:
     def _create(self, obj: Manifest) -> None:
         """A create sent off the reconcile: the name is read again first (it may have been
         taken since the reconcile read it; a forced apply would take the object over)."""
-        meta = obj["metadata"]
-        owner = next(ref["uid"] for ref in meta["ownerReferences"] if ref.get("controller"))
-        found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
-        if found is not None and not builders.controlled_by(found, owner):
-            raise NameConflict(
-                f"{obj['kind']} {meta['name']} already exists and belongs to someone else"
-            )
-        self.kube.apply(obj, found)
+        owner = next(r["uid"] for r in obj["metadata"]["ownerReferences"] if r.get("controller"))
+        ours = self._check_names(owner, [obj])
+        self.kube.apply(obj, ours.get(builders.key(obj)))
 
     def _created(self, raw: Manifest, obj: Manifest) -> Callable[[ConchError | None], None]:
         """What to do when a create sent off the reconcile ends: tell (the object's watch
@@ -422,19 +418,14 @@ class Controller:
 
     def _write_keys(self, snap: plan.Snapshot, keys: endpointkey.KeyChanges) -> None:
         """Consumer key Secrets, then the gate's hashes (the order `KeyChanges` explains).
-        A consumer Secret's name held by someone else is a NameConflict, never overwritten."""
+        A consumer Secret's name held by someone else is a NameConflict, never overwritten
+        (`_check_names`, which reads metadata only: the operator never reads a key back)."""
         if keys.empty:
             return
         namespace, uid = snap.service.metadata.namespace or "", snap.service.metadata.uid
         for secret in keys.issue:
-            # metadata only: the operator never reads a key back
-            found = self.kube.get_metadata(SECRET, namespace, secret["metadata"]["name"])
-            if found is not None and not builders.controlled_by(found, uid):
-                raise NameConflict(
-                    f"Secret {secret['metadata']['name']} already exists and belongs to someone "
-                    "else; Conch does not take over objects it did not create"
-                )
-            self.kube.apply(secret, found)
+            ours = self._check_names(uid, [secret])
+            self.kube.apply(secret, ours.get(builders.key(secret)))
         for name in keys.revoked_secrets():
             found = self.kube.get_metadata(SECRET, namespace, name)
             if found is not None and builders.controlled_by(found, uid):
@@ -473,7 +464,7 @@ class Controller:
                 elif answer:
                     free.add(builders.key(obj))
             unknown = [o for o in unknown if builders.key(o) not in free]
-        found = self._check_names(snap, unknown)
+        found = self._check_names(snap.service.metadata.uid, unknown)
         if refused:
             raise InvalidSpec("; ".join(refused))
         return found
@@ -497,15 +488,16 @@ class Controller:
         return list(self._fanout.map(self.kube.carried(fn), items))
 
     def _check_names(
-        self, snap: plan.Snapshot, unknown: list[Manifest]
+        self, uid: str | None, unknown: list[Manifest]
     ) -> dict[tuple[str, str], Manifest]:
         """NameConflict when any of `unknown` (objects not seen as this service's) exists and
-        is not controlled by it; else those that exist (this service's, not watched yet)."""
-        uid = snap.service.metadata.uid
+        is not controlled by `uid`; else the metadata of those that exist (this service's,
+        not watched yet: an apply needs their resourceVersion). Metadata only: a Secret's
+        data never reaches the operator."""
         held, ours = [], {}
         for obj in unknown:
             meta = obj["metadata"]
-            found = self.kube.get(OWNED[obj["kind"]], meta["namespace"], meta["name"])
+            found = self.kube.get_metadata(WRITTEN[obj["kind"]], meta["namespace"], meta["name"])
             if found is not None and not builders.controlled_by(found, uid):
                 held.append(f"{obj['kind']} {meta['name']}")
             elif found is not None:
