@@ -138,13 +138,18 @@ def instant(prometheus: PrometheusProcess, expr: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
     """A real Prometheus scraping two real Tritons of service ml/digits: v1 healthy, v2
-    failing half its requests, after a few seconds of traffic split 50/50."""
+    failing half its requests, after a few seconds of traffic split 50/50.
+
+    Triton creates a failure series at its first failure, so rate() never sees the
+    failures counted before its first scrape; the traffic goes on for 100 more v2
+    failures after both series are in Prometheus, or that first sample would weigh on
+    the error rate (the CI once read 0.18 for a true 0.5)."""
     prometheus = PrometheusProcess(tmp_path_factory.mktemp("prometheus")).start()
     backends = Backends(prometheus, "ml", "digits")
     try:
         backends.start("v1")
         backends.start("v2", failure_rate=0.5)
-        with Traffic(backends, lambda: ("v1", "v2", 50), senders=2, max_requests=600) as load:
+        with Traffic(backends, lambda: ("v1", "v2", 50), senders=2, max_requests=2000) as load:
             eventually(
                 lambda: load.count("v2", ok=False) >= 20 and load.count("v1", ok=True) >= 20,
                 timeout=60,
@@ -158,6 +163,12 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProc
                 lambda: len(instant(prometheus, both)) == 2,
                 timeout=60,
                 what="both versions' rates in Prometheus",
+            )
+            seen = load.count("v2", ok=False)
+            eventually(
+                lambda: load.count("v2", ok=False) >= seen + 100,
+                timeout=60,
+                what="100 more v2 failures",
             )
         yield prometheus
     finally:
