@@ -445,7 +445,7 @@ class Controller:
         nothing else has been written by then (deletes, status and Events come after). With
         several writes, a dry run that would create the object (201) also proves its name
         free, so only the names a dry run found taken are read (most reconciles: none).
-        A kind in `plan.NAMED_ONLY` is read instead when its name is not known to be ours,
+        An object of `plan.named_only` is read instead when its name is not known to be ours,
         in the same round of requests. Returns the objects read that turned out to be this
         service's (not watched yet)."""
         unknown = [o for o in decided.check if builders.key(o) not in snap.owned]
@@ -455,7 +455,7 @@ class Controller:
             probed = [
                 o
                 for o in decided.write
-                if o["kind"] not in plan.NAMED_ONLY or builders.key(o) not in snap.owned
+                if not plan.named_only(o) or builders.key(o) not in snap.owned
             ]
             answers = self._each(decided.at_once, self._probe, probed)
             for obj, answer in zip(probed, answers, strict=True):
@@ -471,8 +471,8 @@ class Controller:
 
     def _probe(self, obj: Manifest) -> bool | InvalidSpec:
         """Whether `obj`'s name is free (the apply would create it), or the API's refusal of
-        it: a dry run, or for the kinds in `plan.NAMED_ONLY` a read of its metadata."""
-        if obj["kind"] in plan.NAMED_ONLY:
+        it: a dry run, or for an object of `plan.named_only` a read of its metadata."""
+        if plan.named_only(obj):
             meta = obj["metadata"]
             found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
             return found is None

@@ -43,10 +43,19 @@ one is created off the reconcile (`conch.creates`), and the service is not Ready
 exists."""
 
 NAMED_ONLY = frozenset({"Service", "PodDisruptionBudget"})
-"""Kinds Conch builds from the ModelService's name alone, with no field a user gives: before
-a write their names are read, not dry-run. A dry run would find nothing their apply does
-not, and costs the API server a whole server-side apply (a Service's waits for the
-ClusterIP lock: `SERIALIZED_CREATES`)."""
+"""Kinds Conch builds from the ModelService's name alone, with no field a user gives."""
+
+
+def named_only(obj: Manifest) -> bool:
+    """Whether `obj` is built from the ModelService's name alone, with no field a user
+    gives: before a write its name is read, not dry-run. A dry run would find nothing its
+    apply does not, and costs the API server a whole server-side apply (a Service's waits
+    for the ClusterIP lock: `SERIALIZED_CREATES`). A NetworkPolicy is, when no rule names
+    peers (no `spec.access`: the ports alone)."""
+    if obj["kind"] == "NetworkPolicy":
+        return not any("from" in rule for rule in obj["spec"]["ingress"])
+    return obj["kind"] in NAMED_ONLY
+
 
 NOT_READY_POLL = 10.0
 """Seconds between looks at a ModelService that is not Ready yet (pods are not watched)."""

@@ -14,7 +14,7 @@ import yaml
 
 from conch import builders, plan
 from conch.api import ModelService, ModelVersion
-from conch.builders import Capabilities, PodSettings, deployment, meta
+from conch.builders import Capabilities, PodSettings, deployment, meta, pdb
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -343,10 +343,10 @@ def test_service_replicas_follow_the_autoscaler_within_its_bounds(
     assert deployment.service_replicas(ModelService.model_validate(raw)) == replicas
 
 
-def test_named_only_kinds_depend_on_the_name_alone() -> None:
-    """Before a write, the objects of `plan.NAMED_ONLY` kinds are not dry-run (their names are
-    read): nothing a user gives may reach them, or the API could refuse what was not checked."""
-    everything = {
+def test_named_only_objects_depend_on_the_name_alone() -> None:
+    """Before a write, `plan.named_only` objects are not dry-run (their names are read):
+    nothing a user gives may reach them, or the API could refuse what was not checked."""
+    user_input = {
         "replicas": 3,
         "autoscaling": None,
         "scheduling": {
@@ -355,11 +355,59 @@ def test_named_only_kinds_depend_on_the_name_alone() -> None:
             "affinity": {"nodeAfinity": {}},
             "priorityClassName": "serving",
         },
-        "access": {"allowedNamespaces": ["team-b"], "pods": [{"podSelector": {"app": "x"}}]},
         "resources": {"gpus": 0, "cpu": "7", "memory": "3Gi"},
     }
-    plain, rich = by_kind(objects()), by_kind(objects(everything))
-    assert plain.keys() >= plan.NAMED_ONLY
-    for kind in plan.NAMED_ONLY:
+    access = {"allowedNamespaces": ["team-b"], "pods": [{"podSelector": {"app": "x"}}]}
+    plain = by_kind(objects({"access": None}))
+    rich = by_kind(objects(user_input | {"access": None}))
+    named = {kind for kind, obj in plain.items() if plan.named_only(obj)}
+    assert named == {"Service", "PodDisruptionBudget", "NetworkPolicy"}
+    for kind in named:
         assert rich[kind] == plain[kind], kind
     assert rich["Deployment"] != plain["Deployment"]  # the spec did reach what is dry-run
+    guarded = by_kind(objects(user_input | {"access": access}))
+    assert not plan.named_only(guarded["NetworkPolicy"])  # the peers come from the spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "versions", "budget"),
+    [
+        ({"replicas": 1, "autoscaling": None}, 1, False),  # one pod: maxUnavailable 1 is moot
+        ({"replicas": None, "autoscaling": None}, 1, False),  # the default is one replica
+        ({"replicas": 0, "autoscaling": None}, 1, False),
+        ({"replicas": 2, "autoscaling": None}, 1, True),
+        ({"replicas": 1, "autoscaling": None}, 2, True),  # a rollout runs two pods
+        (
+            {
+                "autoscaling": {
+                    "minReplicas": 1,
+                    "maxReplicas": 1,
+                    "metric": "queueTime",
+                    "target": 500,
+                }
+            },
+            1,
+            False,
+        ),
+        (
+            {
+                "autoscaling": {
+                    "minReplicas": 1,
+                    "maxReplicas": 3,
+                    "metric": "queueTime",
+                    "target": 500,
+                }
+            },
+            1,
+            True,
+        ),
+    ],
+)
+def test_a_disruption_budget_only_where_more_than_one_pod_can_run(
+    spec: dict[str, Any], versions: int, budget: bool
+) -> None:
+    raw = example("modelservice.yaml")
+    raw["spec"] = {k: v for k, v in (raw["spec"] | spec).items() if v is not None}
+    assert pdb.needed(ModelService.model_validate(raw), versions) is budget
+    if versions == 1:
+        assert ("PodDisruptionBudget" in by_kind(objects(spec))) is budget

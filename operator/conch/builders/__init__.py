@@ -59,7 +59,9 @@ def desired(
     objects += [
         deployment.build(svc, s.mv, settings, s.replicas, s.credentials_hosts) for s in served
     ]
-    objects += [pdb.build(svc), networkpolicy.build(svc, settings.metrics_scrape_namespaces)]
+    if pdb.needed(svc, len(served)):
+        objects.append(pdb.build(svc))
+    objects.append(networkpolicy.build(svc, settings.metrics_scrape_namespaces))
     if autoscaler := hpa.build(svc):
         objects.append(autoscaler)
     if capabilities.service_monitor:
