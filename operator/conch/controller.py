@@ -346,14 +346,25 @@ class Controller:
                 write=tuple(o for o in decided.write if o not in waiting),
                 check=tuple(o for o in decided.check if o not in waiting),
             )
-        observed = {**self._prepare(snap, decided), **snap.owned}
+        found, created = self._prepare(snap, decided)
+        observed = {**found, **snap.owned}
+        for key in decided.hand_over:
+            obj = snap.owned[key]
+            meta = obj["metadata"]
+            now = self.kube.get(WRITTEN[obj["kind"]], meta["namespace"], meta["name"])
+            if now is not None:
+                self.kube.hand_over(now)
         self._write_keys(snap, decided.keys)
         serialized = [o for o in decided.write if o["kind"] in plan.SERIALIZED_CREATES]
         sent_off = [
             o for o in serialized if builders.key(o) not in observed and not self.creates.failed(o)
         ]
         self._apply(
-            raw, tuple(o for o in decided.write if o not in sent_off), observed, decided.at_once
+            raw,
+            tuple(o for o in decided.write if o not in sent_off),
+            observed,
+            decided.at_once,
+            created,
         )
         for obj in serialized:
             if obj in sent_off:  # once the rest is written: a refused Deployment leaves nothing
@@ -435,7 +446,9 @@ class Controller:
         elif keys.delete_gate and snap.gate is not None:
             self.kube.delete({**snap.gate, "kind": SECRET.kind})
 
-    def _prepare(self, snap: plan.Snapshot, decided: plan.Plan) -> dict[tuple[str, str], Manifest]:
+    def _prepare(
+        self, snap: plan.Snapshot, decided: plan.Plan
+    ) -> tuple[dict[tuple[str, str], Manifest], dict[tuple[str, str], Manifest]]:
         """Before writing anything: every name must be free or ours (NameConflict otherwise,
         so a ModelService never adopts, rewrites or, through the garbage collector, deletes
         someone else's object), and, when the plan asks, every object passes a server-side
@@ -446,10 +459,14 @@ class Controller:
         several writes, a dry run that would create the object (201) also proves its name
         free, so only the names a dry run found taken are read (most reconciles: none).
         An object of `plan.named_only` is read instead when its name is not known to be ours,
-        in the same round of requests. Returns the objects read that turned out to be this
-        service's (not watched yet)."""
+        and one of `plan.Plan.create` is created, in the same round of requests; those
+        created are deleted again when anything is refused or held.
+
+        Returns the objects read that turned out to be this service's (not watched yet),
+        and those created (as the API answered)."""
         unknown = [o for o in decided.check if builders.key(o) not in snap.owned]
         refused: list[str] = []
+        created: dict[tuple[str, str], Manifest] = {}
         if decided.dry_run and len(decided.write) > 1:
             free = set()  # every unknown object is written (it differs from nothing)
             probed = [
@@ -457,26 +474,41 @@ class Controller:
                 for o in decided.write
                 if not plan.named_only(o) or builders.key(o) not in snap.owned
             ]
-            answers = self._each(decided.at_once, self._probe, probed)
+
+            def probe(obj: Manifest) -> bool | Manifest | InvalidSpec:
+                return self._probe(obj, builders.key(obj) in decided.create)
+
+            answers = self._each(decided.at_once, probe, probed)
             for obj, answer in zip(probed, answers, strict=True):
                 if isinstance(answer, InvalidSpec):  # perhaps someone else controls it
                     refused.append(f"{obj['kind']} {obj['metadata']['name']}: {answer.message}")
+                elif isinstance(answer, dict):
+                    created[builders.key(obj)] = answer
+                    free.add(builders.key(obj))
                 elif answer:
                     free.add(builders.key(obj))
             unknown = [o for o in unknown if builders.key(o) not in free]
-        found = self._check_names(snap.service.metadata.uid, unknown)
-        if refused:
-            raise InvalidSpec("; ".join(refused))
-        return found
-
-    def _probe(self, obj: Manifest) -> bool | InvalidSpec:
-        """Whether `obj`'s name is free (the apply would create it), or the API's refusal of
-        it: a dry run, or for an object of `plan.named_only` a read of its metadata."""
-        if plan.named_only(obj):
-            meta = obj["metadata"]
-            found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
-            return found is None
         try:
+            found = self._check_names(snap.service.metadata.uid, unknown)
+            if refused:
+                raise InvalidSpec("; ".join(refused))
+        except ConchError:
+            for answer in created.values():
+                self.kube.delete(answer)
+            raise
+        return found, created
+
+    def _probe(self, obj: Manifest, create: bool = False) -> bool | Manifest | InvalidSpec:
+        """Whether `obj`'s name is free (the apply would create it), or the API's refusal of
+        it: a dry run, or for an object of `plan.named_only` a read of its metadata. With
+        `create`, a POST instead: the object created, or False when the name is taken."""
+        try:
+            if create:
+                return self.kube.create(obj) or False
+            if plan.named_only(obj):
+                meta = obj["metadata"]
+                found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
+                return found is None
             return self.kube.dry_run(obj)
         except InvalidSpec as error:
             return error
@@ -516,12 +548,18 @@ class Controller:
         wanted: tuple[Manifest, ...],
         observed: Mapping[tuple[str, str], Manifest],
         at_once: bool = False,
+        created: Mapping[tuple[str, str], Manifest] | None = None,
     ) -> None:
         """Server-side apply, each conditional on the object as observed (all at once when
-        the plan allows it); one Event per reconcile for what changed."""
+        the plan allows it); one Event per reconcile for what changed. An object `_prepare`
+        created has its fields handed to the apply instead (`conch.ownership`)."""
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
+        created = created or {}
 
         def apply(obj: Manifest) -> Applied:
+            if (answer := created.get(builders.key(obj))) is not None:
+                self.kube.hand_over(answer)
+                return Applied.CREATED
             return self.kube.apply(obj, observed.get(builders.key(obj)))[0]
 
         for obj, result in zip(wanted, self._each(at_once, apply, wanted), strict=True):

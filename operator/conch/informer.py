@@ -4,8 +4,8 @@ kopf filters labels on the client, so watching Deployments through it means rece
 every Deployment of every team. An `Informer` asks the API server for Conch's objects only
 (`labelSelector=app.kubernetes.io/managed-by=conch-operator`), so a busy cluster's other
 objects cost nothing, and keeps what it saw, so a reconcile reads its children from memory
-instead of listing them. Objects are kept without `managedFields` (Conch never reads them),
-serialized.
+instead of listing them. Objects are kept without `managedFields` (but for a mark:
+`conch.ownership`), serialized.
 
 One thread per kind and namespace scope: list (in pages), then watch from the list's
 resourceVersion; a watch that ends is resumed, one that expired (410) starts over.
@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from conch import ownership
 from conch.builders.meta import SERVICE_LABEL, Manifest
 from conch.kube import Kind
 from conch.rest import Query, Rest, RestError
@@ -59,8 +60,11 @@ def by_label(label: str) -> Index:
 
 
 def without_managed_fields(obj: Manifest) -> Manifest:
-    """The whole object but `managedFields` (Conch never reads them)."""
+    """The whole object but `managedFields`, of which only a mark of fields Conch still
+    has to hand to its server-side apply is kept (`conch.ownership`)."""
     meta = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    if mark := ownership.kept(obj.get("metadata", {}).get("managedFields") or []):
+        meta["managedFields"] = mark
     return {**obj, "metadata": meta}
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from conch import ownership
 from conch.api import GROUP, VERSION
 from conch.builders.meta import FIELD_MANAGER, Manifest
 from conch.errors import ApiError, InvalidSpec
@@ -268,6 +269,49 @@ class Kube:
         if seen is not None and result["metadata"].get("resourceVersion") == seen:
             return Applied.UNCHANGED, dict(result)
         return Applied.UPDATED, dict(result)
+
+    def create(self, obj: Manifest) -> Manifest | None:
+        """POST `obj` with Conch's field manager: create-only, so a name someone holds is
+        never written (None: it exists). Unknown fields are refused, as an apply refuses
+        them. The fields are then under an Update entry: `hand_over` makes them applied."""
+        kind = WRITTEN[obj["kind"]]
+        query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")]
+        path = kind.path(obj["metadata"].get("namespace", ""))
+        try:
+            result, _ = self._call("create", kind.plural, "POST", path, body=obj, query=query)
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+        return dict(result)
+
+    def hand_over(self, obj: Manifest) -> None:
+        """Make the fields a `create` wrote Conch's server-side apply's own
+        (`conch.ownership`). `obj` is the object as last read; if its entries moved since,
+        it is read again."""
+        kind = WRITTEN[obj["kind"]]
+        meta = obj["metadata"]
+        for _ in range(3):
+            ops = ownership.handover(meta.get("managedFields") or [])
+            if not ops:
+                return
+            try:
+                self._call(
+                    "hand_over",
+                    kind.plural,
+                    "PATCH",
+                    kind.path(meta.get("namespace", ""), meta["name"]),
+                    body=ops,
+                    query=[("fieldManager", FIELD_MANAGER)],
+                    content_type="application/json-patch+json",
+                )
+                return
+            except InvalidSpec:  # a test of the patch failed: read the entries again
+                found = self.get(kind, meta.get("namespace", ""), meta["name"])
+                if found is None:
+                    return
+                meta = found["metadata"]
+        raise ApiError(f"hand_over {meta['name']}: its managedFields kept moving", 409, True)
 
     def delete(self, obj: Manifest) -> None:
         kind = WRITTEN[obj["kind"]]

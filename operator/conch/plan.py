@@ -19,7 +19,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conch import artifacts, builders, endpointkey, policy, reasons, rollout, routers, status, usage
+from conch import (
+    artifacts,
+    builders,
+    endpointkey,
+    ownership,
+    policy,
+    reasons,
+    rollout,
+    routers,
+    status,
+    usage,
+)
 from conch.api import ModelAccessGrant, ModelService, ModelServiceStatus, ModelVersion
 from conch.api.common import MESSAGE_MAX
 from conch.api.modelservice import AcceptedTerms
@@ -166,6 +177,16 @@ class Plan:
     """The dry runs, then the writes, may each go out together: the service has no child
     yet, so nothing serves and their order cannot matter (a new service's latency is then
     three round trips after its read, not one per object)."""
+    create: tuple[tuple[str, str], ...] = ()
+    """Keys of `write` created (a POST) in the round of dry runs, not after it: a new
+    service's Deployments, so its pods start one round trip sooner. A POST never writes
+    into an object that exists; should another object be refused or its name be held, they
+    are deleted again before anything else is written, so a refused service is still left
+    with nothing. Only on a service's first reconcile (no status yet): a refused one checks
+    first, rather than create and delete on every retry."""
+    hand_over: tuple[tuple[str, str], ...] = ()
+    """Keys of owned objects whose fields a create left under an Update entry, handed to
+    Conch's server-side apply before anything is applied (`conch.ownership`)."""
     delete: tuple[Manifest, ...] = ()
     status: dict[str, Any] | None = None
     """A merge patch for status, or None when it already says this."""
@@ -333,6 +354,11 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         acknowledge += (endpointkey.ROTATE_ANNOTATION,)
     changed = [obj for obj in wanted if builders.differs(obj, snap.owned.get(builders.key(obj)))]
     spec_changed = svc.status is None or svc.status.observed_generation != svc.metadata.generation
+    dry_run = bool(changed) and (
+        spec_changed or any(builders.key(o) not in snap.owned for o in changed)
+    )
+    at_once = bool(changed) and not snap.owned
+    first = at_once and dry_run and len(changed) > 1 and svc.status is None
     return _finish(
         snap,
         new,
@@ -340,9 +366,10 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         events,
         write=tuple(changed),
         check=tuple(wanted),
-        dry_run=bool(changed)
-        and (spec_changed or any(builders.key(o) not in snap.owned for o in changed)),
-        at_once=bool(changed) and not snap.owned,
+        dry_run=dry_run,
+        at_once=at_once,
+        create=tuple(builders.key(o) for o in changed if first and o["kind"] == "Deployment"),
+        hand_over=tuple(key for key, obj in snap.owned.items() if ownership.pending(obj)),
         delete=tuple(stale),
         acknowledge=acknowledge,
         keys=keys,

@@ -244,6 +244,40 @@ def test_dropping_autoscaling_deletes_the_hpa(api: client.ApiClient, namespace: 
     )
 
 
+def test_a_new_services_deployment_is_created_then_applied_like_the_rest(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """A new service's Deployment is created with a POST alongside the checks of the rest
+    (`plan.Plan.create`). Its fields are then Conch's server-side apply's, so a field the
+    spec no longer implies is removed from it, as from any object Conch applied."""
+    create_version(api, namespace)
+    zone = "topology.kubernetes.io/zone"
+    create_service(api, namespace, scheduling={"nodeSelector": {zone: "a"}})
+    apps = client.AppsV1Api(api)
+    name = version_child_name("digits", "digits-v1")
+
+    def owners() -> list[tuple[str, str]] | None:
+        found = apps.list_namespaced_deployment(namespace, field_selector=f"metadata.name={name}")
+        if not found.items:
+            return None
+        entries = found.items[0].metadata.managed_fields or []
+        return [(e.manager, e.operation) for e in entries if not e.subresource]
+
+    eventually(lambda: owners() == [("conch", "Apply")], what="the fields under conch's apply")
+    selector = apps.read_namespaced_deployment(name, namespace).spec.template.spec.node_selector
+    assert selector[zone] == "a"
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelservices", "digits", {"spec": {"scheduling": None}}
+    )
+
+    def selected() -> dict[str, str]:
+        spec = apps.read_namespaced_deployment(name, namespace).spec.template.spec
+        return dict(spec.node_selector or {})
+
+    eventually(lambda: zone not in selected(), what="the zone removed from the nodeSelector")
+    assert owners() == [("conch", "Apply")]
+
+
 def test_objects_the_api_refuses_are_invalid_spec(api: client.ApiClient, namespace: str) -> None:
     create_version(api, namespace)
     bad_affinity = {

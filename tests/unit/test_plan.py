@@ -111,6 +111,35 @@ def test_a_new_service_writes_everything_after_a_dry_run() -> None:
     assert decided.requeue_after == plan.NOT_READY_POLL
 
 
+def test_only_a_new_services_deployment_is_created_with_the_checks() -> None:
+    """`Plan.create`: a POST in the round of dry runs, for a service's first reconcile."""
+    new = plan.plan(snapshot(service()), SETTINGS, NOW)
+    assert new.create == (("Deployment", DEPLOYMENT),)
+    refused_before = service(
+        status={"conditions": [{"type": "Ready", "status": "False", "reason": "NameConflict"}]}
+    )
+    assert plan.plan(snapshot(refused_before), SETTINGS, NOW).create == ()  # check first
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    owned = {k: v for k, v in snap.owned.items() if k[0] != "Deployment"}
+    missing = plan.plan(snapshot(svc, owned=owned), SETTINGS, NOW)
+    assert f"Deployment/{DEPLOYMENT}" in kinds(missing.write) and missing.create == ()
+
+
+def test_fields_a_create_left_under_an_update_entry_are_handed_over() -> None:
+    svc = service()
+    snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
+    marked = copy.deepcopy(dict(snap.owned))
+    mark = [{"manager": "conch", "operation": "Update"}]
+    marked["Deployment", DEPLOYMENT]["metadata"]["managedFields"] = mark
+    decided = plan.plan(
+        snapshot(snap.service, owned=marked, deployments=snap.deployments), SETTINGS, NOW
+    )
+    assert decided.hand_over == (("Deployment", DEPLOYMENT),)
+    assert decided.write == ()  # the handover writes no field
+    assert plan.plan(snap, SETTINGS, NOW).hand_over == ()
+
+
 def test_nothing_changed_means_nothing_written() -> None:
     svc = service()
     first = plan.plan(snapshot(svc), SETTINGS, NOW)
