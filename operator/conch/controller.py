@@ -348,12 +348,11 @@ class Controller:
             )
         found, created = self._prepare(snap, decided)
         observed = {**found, **snap.owned}
-        for key in decided.hand_over:
-            obj = snap.owned[key]
-            meta = obj["metadata"]
-            now = self.kube.get(WRITTEN[obj["kind"]], meta["namespace"], meta["name"])
-            if now is not None:
-                self.kube.hand_over(now)
+        for key in decided.hand_over:  # before the apply: then it removes what it drops
+            meta = snap.owned[key]["metadata"]
+            read = self.kube.get(WRITTEN[key[0]], meta["namespace"], meta["name"])
+            if read is not None and (handed := self.kube.hand_over(read)) is not None:
+                observed[key] = handed
         self._write_keys(snap, decided.keys)
         serialized = [o for o in decided.write if o["kind"] in plan.SERIALIZED_CREATES]
         sent_off = [
@@ -552,13 +551,12 @@ class Controller:
     ) -> None:
         """Server-side apply, each conditional on the object as observed (all at once when
         the plan allows it); one Event per reconcile for what changed. An object `_prepare`
-        created has its fields handed to the apply instead (`conch.ownership`)."""
+        created is not written again."""
         changes: dict[Applied, list[str]] = {Applied.CREATED: [], Applied.UPDATED: []}
         created = created or {}
 
         def apply(obj: Manifest) -> Applied:
-            if (answer := created.get(builders.key(obj))) is not None:
-                self.kube.hand_over(answer)
+            if builders.key(obj) in created:
                 return Applied.CREATED
             return self.kube.apply(obj, observed.get(builders.key(obj)))[0]
 

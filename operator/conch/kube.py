@@ -285,33 +285,33 @@ class Kube:
             raise
         return dict(result)
 
-    def hand_over(self, obj: Manifest) -> None:
+    def hand_over(self, obj: Manifest) -> Manifest | None:
         """Make the fields a `create` wrote Conch's server-side apply's own
-        (`conch.ownership`). `obj` is the object as last read; if its entries moved since,
-        it is read again."""
+        (`conch.ownership`); the object as it is now (None: gone). `obj` is the object as
+        last read (with its managedFields); if its entries moved since, it is read again."""
         kind = WRITTEN[obj["kind"]]
-        meta = obj["metadata"]
+        namespace, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+        current: Manifest | None = obj
         for _ in range(3):
-            ops = ownership.handover(meta.get("managedFields") or [])
+            if current is None:
+                return None
+            ops = ownership.handover(current["metadata"].get("managedFields") or [])
             if not ops:
-                return
+                return current
             try:
-                self._call(
+                result, _ = self._call(
                     "hand_over",
                     kind.plural,
                     "PATCH",
-                    kind.path(meta.get("namespace", ""), meta["name"]),
+                    kind.path(namespace, name),
                     body=ops,
                     query=[("fieldManager", FIELD_MANAGER)],
                     content_type="application/json-patch+json",
                 )
-                return
+                return dict(result)
             except InvalidSpec:  # a test of the patch failed: read the entries again
-                found = self.get(kind, meta.get("namespace", ""), meta["name"])
-                if found is None:
-                    return
-                meta = found["metadata"]
-        raise ApiError(f"hand_over {meta['name']}: its managedFields kept moving", 409, True)
+                current = self.get(kind, namespace, name)
+        raise ApiError(f"hand_over {name}: its managedFields kept moving", 409, temporary=True)
 
     def delete(self, obj: Manifest) -> None:
         kind = WRITTEN[obj["kind"]]

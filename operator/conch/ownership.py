@@ -4,11 +4,11 @@ A new service's Deployment is created with a POST, not an apply: a POST is creat
 it can go out together with the checks of the other objects without ever writing into an
 object someone else holds (`plan.Plan.create`). But a POST records its fields under an
 Update entry of the field manager, and an apply removes only fields that its own Apply
-entry held: a field the create wrote and a later spec no longer implies would stay. So the
-entry is turned into Conch's Apply entry right after the create, as kubectl's own
-client-side-to-server-side upgrade does (client-go's csaupgrade). Until that is done, the
-informer keeps a mark on the object (`pending`), so a reconcile that runs after a crash or
-a failed request still finishes it.
+entry held: a field the create wrote and a later spec no longer implies would stay. So
+before Conch first applies such an object, the entry is turned into Conch's Apply entry,
+as kubectl's own client-side-to-server-side upgrade does (client-go's csaupgrade). Until
+then the informer keeps a mark on the object (`pending`); most Deployments never change,
+so most creates cost no second request.
 """
 
 from __future__ import annotations

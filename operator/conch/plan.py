@@ -185,8 +185,9 @@ class Plan:
     with nothing. Only on a service's first reconcile (no status yet): a refused one checks
     first, rather than create and delete on every retry."""
     hand_over: tuple[tuple[str, str], ...] = ()
-    """Keys of owned objects whose fields a create left under an Update entry, handed to
-    Conch's server-side apply before anything is applied (`conch.ownership`)."""
+    """Keys of objects in `write` whose fields a create left under an Update entry: handed
+    to Conch's server-side apply before it is applied (`conch.ownership`). Until an object
+    changes, the Update entry does no harm, so a create costs no second request."""
     delete: tuple[Manifest, ...] = ()
     status: dict[str, Any] | None = None
     """A merge patch for status, or None when it already says this."""
@@ -369,7 +370,11 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         dry_run=dry_run,
         at_once=at_once,
         create=tuple(builders.key(o) for o in changed if first and o["kind"] == "Deployment"),
-        hand_over=tuple(key for key, obj in snap.owned.items() if ownership.pending(obj)),
+        hand_over=tuple(
+            builders.key(o)
+            for o in changed
+            if (found := snap.owned.get(builders.key(o))) is not None and ownership.pending(found)
+        ),
         delete=tuple(stale),
         acknowledge=acknowledge,
         keys=keys,

@@ -248,11 +248,12 @@ def test_a_new_services_deployment_is_created_then_applied_like_the_rest(
     api: client.ApiClient, namespace: str
 ) -> None:
     """A new service's Deployment is created with a POST alongside the checks of the rest
-    (`plan.Plan.create`). Its fields are then Conch's server-side apply's, so a field the
-    spec no longer implies is removed from it, as from any object Conch applied."""
+    (`plan.Plan.create`). Before its first change, its fields are handed to Conch's
+    server-side apply, so a field the spec no longer implies is removed from it, as from
+    any object Conch applied."""
     create_version(api, namespace)
-    zone = "topology.kubernetes.io/zone"
-    create_service(api, namespace, scheduling={"nodeSelector": {zone: "a"}})
+    sized = {"gpus": 0, "cpu": "1", "memory": "1Gi"}
+    create_service(api, namespace, autoscaling=None, replicas=1, resources=sized)
     apps = client.AppsV1Api(api)
     name = version_child_name("digits", "digits-v1")
 
@@ -263,18 +264,24 @@ def test_a_new_services_deployment_is_created_then_applied_like_the_rest(
         entries = found.items[0].metadata.managed_fields or []
         return [(e.manager, e.operation) for e in entries if not e.subresource]
 
-    eventually(lambda: owners() == [("conch", "Apply")], what="the fields under conch's apply")
-    selector = apps.read_namespaced_deployment(name, namespace).spec.template.spec.node_selector
-    assert selector[zone] == "a"
+    def memory() -> tuple[str | None, str | None]:
+        pod = apps.read_namespaced_deployment(name, namespace).spec.template.spec
+        resources = pod.containers[0].resources
+        return (resources.requests or {}).get("memory"), (resources.limits or {}).get("memory")
+
+    assert eventually(owners, what="the Deployment") == [("conch", "Update")]  # a POST's
+    wait_for(api, namespace, "Ready", "True", "Available")
+    assert owners() == [("conch", "Update")]  # reconciles since wrote nothing to it
+    assert memory() == ("1Gi", "1Gi")
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modelservices", "digits", {"spec": {"scheduling": None}}
+        GROUP,
+        VERSION,
+        namespace,
+        "modelservices",
+        "digits",
+        {"spec": {"resources": {"memory": None}}},
     )
-
-    def selected() -> dict[str, str]:
-        spec = apps.read_namespaced_deployment(name, namespace).spec.template.spec
-        return dict(spec.node_selector or {})
-
-    eventually(lambda: zone not in selected(), what="the zone removed from the nodeSelector")
+    eventually(lambda: memory() == (None, None), what="the memory request and limit removed")
     assert owners() == [("conch", "Apply")]
 
 

@@ -126,18 +126,23 @@ def test_only_a_new_services_deployment_is_created_with_the_checks() -> None:
     assert f"Deployment/{DEPLOYMENT}" in kinds(missing.write) and missing.create == ()
 
 
-def test_fields_a_create_left_under_an_update_entry_are_handed_over() -> None:
+def test_fields_a_create_left_under_an_update_entry_are_handed_over_before_a_change() -> None:
     svc = service()
     snap = settled(svc, plan.plan(snapshot(svc), SETTINGS, NOW))
     marked = copy.deepcopy(dict(snap.owned))
     mark = [{"manager": "conch", "operation": "Update"}]
     marked["Deployment", DEPLOYMENT]["metadata"]["managedFields"] = mark
-    decided = plan.plan(
+    unchanged = plan.plan(
         snapshot(snap.service, owned=marked, deployments=snap.deployments), SETTINGS, NOW
     )
-    assert decided.hand_over == (("Deployment", DEPLOYMENT),)
-    assert decided.write == ()  # the handover writes no field
-    assert plan.plan(snap, SETTINGS, NOW).hand_over == ()
+    assert (unchanged.hand_over, unchanged.write) == ((), ())  # the entry does no harm yet
+    drifted = copy.deepcopy(marked)
+    drifted["Deployment", DEPLOYMENT]["spec"]["template"]["spec"]["containers"][0]["image"] = "x"
+    changed = plan.plan(
+        snapshot(snap.service, owned=drifted, deployments=snap.deployments), SETTINGS, NOW
+    )
+    assert changed.hand_over == (("Deployment", DEPLOYMENT),)
+    assert kinds(changed.write) == [f"Deployment/{DEPLOYMENT}"]
 
 
 def test_nothing_changed_means_nothing_written() -> None:
