@@ -41,7 +41,7 @@ from conch.kube import (
 )
 from conch.metrics import OperatorMetrics
 from conch.providers import MetricProvider, QueryFailed, queries
-from conch.unseen import Unseen, resource_version
+from conch.unseen import Created, Unseen, resource_version
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -87,6 +87,8 @@ class Controller:
         """Queues a service again (the work queue's, set when it starts)."""
         self.unseen = Unseen()
         """The operator's writes to ModelServices their watch has not delivered yet."""
+        self.fresh = Created()
+        """Children the operator created that their watch has not delivered yet."""
         self.ready: dict[tuple[str, str], tuple[str, str]] = {}  # -> (Ready, phase)
         self.sources: dict[tuple[str, str], str] = {}  # (ns, service) -> other model namespace
         metrics.watch_services(lambda: dict(self.ready))
@@ -302,13 +304,19 @@ class Controller:
             if (k != "ServiceMonitor" or capabilities.service_monitor)
             and (k != "HTTPRoute" or capabilities.http_route)
         ]
+        namespace = svc.metadata.namespace or ""
         labels = {SERVICE_LABEL: svc.metadata.name}
-        return {
+        watched = {
             (kind, obj["metadata"]["name"]): obj
             for kind in kinds
-            for obj in self.watched.owned[kind].select(svc.metadata.namespace or "", labels)
+            for obj in self.watched.owned[kind].select(namespace, labels)
             if builders.controlled_by(obj, svc.metadata.uid)
         }
+        fresh = self.fresh.standing_in(
+            svc.metadata.uid or "",
+            lambda kind, name: self.watched.owned[kind].get(namespace, name) is not None,
+        )
+        return {**fresh, **watched}
 
     def _samples(self, svc: ModelService, canary: str) -> rollout.Samples:
         """The canary's metrics over one analysis interval; failures are "no data"."""
@@ -347,6 +355,8 @@ class Controller:
                 check=tuple(o for o in decided.check if o not in waiting),
             )
         found, created = self._prepare(snap, decided)
+        for answer in created.values():
+            self.fresh.created(snap.service.metadata.uid or "", answer)
         observed = {**found, **snap.owned}
         for key in decided.hand_over:  # before the apply: then it removes what it drops
             meta = snap.owned[key]["metadata"]
@@ -408,7 +418,9 @@ class Controller:
         taken since the reconcile read it; a forced apply would take the object over)."""
         owner = next(r["uid"] for r in obj["metadata"]["ownerReferences"] if r.get("controller"))
         ours = self._check_names(owner, [obj])
-        self.kube.apply(obj, ours.get(builders.key(obj)))
+        result, answer = self.kube.apply(obj, ours.get(builders.key(obj)))
+        if result is Applied.CREATED:
+            self.fresh.created(owner, answer)
 
     def _created(self, raw: Manifest, obj: Manifest) -> Callable[[ConchError | None], None]:
         """What to do when a create sent off the reconcile ends: tell (the object's watch
@@ -558,7 +570,10 @@ class Controller:
         def apply(obj: Manifest) -> Applied:
             if builders.key(obj) in created:
                 return Applied.CREATED
-            return self.kube.apply(obj, observed.get(builders.key(obj)))[0]
+            result, answer = self.kube.apply(obj, observed.get(builders.key(obj)))
+            if result is Applied.CREATED:
+                self.fresh.created(raw["metadata"]["uid"], answer)
+            return result
 
         for obj, result in zip(wanted, self._each(at_once, apply, wanted), strict=True):
             if result is not Applied.UNCHANGED:

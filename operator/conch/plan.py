@@ -178,11 +178,12 @@ class Plan:
     yet, so nothing serves and their order cannot matter (a new service's latency is then
     three round trips after its read, not one per object)."""
     create: tuple[tuple[str, str], ...] = ()
-    """Keys of `write` created (a POST) in the round of dry runs, not after it: a new
-    service's Deployments, so its pods start one round trip sooner. A POST never writes
-    into an object that exists; should another object be refused or its name be held, they
-    are deleted again before anything else is written, so a refused service is still left
-    with nothing. Only on a service's first reconcile (no status yet): a refused one checks
+    """Keys of `write` created (a POST) in the round of checks, not after it: every child
+    of a new service but its Service (created off the reconcile), so its pods start one
+    round trip sooner and the checks cost no request of their own. A POST never writes
+    into an object that exists; should one be refused or a name be held, those created are
+    deleted again before anything else is written, so a refused service is still left with
+    nothing. Only on a service's first reconcile (no status yet): a refused one checks
     first, rather than create and delete on every retry."""
     hand_over: tuple[tuple[str, str], ...] = ()
     """Keys of objects in `write` whose fields a create left under an Update entry: handed
@@ -369,7 +370,9 @@ def _plan(snap: Snapshot, settings: PodSettings, now: dt.datetime) -> Plan:
         check=tuple(wanted),
         dry_run=dry_run,
         at_once=at_once,
-        create=tuple(builders.key(o) for o in changed if first and o["kind"] == "Deployment"),
+        create=tuple(
+            builders.key(o) for o in changed if first and o["kind"] not in SERIALIZED_CREATES
+        ),
         hand_over=tuple(
             builders.key(o)
             for o in changed

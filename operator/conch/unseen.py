@@ -1,4 +1,5 @@
-"""The operator's own writes to ModelServices that their watch has not delivered yet.
+"""The operator's own writes that their watch has not delivered yet: to ModelServices
+(`Unseen`), and the children it created (`Created`).
 
 A reconcile plans from the watched ModelService and never reads it from the API server,
 except this: until the watch delivers a write of the operator's own (a status, an
@@ -89,3 +90,53 @@ class Unseen:
     def __len__(self) -> int:
         with self._lock:
             return len(self._written)
+
+
+Child = tuple[str, str]
+"""(kind, name) of a ModelService's child."""
+
+
+class Created:
+    """Children the operator created that their watch has not delivered yet.
+
+    A reconcile that runs between a create and its watch event (the service's status write,
+    or another child's event, queues one) would find the child missing, check its name and
+    write it again. Until the watch holds the child, the create's answer stands in for it.
+    Whatever the watch holds is at least as new as the create, so it always wins; a child
+    not seen within `LAG` seconds (deleted meanwhile, say) is forgotten.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._by_owner: dict[str, dict[Child, tuple[Manifest, float]]] = {}
+        """owner uid -> child -> (the create's answer, when)"""
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def created(self, owner: str, answer: Manifest) -> None:
+        with self._lock:
+            now = self._clock()
+            for uid in list(self._by_owner):  # owners deleted meanwhile are never read again
+                self._expire(uid, now)
+            child = (answer["kind"], answer["metadata"]["name"])
+            self._by_owner.setdefault(owner, {})[child] = (answer, now)
+
+    def standing_in(self, owner: str, watched: Callable[[str, str], bool]) -> dict[Child, Manifest]:
+        """The children of `owner` created and not yet held by their watch (`watched(kind,
+        name)`: whether it holds that child), as their creates answered."""
+        with self._lock:
+            entries = self._by_owner.get(owner, {})
+            for child in [c for c in entries if watched(*c)]:
+                del entries[child]
+            self._expire(owner, self._clock())
+            return {child: answer for child, (answer, _) in entries.items()}
+
+    def _expire(self, owner: str, now: float) -> None:
+        entries = self._by_owner.get(owner, {})
+        for child in [c for c, (_, at) in entries.items() if now - at > LAG]:
+            del entries[child]
+        if not entries:
+            self._by_owner.pop(owner, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(entries) for entries in self._by_owner.values())

@@ -111,10 +111,15 @@ def test_a_new_service_writes_everything_after_a_dry_run() -> None:
     assert decided.requeue_after == plan.NOT_READY_POLL
 
 
-def test_only_a_new_services_deployment_is_created_with_the_checks() -> None:
+def test_only_a_new_services_children_are_created_with_the_checks() -> None:
     """`Plan.create`: a POST in the round of dry runs, for a service's first reconcile."""
     new = plan.plan(snapshot(service()), SETTINGS, NOW)
-    assert new.create == (("Deployment", DEPLOYMENT),)
+    assert sorted(new.create) == [  # all but the Service, created off the reconcile
+        ("Deployment", DEPLOYMENT),
+        ("HorizontalPodAutoscaler", "digits"),
+        ("NetworkPolicy", "digits"),
+        ("PodDisruptionBudget", "digits"),
+    ]
     refused_before = service(
         status={"conditions": [{"type": "Ready", "status": "False", "reason": "NameConflict"}]}
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conch.unseen import LAG, Unseen
+from conch.unseen import LAG, Created, Unseen
 
 KEY = ("ns", "svc")
 
@@ -94,3 +94,43 @@ def test_a_deleted_service_is_forgotten() -> None:
     unseen.wrote(KEY, obj("12"), lambda: "10")
     unseen.forget(KEY)
     assert unseen.newest(KEY) is None and len(unseen) == 0
+
+
+# -- children the operator created (`Created`) ------------------------------------------
+
+
+def child(kind: str, name: str) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name, "resourceVersion": "5"}}
+
+
+def test_a_created_child_stands_in_until_its_watch_holds_it() -> None:
+    created = Created()
+    created.created("uid-a", child("Deployment", "d"))
+    created.created("uid-a", child("NetworkPolicy", "n"))
+    held: set[tuple[str, str]] = set()
+
+    def watched(kind: str, name: str) -> bool:
+        return (kind, name) in held
+
+    assert created.standing_in("uid-a", watched) == {
+        ("Deployment", "d"): child("Deployment", "d"),
+        ("NetworkPolicy", "n"): child("NetworkPolicy", "n"),
+    }
+    assert created.standing_in("uid-b", watched) == {}  # another service's children
+    held.add(("Deployment", "d"))
+    assert list(created.standing_in("uid-a", watched)) == [("NetworkPolicy", "n")]
+    held.clear()  # deleted after the watch held it: never stood in for again
+    assert list(created.standing_in("uid-a", watched)) == [("NetworkPolicy", "n")]
+    assert len(created) == 1
+
+
+def test_a_created_child_never_seen_is_forgotten_after_the_lag() -> None:
+    clock = Clock()
+    created = Created(clock)
+    created.created("uid-a", child("Deployment", "d"))
+    clock.now = LAG - 1
+    assert created.standing_in("uid-a", lambda kind, name: False)
+    clock.now = LAG + 1
+    created.created("uid-b", child("Deployment", "e"))  # sweeps every owner
+    assert len(created) == 1
+    assert created.standing_in("uid-a", lambda kind, name: False) == {}
