@@ -13,11 +13,13 @@ gives them no order).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 
 from conch.builders.meta import Manifest
+from conch.informer import without_managed_fields
 
 Key = tuple[str, str]
 """(namespace, name)."""
@@ -107,18 +109,20 @@ class Created:
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._by_owner: dict[str, dict[Child, tuple[Manifest, float]]] = {}
-        """owner uid -> child -> (the create's answer, when)"""
+        self._by_owner: dict[str, dict[Child, tuple[str, float]]] = {}
+        """owner uid -> child -> (the create's answer as the informer would keep it,
+        serialized: a burst of 1,000 new services holds thousands, when)"""
         self._clock = clock
         self._lock = threading.Lock()
 
     def created(self, owner: str, answer: Manifest) -> None:
+        kept = json.dumps(without_managed_fields(answer), separators=(",", ":"))
         with self._lock:
             now = self._clock()
             for uid in list(self._by_owner):  # owners deleted meanwhile are never read again
                 self._expire(uid, now)
             child = (answer["kind"], answer["metadata"]["name"])
-            self._by_owner.setdefault(owner, {})[child] = (answer, now)
+            self._by_owner.setdefault(owner, {})[child] = (kept, now)
 
     def standing_in(self, owner: str, watched: Callable[[str, str], bool]) -> dict[Child, Manifest]:
         """The children of `owner` created and not yet held by their watch (`watched(kind,
@@ -128,7 +132,7 @@ class Created:
             for child in [c for c in entries if watched(*c)]:
                 del entries[child]
             self._expire(owner, self._clock())
-            return {child: answer for child, (answer, _) in entries.items()}
+            return {child: json.loads(kept) for child, (kept, _) in entries.items()}
 
     def _expire(self, owner: str, now: float) -> None:
         entries = self._by_owner.get(owner, {})
