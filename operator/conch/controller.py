@@ -314,7 +314,7 @@ class Controller:
         }
         fresh = self.fresh.standing_in(
             svc.metadata.uid or "",
-            lambda kind, name: self.watched.owned[kind].get(namespace, name) is not None,
+            lambda kind, name: self.watched.owned[kind].holds(namespace, name),
         )
         return {**fresh, **watched}
 
@@ -477,6 +477,7 @@ class Controller:
         and those created (as the API answered)."""
         unknown = [o for o in decided.check if builders.key(o) not in snap.owned]
         refused: list[str] = []
+        failed: ConchError | None = None
         created: dict[tuple[str, str], Manifest] = {}
         if decided.dry_run and len(decided.write) > 1:
             free = set()  # every unknown object is written (it differs from nothing)
@@ -486,13 +487,15 @@ class Controller:
                 if not plan.named_only(o) or builders.key(o) not in snap.owned
             ]
 
-            def probe(obj: Manifest) -> bool | Manifest | InvalidSpec:
+            def probe(obj: Manifest) -> bool | Manifest | ConchError:
                 return self._probe(obj, builders.key(obj) in decided.create)
 
             answers = self._each(decided.at_once, probe, probed)
             for obj, answer in zip(probed, answers, strict=True):
                 if isinstance(answer, InvalidSpec):  # perhaps someone else controls it
                     refused.append(f"{obj['kind']} {obj['metadata']['name']}: {answer.message}")
+                elif isinstance(answer, ConchError):
+                    failed = answer  # raised once what this round created is deleted
                 elif isinstance(answer, dict):
                     created[builders.key(obj)] = answer
                     free.add(builders.key(obj))
@@ -500,6 +503,8 @@ class Controller:
                     free.add(builders.key(obj))
             unknown = [o for o in unknown if builders.key(o) not in free]
         try:
+            if failed is not None:
+                raise failed
             found = self._check_names(snap.service.metadata.uid, unknown)
             if refused:
                 raise InvalidSpec("; ".join(refused))
@@ -509,10 +514,11 @@ class Controller:
             raise
         return found, created
 
-    def _probe(self, obj: Manifest, create: bool = False) -> bool | Manifest | InvalidSpec:
+    def _probe(self, obj: Manifest, create: bool = False) -> bool | Manifest | ConchError:
         """Whether `obj`'s name is free (the apply would create it), or the API's refusal of
-        it: a dry run, or for an object of `plan.named_only` a read of its metadata. With
-        `create`, a POST instead: the object created, or False when the name is taken."""
+        it (or another error: returned, so the others of the round are still known): a dry
+        run, or for an object of `plan.named_only` a read of its metadata. With `create`, a
+        POST instead: the object created, or False when the name is taken."""
         try:
             if create:
                 return self.kube.create(obj) or False
@@ -521,7 +527,7 @@ class Controller:
                 found = self.kube.get_metadata(OWNED[obj["kind"]], meta["namespace"], meta["name"])
                 return found is None
             return self.kube.dry_run(obj)
-        except InvalidSpec as error:
+        except ConchError as error:
             return error
 
     def _each(self, at_once: bool, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

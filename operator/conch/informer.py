@@ -120,6 +120,11 @@ class Informer:
             blob = self._objects.get(namespace, {}).get(name)
         return None if blob is None else _load(blob)
 
+    def holds(self, namespace: str, name: str) -> bool:
+        """Whether the object is here (without reading it back from its serialized form)."""
+        with self._lock:
+            return name in self._objects.get(namespace, {})
+
     def select(self, namespace: str, labels: dict[str, str]) -> list[Manifest]:
         """Objects in `namespace` carrying every label of `labels`."""
         with self._lock:

@@ -53,7 +53,7 @@ waited 0.4-0.6 s and creates 1.3 s, against 0.07 s for a Deployment's dry run. S
 one is created off the reconcile (`conch.creates`), and the service is not Ready until it
 exists."""
 
-NAMED_ONLY = frozenset({"Service", "PodDisruptionBudget"})
+_NAMED_KINDS = frozenset({"Service", "PodDisruptionBudget"})
 """Kinds Conch builds from the ModelService's name alone, with no field a user gives."""
 
 
@@ -65,7 +65,7 @@ def named_only(obj: Manifest) -> bool:
     peers (no `spec.access`: the ports alone)."""
     if obj["kind"] == "NetworkPolicy":
         return not any("from" in rule for rule in obj["spec"]["ingress"])
-    return obj["kind"] in NAMED_ONLY
+    return obj["kind"] in _NAMED_KINDS
 
 
 NOT_READY_POLL = 10.0
